@@ -1,0 +1,1 @@
+"""Job system: Celery app, task wrappers, the `jobs` CLI. Imports worker lazily, inside task bodies."""

@@ -1,0 +1,56 @@
+import pytest
+
+from worker.config import ConfigError, PeftMethod, load_config, parse_set_options
+
+
+def test_presets_load_with_seed_defaults():
+    cfg = load_config("iu-xray")
+    assert cfg.train.batch_size == 16
+    assert cfg.train.epochs == 10
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.train.warmup_steps == 500
+    assert cfg.train.temperature == pytest.approx(0.07)
+    assert cfg.data.projection == "Frontal"
+    assert cfg.model.siglip == "google/siglip-base-patch16-224"
+    assert load_config("medsiglip").model.requires_hf_token is True
+
+
+def test_overrides_reach_nested_fields():
+    cfg = load_config("smoke", {"train.epochs": "3", "peft.method": "qlora", "data.projection": "Lateral"})
+    assert cfg.train.epochs == 3
+    assert cfg.peft.method == PeftMethod.qlora.value
+    assert cfg.data.projection == "Lateral"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"data.projection": "Oblique"}, "'data.projection'"),
+        ({"data.projection": "Oblique"}, "'Frontal', 'Lateral' or 'both'"),
+        ({"data.nope": "1"}, "unknown config key 'data.nope'"),
+        ({"train.epochs": "many"}, "'train.epochs'"),
+        ({"train.epochs": "0"}, "greater than or equal to 1"),
+        ({"train.epochs.x": "1"}, "is a value, not a section"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", overrides)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError, match="allowed values: iu-xray, medsiglip, smoke"):
+        load_config("nope")
+
+
+def test_set_options_parse_and_reject_malformed():
+    assert parse_set_options(["a.b=1", "c = x"]) == {"a.b": "1", "c": "x"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set_options(["novalue"])
+
+
+def test_config_hash_changes_with_content():
+    assert load_config("smoke").config_hash() == load_config("smoke").config_hash()
+    assert load_config("smoke").config_hash() != load_config("smoke", {"seed": "1"}).config_hash()

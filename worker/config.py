@@ -1,0 +1,297 @@
+"""Typed run configuration: one model per section, a one-line description per field.
+
+A preset is a YAML file in ``configs/``; any field can be overridden with a dotted key
+(``train.epochs=3``). Everything here is plain data: importing this module must stay cheap and
+torch-free, because the CLI and the HTTP API validate configs with it before any GPU work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = PROJECT_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and what is allowed."""
+
+
+class PeftMethod(str, Enum):
+    lora = "lora"
+    qlora = "qlora"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+
+
+class DataConfig(_Section):
+    source: Literal["synthetic", "kaggle", "local"] = Field(
+        "synthetic", description="Where the IU-Xray files come from: generated, Kaggle download, or data_dir."
+    )
+    data_dir: str | None = Field(None, description="A local copy in the Kaggle layout (used when source=local).")
+    kaggle_dataset: str = Field(
+        "raddar/chest-xrays-indiana-university", description="Kaggle dataset handle for source=kaggle."
+    )
+    synthetic_studies: int = Field(300, ge=20, le=100_000, description="Studies the synthetic generator draws.")
+    projection: Literal["Frontal", "Lateral", "both"] = Field(
+        "Frontal", description="Which views to keep: Frontal, Lateral, or both."
+    )
+    target: Literal["impression", "findings"] = Field(
+        "impression", description="Report section used as the text of each image."
+    )
+    image_size: int = Field(224, ge=16, le=1024, description="Side of the square cached images, in pixels.")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="Train/val/test fractions of the studies, split by uid."
+    )
+    num_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes.")
+    cache_workers: int = Field(0, ge=0, le=256, description="Processes building the image cache (0: all cores).")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> DataConfig:
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
+            raise ValueError("split_fractions must be three positive numbers that sum to 1, e.g. [0.7, 0.1, 0.2]")
+        return self
+
+
+class ModelConfig(_Section):
+    siglip: str = Field("google/siglip-base-patch16-224", description="SigLIP hub id or local path.")
+    biogpt: str = Field("microsoft/biogpt", description="BioGPT hub id or local path.")
+    build_tiny_fixtures: bool = Field(
+        False, description="Build random-init tiny models at the siglip/biogpt paths if missing (smoke only)."
+    )
+    requires_hf_token: bool = Field(False, description="The SigLIP checkpoint is gated and needs HF_TOKEN.")
+
+
+class PeftConfig(_Section):
+    method: PeftMethod = Field(PeftMethod.lora, description="lora, or qlora (4-bit NF4 base + LoRA).")
+    r: int = Field(16, ge=1, le=512, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout; 0 keeps the fast path.")
+    towers: Literal["vision", "text", "both"] = Field("both", description="Which SigLIP towers get adapters.")
+    target_modules: str = Field(
+        r".*_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))",
+        description="Regex over module names; must not match the pooling head.",
+    )
+    double_quant: bool = Field(True, description="QLoRA: quantize the quantization constants too.")
+    upcast_non_quantized: bool = Field(
+        False, description="QLoRA: upcast frozen non-4-bit weights to fp32 (the PEFT default; costs memory)."
+    )
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, le=1000, description="Maximum training epochs.")
+    batch_size: int = Field(16, ge=1, le=4096, description="Images per device per step.")
+    lr: float = Field(1e-4, gt=0, le=1.0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, le=1.0, description="AdamW weight decay.")
+    warmup_steps: int = Field(500, ge=0, le=1_000_000, description="Linear warmup steps before cosine decay.")
+    loss: Literal["sigmoid", "infonce"] = Field("sigmoid", description="SigLIP pairwise sigmoid, or InfoNCE.")
+    temperature: float = Field(0.07, gt=0, le=10, description="Fixed InfoNCE temperature.")
+    max_text_length: int = Field(64, ge=8, le=512, description="SigLIP text tokens (padded to max_length).")
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="Lightning precision; auto = bf16-mixed on GPUs that support it, else 32-true."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    devices: int = Field(1, ge=1, le=64, description="Devices per node; >1 uses DDP.")
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Lightning accelerator.")
+    early_stopping_patience: int = Field(3, ge=1, le=1000, description="Epochs without val_loss gain.")
+    augment: bool = Field(True, description="Light augmentation (small shifts, brightness) on train.")
+    limit_train_batches: int | None = Field(None, ge=1, description="Cap train batches per epoch (debug).")
+    resume: bool = Field(False, description="Resume from the run's last checkpoint if present.")
+    max_time_s: int = Field(24 * 3600, ge=10, le=14 * 24 * 3600, description="Job time limit in seconds.")
+
+
+class GenerationConfig(_Section):
+    prefix_tokens: int = Field(8, ge=1, le=256, description="K: image prefix embeddings fed to BioGPT.")
+    projector: Literal["mlp", "linear"] = Field("mlp", description="Projection from SigLIP to BioGPT width.")
+    features: Literal["pooled", "patches"] = Field("pooled", description="SigLIP features the projector reads.")
+    biogpt_tuning: Literal["lora", "qlora", "full"] = Field("lora", description="How BioGPT is adapted.")
+    lora_r: int = Field(16, ge=1, le=512, description="BioGPT LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="BioGPT LoRA alpha.")
+    epochs: int = Field(10, ge=1, le=1000, description="Report-generation training epochs.")
+    batch_size: int = Field(16, ge=1, le=4096, description="Studies per step.")
+    lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate.")
+    warmup_steps: int = Field(500, ge=0, le=1_000_000, description="Linear warmup steps.")
+    max_target_tokens: int = Field(96, ge=8, le=1024, description="Teacher-forced target length.")
+    decoding: Literal["beam", "greedy"] = Field("beam", description="Beam search or greedy decoding.")
+    num_beams: int = Field(3, ge=1, le=32, description="Beams for beam search.")
+    max_new_tokens: int = Field(60, ge=1, le=1024, description="Longest generated impression.")
+    no_repeat_ngram_size: int = Field(3, ge=0, le=10, description="Block repeated n-grams (0: off).")
+    eval_batch_size: int = Field(16, ge=1, le=4096, description="Studies per generation batch.")
+
+
+class PathsConfig(_Section):
+    var_dir: str = Field("var", description="Root for data, models, caches and artifacts (relative: to repo).")
+    run_dir: str | None = Field(
+        None, description="Where this run writes checkpoints and outputs; the job system sets one per job."
+    )
+
+
+class RunConfig(_Section):
+    preset: str = Field("custom", description="Name of the preset this config came from.")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    def var_path(self, *parts: str) -> Path:
+        """A path under var_dir; a relative var_dir is taken from the repo root (or $MEDVL_VAR_DIR)."""
+        root = Path(os.environ.get("MEDVL_VAR_DIR") or self.paths.var_dir)
+        if not root.is_absolute():
+            root = PROJECT_ROOT / root
+        return root.joinpath(*parts)
+
+    def run_path(self, stage: str) -> Path:
+        """This run's output folder: paths.run_dir, or one per stage and config under var/artifacts."""
+        if self.paths.run_dir:
+            path = Path(self.paths.run_dir)
+            return path if path.is_absolute() else PROJECT_ROOT / path
+        return self.var_path("artifacts", f"{stage}-{self.config_hash()}")
+
+    def resolve_model_path(self, name_or_path: str) -> str:
+        """Hub ids pass through; relative local paths (containing var/) resolve from the repo root."""
+        if name_or_path.startswith(("var/", "./", "/")):
+            path = Path(name_or_path)
+            if name_or_path.startswith("var/"):
+                return str(self.var_path(*path.parts[1:]))
+            return str(path if path.is_absolute() else PROJECT_ROOT / path)
+        return name_or_path
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Stable hash of the whole config, for grouping identical runs."""
+        payload = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+# Short CLI flags map onto dotted config keys; `run` and `submit` share them.
+SHORTCUTS: dict[str, str] = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "peft": "peft.method",
+    "devices": "train.devices",
+    "seed": "seed",
+    "projection": "data.projection",
+    "source": "data.source",
+    "data_dir": "data.data_dir",
+    "resume": "train.resume",
+}
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the file") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set tree[a][b] = value for key 'a.b', refusing keys the schema does not have."""
+    parts = key.split(".")
+    model: type[BaseModel] = RunConfig
+    node = tree
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            where = ".".join(parts[:i]) or "top level"
+            raise ConfigError(
+                f"unknown config key '{key}': '{part}' is not a field of {where}; "
+                f"allowed: {', '.join(_field_names(model))}"
+            )
+        annotation = model.model_fields[part].annotation
+        is_last = i == len(parts) - 1
+        if is_last:
+            node[part] = value
+            return
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ConfigError(f"unknown config key '{key}': '{part}' is a value, not a section")
+        node = node.setdefault(part, {})
+        model = annotation
+
+
+def _parse_scalar(raw: str) -> Any:
+    """CLI values arrive as strings; YAML parsing gives numbers, booleans, null and lists their types."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    ctx = first.get("ctx") or {}
+    if "expected" in ctx:
+        msg = f"got {first.get('input')!r}; allowed values: {ctx['expected']}"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"invalid config value for '{key}': {msg}"
+
+
+def load_config(
+    preset: str | None = "smoke",
+    overrides: dict[str, Any] | None = None,
+    config_path: str | Path | None = None,
+) -> RunConfig:
+    """Build a RunConfig from a preset (or a YAML file) plus dotted overrides.
+
+    Raises ConfigError with a one-line message naming the bad key and its allowed values.
+    """
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file or --preset NAME")
+        tree = _read_yaml(path)
+        tree.setdefault("preset", path.stem)
+    elif preset:
+        path = PRESETS_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset '{preset}'; allowed values: {', '.join(available_presets())}")
+        tree = _read_yaml(path)
+        tree["preset"] = preset
+    else:
+        tree = {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, _parse_scalar(value) if isinstance(value, str) else value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc)) from None
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, str]:
+    """Turn ['a.b=1', 'c=x'] into {'a.b': '1', 'c': 'x'}; a malformed item is a ConfigError."""
+    result: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. data.projection=Lateral), got '{item}'")
+        result[key.strip()] = value.strip()
+    return result

@@ -1,0 +1,61 @@
+"""What a stage may tell the outside world while it runs.
+
+`jobs` implements this over the database; tests and `jobs run` without a database use MemoryRecorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Recorder(Protocol):
+    def log_metrics(
+        self, metrics: Mapping[str, float], *, split: str, epoch: int | None = None, step: int | None = None
+    ) -> None:
+        """Record values (e.g. per-epoch losses); the same (split, epoch, step, name) again overwrites."""
+
+    def progress(self, *, epoch: int, step: int, total: int) -> None:
+        """Report how far the stage is: step out of total steps of the whole run."""
+
+    def cancelled(self) -> bool:
+        """True once the user asked the run to stop; stages check it between steps."""
+
+
+@dataclass
+class MetricRow:
+    split: str
+    epoch: int | None
+    step: int | None
+    name: str
+    value: float
+
+
+@dataclass
+class MemoryRecorder:
+    """Keeps everything in lists: for tests and database-free runs."""
+
+    rows: list[MetricRow] = field(default_factory=list)
+    progress_events: list[tuple[int, int, int]] = field(default_factory=list)
+    cancel_requested: bool = False
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], *, split: str, epoch: int | None = None, step: int | None = None
+    ) -> None:
+        for name, value in metrics.items():
+            self.rows = [
+                r for r in self.rows if (r.split, r.epoch, r.step, r.name) != (split, epoch, step, name)
+            ]
+            self.rows.append(MetricRow(split, epoch, step, name, float(value)))
+
+    def progress(self, *, epoch: int, step: int, total: int) -> None:
+        self.progress_events.append((epoch, step, total))
+
+    def cancelled(self) -> bool:
+        return self.cancel_requested
+
+    def series(self, name: str, split: str | None = None) -> list[float]:
+        """Values of one metric in the order they were recorded."""
+        return [r.value for r in self.rows if r.name == name and (split is None or r.split == split)]
