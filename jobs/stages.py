@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Stage(str, Enum):
@@ -40,3 +42,40 @@ def stage_function(stage: Stage) -> Callable[..., Any]:
     """Import the stage's function (pulls in torch for the ML stages)."""
     module_name, _, attr = STAGE_FUNCTIONS[stage].partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+class StageParams(BaseModel):
+    """Inputs a stage takes besides its config; stored with the job, shared by the CLI and the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    siglip_checkpoint: str | None = Field(None, description="train-full: the SigLIP adapter checkpoint.")
+    checkpoint: str | None = Field(None, description="evaluate/qualitative: the report-generation checkpoint.")
+    split: Literal["train", "val", "test"] = Field("test", description="evaluate/qualitative: which split.")
+    num_samples: int = Field(10, ge=1, le=1000, description="qualitative: studies to show.")
+    with_generation: bool = Field(False, description="compare: also train and evaluate report generation.")
+    compare_job: int | None = Field(None, ge=1, description="report: the comparison job (default: latest).")
+
+    def for_stage(self, stage: Stage) -> dict[str, Any]:
+        """The keyword arguments the stage function takes; missing required ones raise ValueError."""
+        needed = STAGE_PARAMS.get(stage, ())
+        kwargs = {name: getattr(self, name) for name in needed}
+        for name in REQUIRED_PARAMS.get(stage, ()):
+            if kwargs.get(name) is None:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"stage '{stage.value}' needs {flag} PATH")
+        return kwargs
+
+
+STAGE_PARAMS: dict[Stage, tuple[str, ...]] = {
+    Stage.train_full: ("siglip_checkpoint",),
+    Stage.evaluate: ("checkpoint", "split"),
+    Stage.qualitative: ("checkpoint", "split", "num_samples"),
+    Stage.compare: ("with_generation",),
+    Stage.report: ("compare_job",),
+}
+REQUIRED_PARAMS: dict[Stage, tuple[str, ...]] = {
+    Stage.train_full: ("siglip_checkpoint",),
+    Stage.evaluate: ("checkpoint",),
+    Stage.qualitative: ("checkpoint",),
+}
