@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     prepare_data = "prepare-data"
     train = "train"
     train_full = "train-full"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and what is allowed."""
 
 
-class PeftMethod(str, Enum):
+class PeftMethod(StrEnum):
     lora = "lora"
     qlora = "qlora"
 
