@@ -1,0 +1,87 @@
+"""The report's charts as PNG files.
+
+Uses matplotlib's object API (Figure) rather than pyplot: no global state and no GUI backend, so charts
+render the same in a worker process, a test, or a headless server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from worker.report.compare import METHODS, Comparison
+
+COLORS = {"lora": "#1f77b4", "qlora": "#d62728"}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def loss_curves(c: Comparison, path: Path) -> Path | None:
+    """Training and validation loss per epoch for both methods on one chart."""
+    if not c.curves:
+        return None
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for method in METHODS:
+        for name, style in (("train_loss", "--"), ("val_loss", "-")):
+            points = c.curves.get(method, {}).get(name)
+            if points:
+                epochs, values = zip(*points, strict=True)
+                ax.plot(epochs, values, style, marker="o", color=COLORS[method], label=f"{method} {name}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss per epoch")
+    ax.legend()
+    return _save(fig, path)
+
+
+def recall_curves(c: Comparison, path: Path) -> Path | None:
+    """Image-to-text recall@1 per epoch."""
+    series = {m: c.curves.get(m, {}).get("i2t_recall@1") for m in METHODS}
+    if not any(series.values()):
+        return None
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for method, points in series.items():
+        if points:
+            epochs, values = zip(*points, strict=True)
+            ax.plot(epochs, values, marker="o", color=COLORS[method], label=method)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("image-to-text recall@1 (val)")
+    ax.set_title("Retrieval per epoch")
+    ax.legend()
+    return _save(fig, path)
+
+
+def cost_bars(c: Comparison, path: Path) -> Path | None:
+    """Bars for training time and memory, one pair per measure."""
+    measures = [
+        ("train_time_s", "time (s)"),
+        ("peak_gpu_mem_mb", "peak GPU (MB)"),
+        ("peak_ram_mb", "peak RAM (MB)"),
+        ("weight_memory_mb", "weights (MB)"),
+    ]
+    present = [(m, label) for m, label in measures if any(c.value(x, "train", m) is not None for x in METHODS)]
+    if not present:
+        return None
+    fig = Figure(figsize=(3 * len(present), 3.5))
+    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    for ax, (metric, label) in zip(axes, present, strict=True):
+        values = [c.value(m, "train", metric) or 0.0 for m in METHODS]
+        ax.bar(METHODS, values, color=[COLORS[m] for m in METHODS])
+        ax.set_title(label)
+    return _save(fig, path)
+
+
+def draw_all(c: Comparison, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = {
+        "loss_curves": loss_curves(c, out_dir / "loss_curves.png"),
+        "recall_curves": recall_curves(c, out_dir / "recall_curves.png"),
+        "cost_bars": cost_bars(c, out_dir / "cost_bars.png"),
+    }
+    return {name: p for name, p in charts.items() if p is not None}
