@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from worker.report.compare import METHODS, Comparison
 
@@ -32,6 +33,7 @@ def loss_curves(c: Comparison, path: Path) -> Path | None:
             if points:
                 epochs, values = zip(*points, strict=True)
                 ax.plot(epochs, values, style, marker="o", color=COLORS[method], label=f"{method} {name}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("Loss per epoch")
@@ -50,6 +52,7 @@ def recall_curves(c: Comparison, path: Path) -> Path | None:
         if points:
             epochs, values = zip(*points, strict=True)
             ax.plot(epochs, values, marker="o", color=COLORS[method], label=method)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("image-to-text recall@1 (val)")
     ax.set_title("Retrieval per epoch")
