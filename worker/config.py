@@ -43,6 +43,9 @@ class DataConfig(_Section):
         "raddar/chest-xrays-indiana-university", description="Kaggle dataset handle for source=kaggle."
     )
     synthetic_studies: int = Field(300, ge=20, le=100_000, description="Studies the synthetic generator draws.")
+    synthetic_seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of the synthetic dataset (apart from the split seed)."
+    )
     projection: Literal["Frontal", "Lateral", "both"] = Field(
         "Frontal", description="Which views to keep: Frontal, Lateral, or both."
     )

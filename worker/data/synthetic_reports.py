@@ -125,7 +125,7 @@ def write_report(conditions: tuple[str, ...], sides: dict[str, str], rng: np.ran
             sentences.insert(0, "The heart is normal in size.")
         impressions = [_fill(_pick(rng, _CONDITION_IMPRESSIONS[c]), sides.get(c, "right")) for c in conditions]
         # Multi-finding impressions are numbered lists in the real data, and so are some single ones.
-        numbered = len(impressions) > 1 and rng.random() < 0.8 or rng.random() < 0.15
+        numbered = (len(impressions) > 1 and rng.random() < 0.8) or rng.random() < 0.15
         if numbered:
             impression = " ".join(f"{i}. {text}" for i, text in enumerate(impressions, start=1))
         else:
