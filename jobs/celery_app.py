@@ -1,0 +1,82 @@
+"""The Celery app: broker and result backend from settings, and the settings long GPU jobs need.
+
+`celery -A jobs.celery_app worker` (what `jobs worker` runs) loads `app`; code that only sends messages
+uses `app_for(settings)`, so tests that point the settings at another broker get a matching app.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Queue
+
+from jobs.settings import Settings, get_settings
+from jobs.stages import GPU_STAGES, Stage
+
+GPU_QUEUE = "gpu"
+CPU_QUEUE = "cpu"
+# The longest job a config may ask for (TrainConfig.max_time_s allows up to 14 days), plus an hour of slack.
+LONGEST_JOB_S = 14 * 24 * 3600
+VISIBILITY_TIMEOUT_S = LONGEST_JOB_S + 3600
+
+
+def queue_for(stage: Stage) -> str:
+    return GPU_QUEUE if stage in GPU_STAGES else CPU_QUEUE
+
+
+def _transport_options(broker: str) -> dict[str, object]:
+    if broker.startswith(("redis://", "rediss://")):
+        # Redis redelivers unacknowledged messages after this; it must outlast the longest allowed job.
+        return {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    if broker.startswith(("sqla+", "sqlalchemy+")):
+        # The SQL transport passes these to create_engine: wait for SQLite's write lock instead of failing.
+        # It never redelivers an unacknowledged message; the stale-job sweep (jobs/claim.py) covers that.
+        return {"connect_args": {"timeout": 30}} if "sqlite" in broker else {}
+    return {}
+
+
+def create_app(broker: str, backend: str) -> Celery:
+    app = Celery("medvl", broker=broker, backend=backend)
+    app.conf.update(
+        # JSON only: a pickled message could run arbitrary code in the worker, so it is refused.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Acknowledge after the task ends, so a job whose worker dies is delivered again, not lost.
+        task_acks_late=True,
+        # A child killed mid-task (OOM, SIGKILL) puts its message back instead of acknowledging it.
+        task_reject_on_worker_lost=True,
+        # Reserve one message at a time: a job waiting behind a 10-hour job could run on an idle worker.
+        worker_prefetch_multiplier=1,
+        # One task at a time per worker, and one worker per GPU: two trainings on one GPU would fight for memory.
+        worker_concurrency=1,
+        # A fresh child per task: GPU memory goes back to the driver and torch/CUDA start clean in the child.
+        worker_max_tasks_per_child=1,
+        broker_transport_options=_transport_options(broker),
+        # STARTED and progress states show in Flower and in AsyncResult.
+        task_track_started=True,
+        result_extended=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        task_queues=(Queue(GPU_QUEUE), Queue(CPU_QUEUE)),
+        task_default_queue=CPU_QUEUE,
+        task_routes={stage.value: {"queue": queue_for(stage)} for stage in Stage},
+    )
+    return app
+
+
+_create_cached = lru_cache(maxsize=8)(create_app)
+
+
+def app_for(settings: Settings | None = None) -> Celery:
+    """An app for sending messages with the current settings."""
+    settings = settings or get_settings()
+    return _create_cached(settings.broker, settings.result_backend)
+
+
+app = app_for()
+app.conf.include = ["jobs.tasks"]

@@ -1,0 +1,58 @@
+"""Sending job messages to the broker and revoking them; nothing here runs a job."""
+
+from __future__ import annotations
+
+import logging
+
+from jobs.celery_app import app_for, queue_for
+from jobs.settings import get_settings
+from jobs.stages import Stage
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not take the message; the job could not be queued."""
+
+
+def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
+    """Send the stage's task for a job; its time limits come from the job's config.train.max_time_s."""
+    settings = get_settings()
+    try:
+        app_for(settings).send_task(
+            stage.value,
+            args=[job_id],
+            task_id=task_id,
+            queue=queue_for(stage),
+            soft_time_limit=max_time_s,
+            time_limit=max_time_s + settings.time_limit_grace_s,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception as exc:  # kombu raises transport-specific errors
+        raise BrokerUnavailable(f"broker {_safe(settings.broker)} did not accept the job: {exc}") from exc
+
+
+def revoke(task_id: str) -> None:
+    """Ask workers to drop a queued message (best effort: the claim refuses a cancelled job anyway)."""
+    try:
+        app_for().control.revoke(task_id)
+    except Exception as exc:  # not every transport supports broadcast (the SQLite broker does not)
+        log.info("revoke of %s not broadcast (%s); the job row's CANCELLED state stops it", task_id, exc)
+
+
+def broker_health() -> str:
+    try:
+        with app_for().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        return f"error: {exc}"
+    return "ok"
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

@@ -1,0 +1,231 @@
+"""The job service: what the CLI and the HTTP API call. Raises the errors below, never HTTP errors.
+
+Nothing here imports torch: configs are validated with the torch-free worker.config, and jobs run
+elsewhere (a Celery worker, or `jobs run` through jobs.runner).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from db.models import Experiment, Job, Metric, utcnow
+from jobs import queue
+from jobs.database import engine, retry_write, transaction
+from jobs.queue import BrokerUnavailable
+from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
+from jobs.stages import STAGE_FUNCTIONS, Stage
+from jobs.views import experiment_view, job_log_path, job_view, metric_view
+
+__all__ = [
+    "BrokerUnavailable",
+    "ExperimentNotFound",
+    "InvalidRequest",
+    "JobNotFound",
+    "cancel",
+    "create_job",
+    "experiment_metrics",
+    "get_job",
+    "health",
+    "list_experiments",
+    "list_jobs",
+    "read_logs",
+    "submit",
+]
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class ExperimentNotFound(LookupError):
+    """No experiment with that id."""
+
+
+class InvalidRequest(ValueError):
+    """The request cannot run; the message names the field and the fix."""
+
+
+def _job_options():  # type: ignore[no-untyped-def]
+    return (selectinload(Job.children).selectinload(Job.experiments), selectinload(Job.experiments))
+
+
+def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The resolved config and the stage's params, or InvalidRequest naming what is wrong."""
+    from worker.config import ConfigError, load_config  # torch-free; lazy keeps `jobs --help` fast
+
+    if request.stage not in STAGE_FUNCTIONS:
+        runnable = ", ".join(stage.value for stage in STAGE_FUNCTIONS)
+        raise InvalidRequest(f"stage '{request.stage.value}' cannot run yet; runnable stages: {runnable}")
+    try:
+        params = request.params.for_stage(request.stage)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    try:
+        config = load_config(request.preset, request.overrides, request.config_path)
+    except ConfigError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return config.to_dict(), params
+
+
+def create_job(request: SubmitRequest, *, task_id: str | None = None) -> tuple[JobView, bool]:
+    """Validate and insert a QUEUED job; returns (job, created). An existing idempotency key returns its job."""
+    config, params = validate(request)
+    if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+        return existing, False
+    try:
+        with transaction() as session:
+            if request.parent_id is not None and session.get(Job, request.parent_id) is None:
+                raise InvalidRequest(f"parent_id: no job {request.parent_id}; pass an existing job id")
+            job = Job(
+                stage=request.stage.value,
+                params=params,
+                request=request.model_dump(mode="json", exclude={"params"}),
+                config=config,
+                state=JobState.QUEUED.value,
+                celery_task_id=task_id,
+                parent_id=request.parent_id,
+                idempotency_key=request.idempotency_key,
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
+    except IntegrityError:
+        # Two submits with one key raced; the other insert won.
+        if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+            return existing, False
+        raise
+    return get_job(job_id), True
+
+
+def submit(request: SubmitRequest) -> JobView:
+    """Record the job and enqueue it; the same idempotency key returns the first job, enqueued once."""
+    task_id = str(uuid.uuid4())
+    job, created = create_job(request, task_id=task_id)
+    if not created:
+        return job
+    max_time_s = int((job.config or {}).get("train", {}).get("max_time_s", 24 * 3600))
+    try:
+        queue.enqueue(job.id, Stage(job.stage), task_id, max_time_s)
+    except BrokerUnavailable as exc:
+        _finish_unqueued(job.id, JobState.FAILED, str(exc))
+        raise
+    return job
+
+
+def _finish_unqueued(job_id: int, state: JobState, error: str | None) -> None:
+    with transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+            .values(state=state.value, error=error, finished_at=utcnow())
+        )
+
+
+def _job_by_key(key: str) -> JobView | None:
+    with transaction() as session:
+        job = session.scalars(select(Job).where(Job.idempotency_key == key).options(*_job_options())).first()
+        return job_view(job) if job else None
+
+
+def get_job(job_id: int) -> JobView:
+    with transaction() as session:
+        job = session.get(Job, job_id, options=_job_options())
+        if job is None:
+            raise JobNotFound(f"no job {job_id}; `jobs list` shows the jobs")
+        return job_view(job)
+
+
+def list_jobs(state: JobState | None = None, limit: int = 50) -> list[JobView]:
+    """Newest first."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit).options(selectinload(Job.experiments))
+    if state is not None:
+        query = query.where(Job.state == JobState(state).value)
+    with transaction() as session:
+        return [job_view(job, with_children=False) for job in session.scalars(query)]
+
+
+@retry_write
+def cancel(job_id: int) -> JobView:
+    """A queued job ends CANCELLED now (its message revoked); a running one is asked to stop at its next step.
+
+    Cancelling a finished job changes nothing. A comparison's children are cancelled with it.
+    """
+    with transaction() as session:
+        job = session.get(Job, job_id, options=_job_options())
+        if job is None:
+            raise JobNotFound(f"no job {job_id}; `jobs list` shows the jobs")
+        ids = [job_id, *(child.id for child in job.children)]
+        task_ids = [t for t in [job.celery_task_id, *(c.celery_task_id for c in job.children)] if t]
+        now = utcnow()
+        # Conditional updates: a worker claiming the job at the same moment either sees CANCELLED or the flag.
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.state == JobState.QUEUED.value)
+            .values(state=JobState.CANCELLED.value, cancel_requested=True, finished_at=now, error="cancelled")
+        )
+        session.execute(
+            update(Job).where(Job.id.in_(ids), Job.state == JobState.RUNNING.value).values(cancel_requested=True)
+        )
+    for task_id in task_ids:
+        queue.revoke(task_id)
+    return get_job(job_id)
+
+
+def read_logs(job_id: int, tail_lines: int | None = None) -> str:
+    """The job's captured log (stage logging and Lightning output); empty before the job starts."""
+    get_job(job_id)
+    path = job_log_path(job_id)
+    if not path.exists():
+        return ""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        if tail_lines is None:
+            return handle.read()
+        return "".join(deque(handle, maxlen=tail_lines))
+
+
+def list_experiments(stage: str | None = None, peft: str | None = None, limit: int = 50) -> list[ExperimentView]:
+    """Newest first, optionally one stage and one PEFT method."""
+    query = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
+    if stage:
+        query = query.where(Experiment.stage == stage)
+    if peft:
+        query = query.where(Experiment.peft_method == peft)
+    with transaction() as session:
+        return [experiment_view(experiment) for experiment in session.scalars(query)]
+
+
+def get_experiment(experiment_id: int) -> ExperimentView:
+    with transaction() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            raise ExperimentNotFound(f"no experiment {experiment_id}; `jobs results` lists them")
+        return experiment_view(experiment)
+
+
+def experiment_metrics(experiment_id: int) -> list[MetricView]:
+    """Every recorded value of one experiment, by split, name, epoch and step."""
+    get_experiment(experiment_id)
+    query = (
+        select(Metric)
+        .where(Metric.experiment_id == experiment_id)
+        .order_by(Metric.split, Metric.name, Metric.epoch, Metric.step)
+    )
+    with transaction() as session:
+        return [metric_view(metric) for metric in session.scalars(query)]
+
+
+def health() -> dict[str, str]:
+    """Whether the database and the broker answer."""
+    try:
+        with engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        database = "ok"
+    except Exception as exc:
+        database = f"error: {exc.__class__.__name__}: {exc}"
+    return {"database": database, "broker": queue.broker_health()}

@@ -1,0 +1,84 @@
+"""Settings from the environment (and a `.env` file): where the database, broker and files live.
+
+With nothing set, everything is embedded under `var/`: SQLite for the experiments and for the broker,
+so a laptop needs no server. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=PROJECT_ROOT / ".env", extra="ignore", populate_by_name=True)
+
+    var_dir: Path = Field(PROJECT_ROOT / "var", alias="MEDVL_VAR_DIR", description="Root of data and artifacts.")
+    database_url: str | None = Field(None, alias="DATABASE_URL", description="Default: SQLite in var/.")
+    celery_broker_url: str | None = Field(None, alias="CELERY_BROKER_URL", description="Default: SQLite in var/.")
+    celery_result_backend: str | None = Field(
+        None, alias="CELERY_RESULT_BACKEND", description="Default: the Redis broker, else SQLite in var/."
+    )
+    api_token: SecretStr | None = Field(None, alias="API_TOKEN")
+    api_auth_disabled: bool = Field(False, alias="API_AUTH_DISABLED")
+    flower_basic_auth: str | None = Field(None, alias="FLOWER_BASIC_AUTH", description="user:password[,...]")
+    hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
+    kaggle_username: str | None = Field(None, alias="KAGGLE_USERNAME")
+    kaggle_key: SecretStr | None = Field(None, alias="KAGGLE_KEY")
+
+    artifacts_dir: Path | None = Field(None, alias="JOBS_ARTIFACTS_DIR", description="Default: var/artifacts.")
+    logs_dir: Path | None = Field(None, alias="JOBS_LOG_DIR", description="Default: var/logs.")
+    heartbeat_s: float = Field(15.0, gt=0, alias="JOBS_HEARTBEAT_S", description="How often a running job beats.")
+    stale_after_s: float = Field(
+        120.0, gt=0, alias="JOBS_STALE_AFTER_S", description="A RUNNING job silent this long lost its worker."
+    )
+    sweep_interval_s: float = Field(
+        60.0, gt=0, alias="JOBS_SWEEP_INTERVAL_S", description="How often a worker looks for stale jobs."
+    )
+    max_attempts: int = Field(3, ge=1, alias="JOBS_MAX_ATTEMPTS", description="Runs of a job before FAILED.")
+    time_limit_grace_s: int = Field(
+        120, ge=1, alias="JOBS_TIME_LIMIT_GRACE_S", description="Hard limit = soft limit (max_time_s) + this."
+    )
+
+    def resolved_var_dir(self) -> Path:
+        return self.var_dir if self.var_dir.is_absolute() else PROJECT_ROOT / self.var_dir
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_var_dir() / 'experiments.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.celery_broker_url or f"sqla+sqlite:///{self.resolved_var_dir() / 'broker.db'}"
+
+    @property
+    def result_backend(self) -> str:
+        if self.celery_result_backend:
+            return self.celery_result_backend
+        if self.broker.startswith(("redis://", "rediss://")):
+            return self.broker
+        return f"db+sqlite:///{self.resolved_var_dir() / 'celery-results.db'}"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.artifacts_dir or self.resolved_var_dir() / "artifacts"
+
+    @property
+    def logs_root(self) -> Path:
+        return self.logs_dir or self.resolved_var_dir() / "logs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process (cached; tests that change the environment call reset_settings())."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()
+
