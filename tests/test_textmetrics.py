@@ -1,0 +1,135 @@
+"""Each metric wrapper against values worked out by hand or known from the libraries."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.textmetrics import (
+    SystemDependencyMissing,
+    all_metrics,
+    bleu_scores,
+    coco_scores,
+    deps,
+    ensure_wordnet_data,
+    meteor_score,
+    per_sample_scores,
+    rouge_scores,
+    tokenize,
+    wordnet,
+)
+
+REFS = ["no acute cardiopulmonary abnormality .", "the heart is normal in size ."]
+DISJOINT = ["mild pleural effusion", "patchy opacity bilaterally"]
+
+
+def test_tokenize_splits_punctuation_and_lowercases():
+    assert tokenize("Heart size, NORMAL.") == ["heart", "size", ",", "normal", "."]
+
+
+def test_bleu_identical_is_one_and_disjoint_is_near_zero():
+    assert bleu_scores(REFS, REFS) == pytest.approx({f"bleu{n}": 1.0 for n in range(1, 5)})
+    disjoint = bleu_scores(REFS, DISJOINT)
+    assert disjoint["bleu1"] == 0.0
+    assert disjoint["bleu4"] < 1e-3
+
+
+def test_bleu_known_pair_by_hand():
+    # hyp "the heart is big" vs ref "the heart is normal": p1 = 3/4, p2 = 2/3, equal lengths (BP = 1).
+    scores = bleu_scores(["the heart is normal"], ["the heart is big"])
+    assert scores["bleu1"] == pytest.approx(0.75)
+    assert scores["bleu2"] == pytest.approx((0.75 * 2 / 3) ** 0.5)
+
+
+def test_rouge_identical_disjoint_and_known_pair():
+    assert rouge_scores(REFS, REFS) == pytest.approx({"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0})
+    assert rouge_scores(REFS, DISJOINT) == pytest.approx({"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0})
+    # 3 of 4 unigrams shared both ways: F1 = 0.75; bigrams "the heart", "heart is": 2 of 3 -> 2/3.
+    known = rouge_scores(["the heart is normal"], ["the heart is big"])
+    assert known == pytest.approx({"rouge1": 0.75, "rouge2": 2 / 3, "rougeL": 0.75})
+
+
+def test_rouge_stems_words():
+    assert rouge_scores(["effusions"], ["effusion"])["rouge1"] == pytest.approx(1.0)
+
+
+def test_meteor_by_hand_uses_wordnet_synonyms(tmp_path_factory):
+    try:
+        data = tmp_path_factory.mktemp("nltk_data")
+        ensure_wordnet_data(data)
+    except SystemDependencyMissing as exc:
+        pytest.skip(str(exc))
+    # Identical n-token texts: one chunk of n matches, penalty 0.5 * (1/n)^3.
+    assert meteor_score(["heart size normal ok"], ["heart size normal ok"], nltk_data_dir=data) == pytest.approx(
+        1 - 0.5 / 4**3
+    )
+    assert meteor_score(REFS, DISJOINT, nltk_data_dir=data) == 0.0
+    # "ill" matches "sick" only through WordNet: 2 matches in one chunk -> (1 - 0.5/8) * 1 = 0.9375.
+    # Without synonyms it would be 1 match: Fmean 0.5, penalty 0.5 -> 0.25. (NLTK looks synonyms up
+    # after stemming, so the pair must be words the Porter stemmer leaves alone.)
+    assert meteor_score(["heart sick"], ["heart ill"], nltk_data_dir=data) == pytest.approx(0.9375)
+
+
+def test_meteor_without_wordnet_fails_with_install_hint(tmp_path, monkeypatch):
+    with pytest.raises(SystemDependencyMissing, match="apt-get install wordnet-base"):
+        ensure_wordnet_data(tmp_path / "nltk_data", source=tmp_path / "no-wordnet")
+    monkeypatch.setattr(wordnet, "SYSTEM_WORDNET", tmp_path / "no-wordnet")
+    with pytest.raises(SystemDependencyMissing, match="make system-deps"):
+        meteor_score(["a"], ["a"], nltk_data_dir=tmp_path / "other")
+
+
+def test_coco_meteor_without_java_fails_with_install_hint(monkeypatch):
+    monkeypatch.setattr(deps.shutil, "which", lambda name: None)
+    with pytest.raises(SystemDependencyMissing, match="default-jre-headless"):
+        coco_scores(REFS, REFS)
+
+
+needs_java = pytest.mark.skipif(deps.shutil.which("java") is None, reason="no Java runtime")
+
+
+@pytest.fixture(scope="module")
+def nltk_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("nltk_all")
+    try:
+        ensure_wordnet_data(data)
+    except SystemDependencyMissing as exc:
+        pytest.skip(str(exc))
+    return data
+
+
+@needs_java
+def test_all_metrics_identical_texts(nltk_data):
+    # One JVM start (about 8 s: the jar loads its paraphrase table), so identical texts share a call.
+    metrics = all_metrics(REFS, REFS, nltk_data_dir=nltk_data)
+    names = {f"bleu{n}" for n in range(1, 5)} | {"rouge1", "rouge2", "rougeL", "meteor"}
+    names |= {f"coco_bleu{n}" for n in range(1, 5)} | {"coco_meteor", "coco_rougeL", "coco_cider"}
+    assert set(metrics) == names
+    for name in names - {"meteor", "coco_cider"}:
+        assert metrics[name] == pytest.approx(1.0, abs=1e-6), name
+    assert 0.95 < metrics["meteor"] < 1.0  # fragmentation penalty 0.5 / n^3
+    # CIDEr-D of perfect matches over 2 documents: equal tf-idf vectors, cosine 1 per order, times 10.
+    assert metrics["coco_cider"] == pytest.approx(10.0, abs=1e-6)
+
+
+@needs_java
+def test_coco_known_and_disjoint_pairs_by_hand():
+    refs = ["the heart is normal", "mild pleural effusion"]
+    hyps = ["the heart is big", "patchy opacity bilaterally"]
+    scores = coco_scores(refs, hyps)
+    # Corpus BLEU-1: 3 + 0 clipped matches over 4 + 3 words; lengths equal so no brevity penalty.
+    assert scores["coco_bleu1"] == pytest.approx(3 / 7, abs=1e-6)
+    # ROUGE-L per study: LCS 3 of 4 both ways -> 0.75, and 0; the toolkit averages them.
+    assert scores["coco_rougeL"] == pytest.approx(0.375)
+    assert 0.0 < scores["coco_meteor"] < 1.0
+    assert scores["coco_cider"] > 0.0
+
+
+def test_per_sample_scores():
+    per = per_sample_scores(REFS, ["no acute cardiopulmonary abnormality .", "heart size normal ."])
+    assert per[0] == pytest.approx({"bleu4": 1.0, "rougeL": 1.0})
+    assert 0.0 < per[1]["rougeL"] < 1.0
+    assert 0.0 < per[1]["bleu4"] < 0.5
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="one per study"):
+        bleu_scores(REFS, REFS[:1])

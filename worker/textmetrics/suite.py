@@ -1,0 +1,28 @@
+"""Every metric at once, and the per-study scores written next to each prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.textmetrics.coco import coco_scores
+from worker.textmetrics.nltk_metrics import bleu_scores, meteor_score, sentence_bleu4
+from worker.textmetrics.rouge import rouge_scores, sentence_rouge_l
+
+
+def all_metrics(references: Sequence[str], hypotheses: Sequence[str], *, nltk_data_dir: Path) -> dict[str, float]:
+    """bleu1..4, rouge1/2/L, meteor and the coco_* metrics of the generated texts."""
+    return {
+        **bleu_scores(references, hypotheses),
+        **rouge_scores(references, hypotheses),
+        "meteor": meteor_score(references, hypotheses, nltk_data_dir=nltk_data_dir),
+        **coco_scores(references, hypotheses),
+    }
+
+
+def per_sample_scores(references: Sequence[str], hypotheses: Sequence[str]) -> list[dict[str, float]]:
+    """Sentence BLEU-4 and ROUGE-L of each pair, for ranking studies and for the predictions file."""
+    return [
+        {"bleu4": sentence_bleu4(r, h), "rougeL": sentence_rouge_l(r, h)}
+        for r, h in zip(references, hypotheses, strict=True)
+    ]

@@ -1,0 +1,87 @@
+"""WordNet 3.0 for NLTK's METEOR, built offline from Debian's `wordnet-base` package.
+
+NLTK will not read ``/usr/share/wordnet`` in place: it expects a ``corpora/wordnet`` folder with a
+``lexnames`` file, which Debian does not ship. We copy the dictionary files into an NLTK data folder
+of our own and write ``lexnames`` (the 45 lexicographer files of WordNet 3.0) beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import nltk.data
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+from worker.textmetrics.deps import INSTALL_HINT, SystemDependencyMissing
+
+SYSTEM_WORDNET = Path(os.environ.get("MEDVL_WORDNET_DIR", "/usr/share/wordnet"))
+
+# WordNet 3.0's lexicographer files in number order, with their part-of-speech number (lexnames(5WN)).
+LEXNAMES = (
+    ("adj.all", 3), ("adj.pert", 3), ("adv.all", 4), ("noun.Tops", 1), ("noun.act", 1), ("noun.animal", 1),
+    ("noun.artifact", 1), ("noun.attribute", 1), ("noun.body", 1), ("noun.cognition", 1),
+    ("noun.communication", 1), ("noun.event", 1), ("noun.feeling", 1), ("noun.food", 1), ("noun.group", 1),
+    ("noun.location", 1), ("noun.motive", 1), ("noun.object", 1), ("noun.person", 1), ("noun.phenomenon", 1),
+    ("noun.plant", 1), ("noun.possession", 1), ("noun.process", 1), ("noun.quantity", 1), ("noun.relation", 1),
+    ("noun.shape", 1), ("noun.state", 1), ("noun.substance", 1), ("noun.time", 1), ("verb.body", 2),
+    ("verb.change", 2), ("verb.cognition", 2), ("verb.communication", 2), ("verb.competition", 2),
+    ("verb.consumption", 2), ("verb.contact", 2), ("verb.creation", 2), ("verb.emotion", 2), ("verb.motion", 2),
+    ("verb.perception", 2), ("verb.possession", 2), ("verb.social", 2), ("verb.stative", 2), ("verb.weather", 2),
+    ("adj.ppl", 3),
+)
+# The files NLTK's reader opens besides lexnames; index.sense comes from `wordnet-sense-index`.
+REQUIRED_FILES = tuple(f for f in WordNetCorpusReader._FILES if f != "lexnames")
+
+
+def _missing_files(folder: Path) -> list[str]:
+    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+
+
+def ensure_wordnet_data(nltk_data_dir: Path, source: Path | None = None) -> Path:
+    """Make ``nltk_data_dir/corpora/wordnet`` a complete WordNet for NLTK; returns that folder.
+
+    Idempotent: an existing complete copy is reused. Raises SystemDependencyMissing naming the
+    packages to install when the system WordNet is absent or incomplete.
+    """
+    source = source or SYSTEM_WORDNET
+    target = Path(nltk_data_dir) / "corpora" / "wordnet"
+    if not _missing_files(target) and (target / "lexnames").is_file():
+        return target
+    missing = _missing_files(source)
+    if missing:
+        raise SystemDependencyMissing(
+            f"METEOR needs WordNet 3.0 with synonyms, but {source} lacks {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}; {INSTALL_HINT}"
+        )
+    staging = target.with_name("wordnet.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        shutil.copyfile(source / name, staging / name)
+    lines = (f"{i:02d}\t{name}\t{pos}\n" for i, (name, pos) in enumerate(LEXNAMES))
+    (staging / "lexnames").write_text("".join(lines))
+    # A rename makes the copy appear whole or not at all, even with two processes racing here.
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+@lru_cache(maxsize=4)
+def load_wordnet(nltk_data_dir: Path) -> WordNetCorpusReader:
+    """A WordNet reader over our offline copy (built on first use); cached per folder."""
+    root = ensure_wordnet_data(Path(nltk_data_dir))
+    # NLTK only opens corpora under a folder on its data path (its path-security check).
+    data_dir = str(Path(nltk_data_dir).resolve())
+    if data_dir not in nltk.data.path:
+        nltk.data.path.append(data_dir)
+    with warnings.catch_warnings():
+        # Without the Open Multilingual WordNet NLTK warns; METEOR only needs English synonyms.
+        warnings.simplefilter("ignore", UserWarning)
+        reader = WordNetCorpusReader(str(root), None)
+    if not reader.synsets("large"):
+        raise SystemDependencyMissing(f"WordNet at {root} has no synsets for 'large'; reinstall it: {INSTALL_HINT}")
+    return reader
