@@ -1,0 +1,108 @@
+"""What the HTTP API takes and returns.
+
+Responses are the job service's own views (re-exported here so routes import models from one place);
+the request model is the API's: typed, bounded options the way `jobs submit` takes them, turned into
+the service's `SubmitRequest`. Paths are checked against the allowed roots by the route, which knows the
+settings (see `api.paths`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
+from jobs.stages import Stage, StageParams
+
+__all__ = [
+    "ExperimentView",
+    "HealthView",
+    "JobState",
+    "JobSubmission",
+    "JobView",
+    "MetricView",
+    "PeftName",
+    "Stage",
+]
+
+# The values of worker.config.PeftMethod; the API may not import worker (tests check the two agree).
+PeftName = Literal["lora", "qlora"]
+
+
+def _option(config_key: str, **constraints: Any) -> Any:
+    """A typed shortcut for one dotted config key; the key travels in the field's metadata."""
+    return Field(None, json_schema_extra={"config_key": config_key}, **constraints)
+
+
+class JobSubmission(BaseModel):
+    """The body of `POST /jobs`: a stage, its config and its inputs, with the same options as `jobs submit`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage = Field(description="Which stage to run.")
+    preset: str | None = Field(
+        "smoke", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="Preset name under configs/."
+    )
+    config: str | None = Field(None, max_length=4096, description="A YAML config file (under the data roots).")
+
+    # Shortcuts for the options people change most; each maps onto one dotted config key.
+    peft: PeftName | None = _option("peft.method", description="lora, or qlora (4-bit base + LoRA).")
+    epochs: int | None = _option("train.epochs", ge=1, le=1000, description="Maximum training epochs.")
+    batch_size: int | None = _option("train.batch_size", ge=1, le=4096, description="Images per device per step.")
+    lr: float | None = _option("train.lr", gt=0, le=1.0, description="Peak learning rate.")
+    devices: int | None = _option("train.devices", ge=1, le=64, description="Devices per node; >1 uses DDP.")
+    seed: int | None = _option("seed", ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
+    projection: Literal["Frontal", "Lateral", "both"] | None = _option("data.projection", description="Views.")
+    source: Literal["synthetic", "kaggle", "local"] | None = _option("data.source", description="Data source.")
+    data_dir: str | None = _option("data.data_dir", max_length=4096, description="Local data in the Kaggle layout.")
+    resume: bool | None = _option("train.resume", description="Resume from the run's last checkpoint.")
+
+    overrides: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=100,
+        description='Any other config key, dotted, to a raw value (as `--set`), e.g. {"peft.r": "8"}.',
+    )
+    params: StageParams = Field(default_factory=StageParams, description="The stage's own inputs.")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="The same key again returns the first job, not a new one."
+    )
+
+    @classmethod
+    def shortcut_keys(cls) -> dict[str, str]:
+        """Field name -> the dotted config key it sets."""
+        keys = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and "config_key" in extra:
+                keys[name] = str(extra["config_key"])
+        return keys
+
+    def config_overrides(self) -> dict[str, str]:
+        """Every config change this submission asks for, as dotted keys to raw strings (explicit overrides last)."""
+        result: dict[str, str] = {}
+        for name, key in self.shortcut_keys().items():
+            value = getattr(self, name)
+            if value is not None:
+                # Raw strings, parsed by the config loader exactly like `--set` values.
+                result[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        result.update(self.overrides)
+        return result
+
+    def to_submit_request(self) -> SubmitRequest:
+        return SubmitRequest(
+            stage=self.stage,
+            preset=self.preset,
+            config_path=self.config,
+            overrides=self.config_overrides(),
+            params=self.params,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+class HealthView(BaseModel):
+    """`GET /healthz`: each dependency is "ok" or "error: <why>"."""
+
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str

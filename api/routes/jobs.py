@@ -1,0 +1,47 @@
+"""Submit, list, inspect, follow and cancel jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+
+from api.deps import ValidSubmission
+from api.models import JobState, JobView
+from jobs import service
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+def submit_job(submission: ValidSubmission) -> JobView:
+    """Record the job and enqueue it; a worker picks it up. The same idempotency key returns the first job."""
+    return service.submit(submission.to_submit_request())
+
+
+@router.get("", response_model=list[JobView])
+def list_jobs(
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[JobView]:
+    return service.list_jobs(state=state, limit=limit)
+
+
+@router.get("/{job_id}", response_model=JobView)
+def get_job(job_id: int) -> JobView:
+    return service.get_job(job_id)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+def job_logs(
+    job_id: int,
+    tail: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last N lines.")] = None,
+) -> str:
+    return service.read_logs(job_id, tail_lines=tail)
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+def cancel_job(job_id: int) -> JobView:
+    """A queued job is revoked; a running one stops at its next step, keeping the metrics recorded so far."""
+    return service.cancel(job_id)

@@ -1,0 +1,330 @@
+"""The HTTP API against the real job service: SQLite database and SQLite broker in a temporary folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.deps import ApiSettings, AuthNotConfigured
+from api.models import JobSubmission
+from db.models import Experiment, Metric
+from jobs.database import dispose_engines, transaction
+from jobs.settings import get_settings, reset_settings
+from jobs.views import job_log_path
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture
+def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the job service at a fresh database and broker under tmp_path; returns the var root."""
+    var = tmp_path / "var"
+    var.mkdir()
+    monkeypatch.setenv("MEDVL_VAR_DIR", str(var))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'experiments.db'}")
+    monkeypatch.setenv("CELERY_BROKER_URL", f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", f"db+sqlite:///{tmp_path / 'results.db'}")
+    for name in ("JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    yield var
+    dispose_engines()
+    reset_settings()
+
+
+def api_settings(var: Path, token: str | None = TOKEN, auth_disabled: bool = False) -> ApiSettings:
+    return ApiSettings(
+        api_token=token, auth_disabled=auth_disabled, var_root=var, artifacts_root=get_settings().artifacts_root
+    )
+
+
+@pytest.fixture
+def client(service_env: Path) -> Iterator[TestClient]:
+    """An authenticated client of an app on the real service."""
+    with TestClient(create_app(api_settings(service_env))) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield test_client
+
+
+def _submit(client: TestClient, **body: object) -> dict:
+    response = client.post("/jobs", json={"stage": "train", "preset": "smoke", **body})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _error_locations(response) -> list[list]:  # type: ignore[no-untyped-def]
+    assert response.status_code == 422, response.text
+    return [error["loc"] for error in response.json()["detail"]]
+
+
+# --- submit and read back ------------------------------------------------------------------------------------
+
+
+def test_submit_records_a_queued_job_with_the_requested_config(client: TestClient) -> None:
+    job = _submit(client, peft="qlora", epochs=2, batch_size=8, overrides={"peft.r": "4"})
+
+    assert job["state"] == "QUEUED"
+    assert job["stage"] == "train"
+    assert job["celery_task_id"]
+    assert job["config"]["peft"]["method"] == "qlora"
+    assert job["config"]["peft"]["r"] == 4
+    assert job["config"]["train"]["epochs"] == 2
+    assert job["config"]["train"]["batch_size"] == 8
+    assert client.get(f"/jobs/{job['id']}").json()["config"] == job["config"]
+    listed = client.get("/jobs", params={"state": "QUEUED"}).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert client.get("/jobs", params={"state": "RUNNING"}).json() == []
+
+
+def test_same_idempotency_key_returns_the_first_job(client: TestClient) -> None:
+    first = _submit(client, idempotency_key="nightly-2026-11-27")
+    again = _submit(client, idempotency_key="nightly-2026-11-27", epochs=5)
+
+    assert again["id"] == first["id"]
+    assert len(client.get("/jobs").json()) == 1
+
+
+def test_stage_params_reach_the_job(client: TestClient, service_env: Path) -> None:
+    checkpoint = service_env / "artifacts" / "run-1" / "model.ckpt"
+    job = _submit(client, stage="evaluate", params={"checkpoint": str(checkpoint), "split": "val"})
+
+    assert job["params"] == {"checkpoint": str(checkpoint), "split": "val"}
+
+
+def test_cancel_of_a_queued_job_ends_it_cancelled(client: TestClient) -> None:
+    job = _submit(client)
+
+    response = client.post(f"/jobs/{job['id']}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["state"] == "CANCELLED"
+    assert client.get(f"/jobs/{job['id']}").json()["state"] == "CANCELLED"
+
+
+def test_logs_are_served_as_text_with_an_optional_tail(client: TestClient) -> None:
+    job = _submit(client)
+    assert client.get(f"/jobs/{job['id']}/logs").text == ""
+    log = job_log_path(job["id"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("epoch 1\nepoch 2\nepoch 3\n")
+
+    full = client.get(f"/jobs/{job['id']}/logs")
+    tail = client.get(f"/jobs/{job['id']}/logs", params={"tail": 2})
+
+    assert full.headers["content-type"].startswith("text/plain")
+    assert full.text == "epoch 1\nepoch 2\nepoch 3\n"
+    assert tail.text == "epoch 2\nepoch 3\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/jobs/999"),
+        ("get", "/jobs/999/logs"),
+        ("post", "/jobs/999/cancel"),
+        ("get", "/experiments/999/metrics"),
+    ],
+)
+def test_unknown_ids_are_404_with_a_hint(client: TestClient, method: str, path: str) -> None:
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 404
+    assert "999" in response.json()["detail"]
+
+
+# --- experiments ------------------------------------------------------------------------------------------------
+
+
+def _insert_experiment(stage: str, peft: str, values: list[float]) -> int:
+    with transaction() as session:
+        experiment = Experiment(stage=stage, peft_method=peft, config_hash="abc", status="succeeded", seed=1)
+        session.add(experiment)
+        session.flush()
+        for epoch, value in enumerate(values):
+            session.add(Metric(experiment_id=experiment.id, split="val", epoch=epoch, step=0, name="loss", value=value))
+        return experiment.id
+
+
+def test_experiments_filter_by_stage_and_peft_and_serve_their_metrics(client: TestClient) -> None:
+    lora = _insert_experiment("train", "lora", [0.9, 0.5])
+    qlora = _insert_experiment("train", "qlora", [0.8])
+    _insert_experiment("evaluate", "lora", [])
+
+    assert [e["id"] for e in client.get("/experiments", params={"peft": "qlora"}).json()] == [qlora]
+    assert [e["id"] for e in client.get("/experiments", params={"stage": "train"}).json()] == [qlora, lora]
+    assert len(client.get("/experiments", params={"limit": 1}).json()) == 1
+    metrics = client.get(f"/experiments/{lora}/metrics").json()
+    assert [(m["split"], m["epoch"], m["name"], m["value"]) for m in metrics] == [
+        ("val", 0, "loss", 0.9),
+        ("val", 1, "loss", 0.5),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"), [({"peft": "dora"}, "peft"), ({"stage": "bake"}, "stage"), ({"limit": 0}, "limit")]
+)
+def test_experiment_filters_are_validated(client: TestClient, params: dict, field: str) -> None:
+    assert _error_locations(client.get("/experiments", params=params)) == [["query", field]]
+
+
+# --- auth -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
+def test_requests_without_the_right_token_are_401(service_env: Path, header: str | None) -> None:
+    client = TestClient(create_app(api_settings(service_env)))
+    headers = {"Authorization": header} if header is not None else {}
+
+    for method, path in [("get", "/jobs"), ("post", "/jobs"), ("get", "/experiments"), ("get", "/jobs/1")]:
+        response = client.request(method.upper(), path, headers=headers, json={"stage": "train"})
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_auth_can_be_disabled_explicitly_for_local_use(service_env: Path) -> None:
+    client = TestClient(create_app(api_settings(service_env, token=None, auth_disabled=True)))
+
+    assert client.get("/jobs").status_code == 200
+
+
+def test_the_api_refuses_to_start_without_a_token_or_an_explicit_opt_out(service_env: Path) -> None:
+    with pytest.raises(AuthNotConfigured, match="API_TOKEN"):
+        create_app(api_settings(service_env, token=None))
+
+
+def test_healthz_needs_no_token_and_reports_database_and_broker(service_env: Path) -> None:
+    response = TestClient(create_app(api_settings(service_env))).get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_healthz_is_503_when_the_broker_is_unreachable(service_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing answers
+    reset_settings()
+
+    response = TestClient(create_app(api_settings(service_env))).get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"]) == ("degraded", "ok")
+    assert body["broker"].startswith("error:")
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [
+        ({"stage": "bake"}, ["body", "stage"]),
+        ({"peft": "dora"}, ["body", "peft"]),
+        ({"epochs": 0}, ["body", "epochs"]),
+        ({"epochs": 100_000}, ["body", "epochs"]),
+        ({"batch_size": 0}, ["body", "batch_size"]),
+        ({"batch_size": 10**6}, ["body", "batch_size"]),
+        ({"lr": -1}, ["body", "lr"]),
+        ({"preset": "../../etc/passwd"}, ["body", "preset"]),
+        ({"params": {"split": "everything"}}, ["body", "params", "split"]),
+        ({"params": {"num_samples": 0}}, ["body", "params", "num_samples"]),
+        ({"params": {"unknown": 1}}, ["body", "params", "unknown"]),
+        ({"color": "blue"}, ["body", "color"]),
+        ({"idempotency_key": ""}, ["body", "idempotency_key"]),
+    ],
+)
+def test_bad_fields_are_422_naming_the_field(client: TestClient, body: dict, location: list) -> None:
+    payload = {"stage": "train", **body}
+
+    assert location in _error_locations(client.post("/jobs", json=payload))
+    assert client.get("/jobs").json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [
+        ({"stage": "evaluate", "params": {"checkpoint": "/etc/passwd"}}, ["body", "params", "checkpoint"]),
+        (
+            {"stage": "train-full", "params": {"siglip_checkpoint": "var/../../x.ckpt"}},
+            ["body", "params", "siglip_checkpoint"],
+        ),
+        ({"config": "/etc/medvl.yaml"}, ["body", "config"]),
+        ({"config": "configs/../../secrets.yaml"}, ["body", "config"]),
+        ({"data_dir": "~/datasets/iu-xray"}, ["body", "data_dir"]),
+        ({"overrides": {"paths.run_dir": "/tmp/elsewhere"}}, ["body", "overrides", "paths.run_dir"]),
+        ({"overrides": {"model.siglip": "/models/siglip"}}, ["body", "overrides", "model.siglip"]),
+    ],
+)
+def test_paths_outside_the_data_and_artifact_roots_are_422(client: TestClient, body: dict, location: list) -> None:
+    response = client.post("/jobs", json={"stage": "train", **body})
+
+    assert location in _error_locations(response)
+    assert "outside the allowed roots" in response.json()["detail"][0]["msg"]
+
+
+def test_paths_under_the_roots_and_hub_ids_are_accepted(client: TestClient, service_env: Path) -> None:
+    data = service_env / "data" / "iu-xray"
+    job = _submit(
+        client,
+        stage="evaluate",
+        data_dir=str(data),
+        config="configs/smoke.yaml",
+        params={"checkpoint": "var/artifacts/run-1/model.ckpt"},
+        overrides={"model.siglip": "google/siglip-base-patch16-224", "paths.run_dir": str(service_env / "runs/a")},
+    )
+
+    assert job["config"]["data"]["data_dir"] == str(data)
+    assert job["config"]["model"]["siglip"] == "google/siglip-base-patch16-224"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"overrides": {"train.epochz": "3"}}, ["train.epochz", "epochs"]),
+        ({"overrides": {"train.epochs": "-1"}}, ["train.epochs"]),
+        ({"preset": "nonexistent"}, ["nonexistent", "smoke"]),
+        ({"stage": "evaluate"}, ["--checkpoint"]),
+    ],
+)
+def test_requests_the_service_refuses_are_422_with_its_message(client: TestClient, body: dict, words: list) -> None:
+    response = client.post("/jobs", json={"stage": "train", **body})
+
+    assert _error_locations(response) == [["body"]]
+    message = response.json()["detail"][0]["msg"]
+    assert all(word in message for word in words), message
+
+
+# --- the request model ------------------------------------------------------------------------------------------
+
+
+def test_shortcut_options_map_onto_the_same_config_keys_as_the_cli() -> None:
+    from worker.config import SHORTCUTS, PeftMethod
+
+    assert JobSubmission.shortcut_keys() == {name: SHORTCUTS[name] for name in JobSubmission.shortcut_keys()}
+    assert set(JobSubmission.model_fields["peft"].annotation.__args__[0].__args__) == {m.value for m in PeftMethod}
+
+
+def test_explicit_overrides_win_over_shortcuts_and_booleans_stay_yaml() -> None:
+    submission = JobSubmission(stage="train", epochs=3, resume=True, overrides={"train.epochs": "4"})
+
+    assert submission.config_overrides() == {"train.epochs": "4", "train.resume": "true"}
+
+
+def test_the_token_and_the_opt_out_come_from_the_environment(
+    service_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_TOKEN", "from-the-environment")
+    monkeypatch.setenv("API_AUTH_DISABLED", "0")
+    reset_settings()
+    client = TestClient(create_app())
+    assert client.get("/jobs").status_code == 401
+    assert client.get("/jobs", headers={"Authorization": "Bearer from-the-environment"}).status_code == 200
+
+    monkeypatch.setenv("API_TOKEN", "")
+    monkeypatch.setenv("API_AUTH_DISABLED", "1")
+    reset_settings()
+    assert TestClient(create_app()).get("/jobs").status_code == 200
