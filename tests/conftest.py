@@ -1,0 +1,34 @@
+"""Shared fixtures for the whole suite.
+
+``smoke_config``   (session) the ``smoke`` preset with ``paths.var_dir`` set to a session temp folder, so
+                   tests never write into the repository's ``var/``. ``MEDVL_VAR_DIR`` is unset for the
+                   session because it would take precedence over ``paths.var_dir``. Derive variants with
+                   ``smoke_config.model_copy(update=...)`` or ``load_config("smoke", {...})`` with
+                   ``"paths.var_dir": smoke_config.paths.var_dir`` to reuse the built data and models.
+``smoke_prepared`` (session) ``load_prepared(smoke_config)``: the synthetic dataset, the tiny SigLIP and
+                   BioGPT (at ``smoke_config.resolve_model_path(smoke_config.model.siglip / .biogpt)``),
+                   the split manifest and the 64x64 image caches, built once for the session (a few seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from worker.config import RunConfig, load_config
+
+
+@pytest.fixture(scope="session")
+def smoke_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunConfig]:
+    var_dir = tmp_path_factory.mktemp("var")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MEDVL_VAR_DIR", raising=False)
+        yield load_config("smoke", {"paths.var_dir": str(var_dir)})
+
+
+@pytest.fixture(scope="session")
+def smoke_prepared(smoke_config: RunConfig):
+    from worker.data import load_prepared
+
+    return load_prepared(smoke_config)

@@ -1,0 +1,95 @@
+"""The tiny fixtures load by path through the Auto classes, like hub checkpoints, and run a forward pass."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worker.config import ConfigError, RunConfig
+from worker.fixtures.tiny_models import SPEC_FILE, ensure_tiny_models
+
+
+@pytest.fixture(scope="module")
+def built(smoke_config: RunConfig) -> RunConfig:
+    ensure_tiny_models(smoke_config)
+    return smoke_config
+
+
+def test_siglip_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+
+    path = built.resolve_model_path(built.model.siglip)
+    model = AutoModel.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    image_processor = AutoImageProcessor.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    assert type(model).__name__ == "SiglipModel"
+    assert type(tokenizer).__name__ == "SiglipTokenizer"
+    assert type(processor).__name__ == "SiglipProcessor"
+    assert model.config.vision_config.num_hidden_layers == 2
+    assert model.config.vision_config.image_size == built.data.image_size
+    assert model.config.text_config.max_position_embeddings == built.train.max_text_length
+    assert model.config.text_config.vocab_size == tokenizer.vocab_size
+    assert model.logit_scale.item() == pytest.approx(math.log(10.0))
+    assert model.logit_bias.item() == pytest.approx(-10.0)
+    # The trained vocabulary keeps the report words whole rather than spelling them out.
+    assert tokenizer.tokenize("no acute cardiopulmonary abnormality") == [
+        "▁no", "▁acute", "▁cardiopulmonary", "▁abnormality"
+    ]  # fmt: skip
+    size = built.data.image_size
+    images = [np.full((size, size, 3), 128, np.uint8), np.zeros((size + 10, size, 3), np.uint8)]
+    assert image_processor(images, return_tensors="pt")["pixel_values"].shape == (2, 3, size, size)
+    batch = processor(
+        text=["no acute cardiopulmonary abnormality.", "cardiomegaly."],
+        images=images,
+        padding="max_length",
+        max_length=built.train.max_text_length,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits_per_image.shape == (2, 2)
+    assert torch.isfinite(out.logits_per_image).all()
+
+
+def test_biogpt_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = built.resolve_model_path(built.model.biogpt)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert type(model).__name__ == "BioGptForCausalLM"
+    assert type(tokenizer).__name__ == "BioGptTokenizer"
+    assert model.config.num_hidden_layers == 2
+    text = "left pleural effusion."
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    batch = tokenizer([text, "no acute cardiopulmonary abnormality."], padding=True, return_tensors="pt")
+    out = model(**batch, labels=batch["input_ids"])
+    assert out.logits.shape[-1] == model.config.vocab_size == len(tokenizer)
+    assert torch.isfinite(out.loss)
+    generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] <= batch["input_ids"].shape[1] + 3
+
+
+def test_second_call_reuses_the_checkpoints(built: RunConfig) -> None:
+    weights = [
+        Path(built.resolve_model_path(name)) / "model.safetensors" for name in (built.model.siglip, built.model.biogpt)
+    ]
+    stamps = [p.stat().st_mtime_ns for p in weights]
+    ensure_tiny_models(built)
+    assert [p.stat().st_mtime_ns for p in weights] == stamps
+    assert all((p.parent / SPEC_FILE).is_file() for p in weights)
+
+
+def test_hub_id_with_build_flag_is_a_clear_error(smoke_config: RunConfig) -> None:
+    config = smoke_config.model_copy(
+        update={"model": smoke_config.model.model_copy(update={"siglip": "google/siglip-base-patch16-224"})}
+    )
+    with pytest.raises(ConfigError, match=r"model\.siglip"):
+        ensure_tiny_models(config)
