@@ -143,5 +143,6 @@ class Metric(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=NO_INDEX)
     step: Mapped[int] = mapped_column(Integer, default=NO_INDEX)
     name: Mapped[str] = mapped_column(String(128))
-    value: Mapped[float] = mapped_column(Float)
+    # NULL stands for NaN (a diverged loss): SQLite cannot store NaN, so both backends store NULL.
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

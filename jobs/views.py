@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from db.models import NO_INDEX, Experiment, Job, Metric
@@ -72,5 +73,5 @@ def metric_view(metric: Metric) -> MetricView:
         epoch=None if metric.epoch == NO_INDEX else metric.epoch,
         step=None if metric.step == NO_INDEX else metric.step,
         name=metric.name,
-        value=metric.value,
+        value=math.nan if metric.value is None else metric.value,
     )

@@ -1,0 +1,211 @@
+"""Who runs a job: claiming it, proving it is still being worked on, and taking over from dead workers.
+
+The job row is the source of truth, not the broker. Every change of owner is one conditional UPDATE
+guarded by the row's (state, attempts) as read, so two workers racing for a job cannot both win: the
+attempt counter rises by one on every claim, which makes it a version number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from db.models import Job, utcnow
+from jobs import queue
+from jobs.database import retry_write, transaction
+from jobs.schemas import JobState
+from jobs.settings import Settings, get_settings
+from jobs.stages import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """One claim's owner: host and process, plus a token so a reused pid is a different owner."""
+
+    worker_id: str
+    host: str
+
+    @classmethod
+    def current(cls) -> WorkerIdentity:
+        host = socket.gethostname()
+        return cls(worker_id=f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}", host=host)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    acquired: bool
+    reason: str
+    attempt: int = 0
+    takeover: bool = False
+
+
+def _stale(job: Job, now: datetime, settings: Settings) -> bool:
+    beat = job.heartbeat_at or job.started_at
+    return beat is None or now - beat > timedelta(seconds=settings.stale_after_s)
+
+
+def claim(job_id: int, worker: WorkerIdentity, settings: Settings | None = None) -> Claim:
+    """Take the job for `worker` if it is QUEUED, or RUNNING with a stale heartbeat (its worker died).
+
+    A finished job, or one running elsewhere with a fresh heartbeat, is left alone (a redelivered
+    message does nothing). A job that has used up its attempts ends FAILED instead of running again.
+    """
+    settings = settings or get_settings()
+    with transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return Claim(job_id, False, "no such job")
+        state, attempts, now = JobState(job.state), job.attempts, utcnow()
+        if state.finished:
+            return Claim(job_id, False, f"job already {state.value}")
+        takeover = state is JobState.RUNNING
+        if takeover and not _stale(job, now, settings):
+            return Claim(job_id, False, f"job is running on {job.worker_id} (heartbeat is fresh)")
+        cancel_requested = job.cancel_requested
+    stale_before = now - timedelta(seconds=settings.stale_after_s) if takeover else None
+    if cancel_requested:
+        _guarded_update(job_id, state, attempts, stale_before=stale_before, **_cancelled_values())
+        return Claim(job_id, False, "job was cancelled")
+    if attempts >= settings.max_attempts:
+        _give_up(job_id, state, attempts, settings, stale_before)
+        return Claim(job_id, False, f"gave up after {attempts} attempts")
+    claimed = _guarded_update(
+        job_id,
+        state,
+        attempts,
+        stale_before=stale_before,
+        state=JobState.RUNNING.value,
+        worker_id=worker.worker_id,
+        worker_host=worker.host,
+        heartbeat_at=now,
+        attempts=attempts + 1,
+        started_at=now,
+        error=None,
+    )
+    if not claimed:
+        return Claim(job_id, False, "another worker claimed the job first")
+    if takeover:
+        log.warning("job %s: took over from a worker whose heartbeat went stale (attempt %s)", job_id, attempts + 1)
+    return Claim(job_id, True, "taken over" if takeover else "claimed", attempt=attempts + 1, takeover=takeover)
+
+
+@retry_write
+def _guarded_update(
+    job_id: int, state: JobState, attempts: int, *, stale_before: datetime | None = None, **values: object
+) -> bool:
+    """Apply `values` only if the row is still as read (and, for a takeover, its heartbeat still stale)."""
+    query = update(Job).where(Job.id == job_id, Job.state == state.value, Job.attempts == attempts)
+    if stale_before is not None:
+        query = query.where(or_(Job.heartbeat_at < stale_before, Job.heartbeat_at.is_(None)))
+    with transaction() as session:
+        return session.execute(query.values(**values)).rowcount == 1
+
+
+def _cancelled_values() -> dict[str, object]:
+    return {"state": JobState.CANCELLED.value, "finished_at": utcnow(), "error": "cancelled"}
+
+
+def _give_up(job_id: int, state: JobState, attempts: int, settings: Settings, stale_before: datetime | None) -> None:
+    message = (
+        f"worker lost: the job was started {attempts} times (JOBS_MAX_ATTEMPTS={settings.max_attempts}) "
+        "and its worker died each time; check the worker logs (out of memory?) and submit it again"
+    )
+    _guarded_update(
+        job_id,
+        state,
+        attempts,
+        stale_before=stale_before,
+        state=JobState.FAILED.value,
+        error=message,
+        finished_at=utcnow(),
+    )
+
+
+@retry_write
+def beat(job_id: int, worker: WorkerIdentity) -> bool:
+    """Refresh the heartbeat; False once the job is no longer ours (taken over, or finished elsewhere)."""
+    with transaction() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+            .values(heartbeat_at=utcnow())
+        )
+        return result.rowcount == 1
+
+
+class Heartbeat:
+    """A daemon thread that beats every `interval_s` while the job runs; `lost` is set if the job stops being ours."""
+
+    def __init__(self, job_id: int, worker: WorkerIdentity, interval_s: float | None = None) -> None:
+        self.job_id = job_id
+        self.worker = worker
+        self.interval_s = interval_s or get_settings().heartbeat_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                still_ours = beat(self.job_id, self.worker)
+            except Exception:  # the database is away for over a minute: keep working, try again
+                log.exception("job %s: heartbeat failed", self.job_id)
+                continue
+            if not still_ours:
+                log.error("job %s: no longer owned by %s; stopping this run", self.job_id, self.worker.worker_id)
+                self.lost.set()
+                return
+
+
+def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
+    """Re-queue RUNNING jobs whose worker is gone (stale heartbeat); fail those out of attempts.
+
+    Brokers differ in what they redeliver after a crash (the SQLite broker never does; Redis only after
+    its visibility timeout), so workers call this at start and periodically. Returns the re-queued ids.
+    """
+    settings = settings or get_settings()
+    cutoff = utcnow() - timedelta(seconds=settings.stale_after_s)
+    with transaction() as session:
+        rows = session.execute(
+            select(Job.id, Job.stage, Job.attempts, Job.config, Job.cancel_requested).where(
+                Job.state == JobState.RUNNING.value,
+                or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
+            )
+        ).all()
+    requeued = []
+    for job_id, stage, attempts, config, cancel_requested in rows:
+        if cancel_requested:  # the user asked it to stop before its worker died: nothing to resume
+            _guarded_update(job_id, JobState.RUNNING, attempts, stale_before=cutoff, **_cancelled_values())
+            continue
+        if attempts >= settings.max_attempts:
+            _give_up(job_id, JobState.RUNNING, attempts, settings, cutoff)
+            continue
+        task_id = str(uuid.uuid4())
+        max_time_s = int((config or {}).get("train", {}).get("max_time_s", 24 * 3600))
+        # Send first, then flip the row: if the send fails the job stays stale and the next sweep retries;
+        # if another worker took the job meanwhile, the guarded update fails and the message does nothing.
+        queue.enqueue(job_id, Stage(stage), task_id, max_time_s)
+        if _guarded_update(
+            job_id, JobState.RUNNING, attempts, stale_before=cutoff, state=JobState.QUEUED.value, celery_task_id=task_id
+        ):
+            log.warning("job %s: worker gone (no heartbeat for %ss); re-queued", job_id, settings.stale_after_s)
+            requeued.append(job_id)
+    return requeued

@@ -1,0 +1,260 @@
+"""Run one job's stage: claim the row, build its config, call the stage, record what it returns.
+
+The same code serves the Celery task (jobs/tasks.py) and `jobs run` (in this process, no broker).
+The worker package is imported here only inside functions, so importing this module stays torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select, update
+
+from db.models import Experiment, Job, utcnow
+from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim
+from jobs.database import retry_write, transaction
+from jobs.joblog import capture_job_log
+from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
+from jobs.schemas import JobState
+from jobs.settings import PROJECT_ROOT, get_settings
+from jobs.stages import Stage, stage_function
+from jobs.views import job_log_path
+
+if TYPE_CHECKING:
+    from worker.config import RunConfig
+    from worker.result import StageResult
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lightning", "celery", "sqlalchemy")
+TRACEBACK_LINES = 15
+# StageResult metric names (issue 3) stored as experiment columns, so SQL can sort and compare them.
+RESULT_COLUMNS = {
+    "train_time_s": "train_time_s",
+    "samples_per_s": "samples_per_s",
+    "peak_gpu_mem_mb": "peak_gpu_mem_mb",
+    "peak_gpu_reserved_mb": "peak_gpu_reserved_mb",
+    "peak_ram_mb": "peak_ram_mb",
+    "trainable_params": "trainable_params",
+    "total_params": "total_params",
+    "best_val_loss": "best_val_loss",
+}
+PEFT_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    state: JobState | None
+    ran: bool
+    reason: str = ""
+    result: StageResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the Celery task returns (JSON): enough for a chord to find the job's rows."""
+        state = self.state.value if self.state else None
+        return {"job_id": self.job_id, "state": state, "ran": self.ran, "reason": self.reason}
+
+
+def execute_job(job_id: int, worker: WorkerIdentity, *, on_progress: ProgressCallback | None = None) -> JobOutcome:
+    """Claim the job and run it to a final state, unless another worker has it or it is already done."""
+    claimed = claim(job_id, worker)
+    if not claimed.acquired:
+        log.info("job %s: not run (%s)", job_id, claimed.reason)
+        return JobOutcome(job_id, _current_state(job_id), ran=False, reason=claimed.reason)
+    with Heartbeat(job_id, worker) as heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
+        log.info("job %s: %s by %s (attempt %s)", job_id, claimed.reason, worker.worker_id, claimed.attempt)
+        return _run_claimed(job_id, claimed, worker, heartbeat, on_progress)
+
+
+def _run_claimed(
+    job_id: int, claimed: Claim, worker: WorkerIdentity, heartbeat: Heartbeat, on_progress: ProgressCallback | None
+) -> JobOutcome:
+    from worker.config import RunConfig
+
+    with transaction() as session:
+        job = session.get_one(Job, job_id)
+        stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
+        run_dir = job.run_dir or str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
+    config = RunConfig.model_validate(config_dict)
+    config.paths.run_dir = run_dir
+    if claimed.attempt > 1:
+        # A takeover continues from the last checkpoint the dead worker wrote in the same run_dir.
+        config.train.resume = True
+    _update_job(job_id, worker, run_dir=run_dir)
+    # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
+    experiment_id = _ensure_experiment(job_id, stage, config, RunConfig.model_validate(config_dict).config_hash())
+    recorder = DatabaseRecorder(
+        job_id, experiment_id, worker_id=worker.worker_id, lost=heartbeat.lost, on_progress=on_progress
+    )
+    try:
+        function = stage_function(stage)
+        _update_job(job_id, worker, gpu_name=_gpu_name())
+        result = function(config, recorder, **params)
+    except SoftTimeLimitExceeded:
+        message = f"time limit: the job ran longer than train.max_time_s={config.train.max_time_s}s"
+        return _finish_failed(job_id, experiment_id, worker, heartbeat, message)
+    except KeyboardInterrupt:
+        _finish(job_id, experiment_id, worker, heartbeat, JobState.CANCELLED, error="interrupted")
+        raise
+    except Exception as exc:
+        return _finish_failed(job_id, experiment_id, worker, heartbeat, _describe(exc))
+    state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
+    _finish(job_id, experiment_id, worker, heartbeat, state, result=result)
+    return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
+
+
+def _describe(exc: BaseException) -> str:
+    lines = traceback.format_exception(exc)
+    tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
+    return f"{exc.__class__.__name__}: {exc}\n" + "\n".join(tail)
+
+
+def _finish_failed(
+    job_id: int, experiment_id: int, worker: WorkerIdentity, heartbeat: Heartbeat, error: str
+) -> JobOutcome:
+    log.error("job %s failed: %s", job_id, error)
+    _finish(job_id, experiment_id, worker, heartbeat, JobState.FAILED, error=error)
+    return JobOutcome(job_id, JobState.FAILED, ran=True, reason=error.splitlines()[0])
+
+
+@retry_write
+def _update_job(job_id: int, worker: WorkerIdentity, **values: Any) -> bool:
+    """Change the job row only while this worker owns it."""
+    with transaction() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+
+def _finish(
+    job_id: int,
+    experiment_id: int,
+    worker: WorkerIdentity,
+    heartbeat: Heartbeat,
+    state: JobState,
+    *,
+    error: str | None = None,
+    result: StageResult | None = None,
+) -> None:
+    if heartbeat.lost.is_set():
+        # Another worker owns the job now: its run writes the final state, not this one.
+        log.warning("job %s: this run lost the job to another worker; leaving its state alone", job_id)
+        return
+    now = utcnow()
+    _record_result(experiment_id, state, result, now)
+    values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
+    if result is not None:
+        values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})
+    if state is JobState.SUCCEEDED:
+        values["progress"] = _completed_progress(job_id)
+    if not _update_job(job_id, worker, **values):
+        log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)
+
+
+def _completed_progress(job_id: int) -> dict[str, Any]:
+    with transaction() as session:
+        progress = dict(session.scalar(select(Job.progress).where(Job.id == job_id)) or {})
+    if progress.get("total"):
+        progress["step"] = progress["total"]
+    progress["percent"] = 100.0
+    return progress
+
+
+@retry_write
+def _record_result(experiment_id: int, state: JobState, result: StageResult | None, now: Any) -> None:
+    values: dict[str, Any] = {"status": state.value.lower(), "finished_at": now}
+    if result is not None:
+        metrics = json_safe(result.metrics)
+        values["metrics"] = metrics
+        values["artifacts"] = json_safe(result.artifacts)
+        values.update({column: metrics.get(name) for name, column in RESULT_COLUMNS.items() if name in metrics})
+        checkpoint = (
+            metrics.get("best_checkpoint")
+            or result.artifacts.get("best_checkpoint")
+            or _first_checkpoint(result.artifacts)
+        )
+        values["checkpoint_path"] = checkpoint
+    with transaction() as session:
+        session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**values))
+
+
+def _first_checkpoint(artifacts: dict[str, str]) -> str | None:
+    return next((path for name, path in artifacts.items() if "checkpoint" in name), None)
+
+
+@retry_write
+def _ensure_experiment(job_id: int, stage: Stage, config: RunConfig, config_hash: str) -> int:
+    """The job's experiment row: created on the first attempt, reused (same id) after a takeover."""
+    with transaction() as session:
+        existing = session.scalar(select(Experiment.id).where(Experiment.job_id == job_id))
+        if existing is not None:
+            session.execute(update(Experiment).where(Experiment.id == existing).values(status="running"))
+            return existing
+        experiment = Experiment(
+            job_id=job_id,
+            stage=stage.value,
+            peft_method=str(config.peft.method) if stage in PEFT_STAGES else None,
+            model_ids={"siglip": config.model.siglip, "biogpt": config.model.biogpt},
+            dataset=_dataset_name(config),
+            config=config.to_dict(),
+            config_hash=config_hash,
+            git_commit=git_commit(),
+            versions=package_versions(),
+            seed=config.seed,
+            status="running",
+        )
+        session.add(experiment)
+        session.flush()
+        return experiment.id
+
+
+def _dataset_name(config: RunConfig) -> str:
+    data = config.data
+    origin = {"synthetic": "synthetic", "kaggle": data.kaggle_dataset, "local": data.data_dir or "local"}[data.source]
+    return f"{origin} ({data.projection}, {data.target})"
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None
+
+
+def _gpu_name() -> str | None:
+    """The GPU this job uses, if the stage's import brought in torch and CUDA is there."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(torch.cuda.current_device()))
+
+
+def _current_state(job_id: int) -> JobState | None:
+    with transaction() as session:
+        state = session.scalar(select(Job.state).where(Job.id == job_id))
+    return JobState(state) if state else None

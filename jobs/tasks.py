@@ -1,0 +1,81 @@
+"""One Celery task per stage (named after it), and the worker's stale-job sweep.
+
+A task only carries a job id; the job row holds the config and params, and the runner decides from the
+row whether this delivery should run at all (see jobs/claim.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, bootsteps
+from celery.signals import worker_process_init
+
+from jobs.celery_app import app
+from jobs.claim import WorkerIdentity, sweep_stale_jobs
+from jobs.database import dispose_engines
+from jobs.settings import get_settings
+from jobs.stages import Stage
+
+log = logging.getLogger(__name__)
+
+
+def _make_task(stage: Stage) -> Task:
+    def run_stage(self: Task, job_id: int) -> dict[str, Any]:
+        from jobs.runner import execute_job
+
+        def report(progress: dict[str, Any]) -> None:
+            # Shows in Flower and AsyncResult.info; the job row has the same numbers for the CLI and API.
+            self.update_state(state="PROGRESS", meta={"job_id": job_id, **progress})
+
+        return execute_job(job_id, WorkerIdentity.current(), on_progress=report).to_dict()
+
+    run_stage.__name__ = f"run_{stage.name}"
+    run_stage.__doc__ = f"Run job <job_id> of stage '{stage.value}'."
+    return app.task(name=stage.value, bind=True)(run_stage)
+
+
+STAGE_TASKS: dict[Stage, Task] = {stage: _make_task(stage) for stage in Stage}
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked child must not share the parent's pooled database sockets.
+    dispose_engines()
+
+
+def _sweep() -> None:
+    try:
+        requeued = sweep_stale_jobs()
+    except Exception:  # a database hiccup must not take the worker down; the next sweep tries again
+        log.exception("stale-job sweep failed")
+        return
+    if requeued:
+        log.warning("re-queued jobs whose worker is gone: %s", requeued)
+
+
+class StaleJobSweep(bootsteps.StartStopStep):
+    """At worker start and every JOBS_SWEEP_INTERVAL_S: re-queue RUNNING jobs whose worker died.
+
+    Runs on the worker's timer in the main process, not in a thread of its own, so forking children
+    never copies a thread that holds a lock.
+    """
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, parent: Any) -> None:
+        _sweep()
+        self.tref = parent.timer.call_repeatedly(get_settings().sweep_interval_s, _sweep, priority=10)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+app.steps["worker"].add(StaleJobSweep)
