@@ -1,0 +1,85 @@
+"""Callbacks that connect training to the outside: the recorder (progress, metrics, cancellation)
+and throughput timing."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from worker.recorder import Recorder
+
+
+class RecorderCallback(L.Callback):
+    """Reports progress every step and the epoch's metrics at its end (rank 0 only); stops the run, after
+    saving ``cancel_checkpoint``, once any rank's recorder says the user cancelled."""
+
+    def __init__(self, recorder: Recorder, cancel_checkpoint: Path):
+        self.recorder = recorder
+        self.cancel_checkpoint = cancel_checkpoint
+        self.cancelled = False
+        self.epoch_metrics: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.is_global_zero:
+            total = int(trainer.estimated_stepping_batches)
+            self.recorder.progress(epoch=trainer.current_epoch, step=trainer.global_step, total=total)
+        # Every rank must take the same decision, or the others wait forever in the next collective.
+        asked = trainer.strategy.reduce_boolean_decision(self.recorder.cancelled(), all=False)
+        if asked and not self.cancelled:
+            self.cancelled = True
+            trainer.save_checkpoint(self.cancel_checkpoint)
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if value.numel() == 1 and math.isfinite(float(value))
+        }
+        self.epoch_metrics.append(metrics)
+        if trainer.is_global_zero:
+            for split in ("train", "val"):
+                values = {k: v for k, v in metrics.items() if _split_of(k) == split}
+                if values:
+                    self.recorder.log_metrics(values, split=split, epoch=trainer.current_epoch)
+
+
+def _split_of(metric: str) -> str:
+    """Training-side values (loss, learning rates) go under "train", everything measured on val under "val"."""
+    return "train" if metric.startswith(("train_", "lr-")) else "val"
+
+
+class ThroughputCallback(L.Callback):
+    """Time spent in training batches (validation excluded) and the samples they held, summed over ranks."""
+
+    def __init__(self):
+        self.train_seconds = 0.0
+        self.samples = 0
+        self._epoch_start: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.samples += len(batch["index"]) * trainer.world_size
+
+    def _close_phase(self) -> None:
+        if self._epoch_start is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_start
+            self._epoch_start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_phase()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_phase()  # an epoch stopped before its validation (cancelled)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0

@@ -1,0 +1,108 @@
+"""Rebuild a fine-tuned SigLIP from an adapter checkpoint written by the `train` stage.
+
+A checkpoint holds only the trainable tensors (LoRA adapters, logit scale/bias), the RunConfig and the
+adapted module names; the base weights come from ``config.model.siglip`` again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+from worker.config import RunConfig
+from worker.siglip.datamodule import tokenize
+from worker.siglip.model import LoadPlan, build_peft_siglip
+from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
+from worker.siglip.preprocess import ImageNormalizer
+
+LIGHTNING_PREFIX = "model."  # the LightningModule holds the PEFT model as `self.model`
+ENCODE_BATCH = 64
+
+
+@dataclass
+class FinetunedSiglip:
+    """A fine-tuned SigLIP ready for inference, with its preprocessing."""
+
+    model: SiglipModel
+    image_processor: object
+    tokenizer: object
+    config: RunConfig
+    device: torch.device
+
+    @property
+    def normalizer(self) -> ImageNormalizer:
+        size = self.model.config.vision_config.image_size
+        return ImageNormalizer.for_model(self.image_processor, size)
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 grayscale [N, S, S] -> L2-normalised image embeddings [N, D] (fp32, on the CPU)."""
+        pixels = self.normalizer.from_uint8(images)
+        out = [self.vision_features(chunk)[0] for chunk in pixels.split(ENCODE_BATCH)]
+        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Cleaned texts -> L2-normalised text embeddings [N, D] (fp32, on the CPU)."""
+        ids = tokenize(self.tokenizer, list(texts), self.config.train.max_text_length)
+        text_model = self.model.text_model
+        out = [text_model(input_ids=chunk.to(self.device)).pooler_output for chunk in ids.split(ENCODE_BATCH)]
+        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+
+    def vision_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values [N, 3, H, W] -> (pooled [N, D], patch states [N, P, D]), on the model's device.
+
+        Gradients flow if the caller enables them (report generation may train on top)."""
+        dtype = next(self.model.vision_model.parameters()).dtype
+        out = self.model.vision_model(pixel_values=pixel_values.to(self.device, dtype))
+        return out.pooler_output, out.last_hidden_state
+
+
+def read_checkpoint(checkpoint_path: str | Path) -> dict:
+    """The checkpoint dict; a clear error when the file is missing or was not written by the train stage."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SigLIP checkpoint {path} does not exist; pass the best_checkpoint of a train run")
+    # Our own Lightning checkpoint: it also pickles loop and callback state, so weights_only cannot read it.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if RUN_CONFIG_KEY not in checkpoint or LORA_TARGETS_KEY not in checkpoint:
+        raise ValueError(f"{path} is not a SigLIP adapter checkpoint from the train stage (no run config in it)")
+    return checkpoint
+
+
+def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: str = "cpu") -> FinetunedSiglip:
+    """Base model + the checkpoint's adapters and logit scale/bias, in eval mode.
+
+    merge=True: the base is loaded in full precision (fp32) and the adapters are merged into it, also for
+    a QLoRA checkpoint (the result then differs from the 4-bit training-time model by the quantization
+    error). merge=False: the base is loaded exactly as trained (4-bit NF4 for QLoRA) with the adapters kept
+    separate, which reproduces the training-time embeddings."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    config = RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY])
+    quantize = config.peft.method == "qlora" and not merge
+    plan = LoadPlan(quantize=quantize, weights_dtype=torch.float32, device_map={"": device} if quantize else None)
+    peft_model = build_peft_siglip(config, plan, targets=checkpoint[LORA_TARGETS_KEY])
+    state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in checkpoint["state_dict"].items()}
+    result = peft_model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{checkpoint_path}: tensors that fit no parameter, e.g. {result.unexpected_keys[0]}")
+    missing_trainable = [k for k, p in peft_model.named_parameters() if p.requires_grad and k not in state]
+    if missing_trainable:
+        raise ValueError(f"{checkpoint_path}: no value for trainable parameter {missing_trainable[0]}")
+    model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
+    if not quantize:
+        model = model.to(device)
+    model.eval().requires_grad_(False)
+    path = config.resolve_model_path(config.model.siglip)
+    return FinetunedSiglip(
+        model=model,
+        image_processor=AutoImageProcessor.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        config=config,
+        device=torch.device(device),
+    )

@@ -1,0 +1,127 @@
+"""The LightningModule: contrastive fine-tuning of a PEFT-wrapped SigLIP."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from transformers import SiglipModel
+
+from worker.config import RunConfig
+from worker.siglip.losses import infonce_loss, sigmoid_loss
+from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
+from worker.siglip.retrieval import retrieval_metrics
+
+RUN_CONFIG_KEY = "run_config"
+LORA_TARGETS_KEY = "lora_targets"
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR multiplier: linear warmup to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class SiglipContrastiveModule(L.LightningModule):
+    """Trains the adapters (and, for the sigmoid loss, the logit scale and bias) on image/report pairs.
+
+    Checkpoints hold only the trainable parameters, the RunConfig and the adapted module names, so
+    ``worker.siglip.checkpoint.load_finetuned_siglip`` can rebuild the model from the base weights.
+    """
+
+    def __init__(self, config: RunConfig, model: PeftModel, lora_targets: list[str], val_texts: list[str]):
+        super().__init__()
+        self.config = config
+        self.model = model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes
+        self.lora_targets = lora_targets
+        self.val_texts = val_texts
+        self.strict_loading = False  # resuming loads only the trainable parameters
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._encode = torch.compile(self.encode) if config.train.compile else self.encode
+
+    @property
+    def siglip(self) -> SiglipModel:
+        return self.model.get_base_model()
+
+    def encode(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised fp32 image and text embeddings (LoRA layers sit inside the base model)."""
+        image = self.siglip.vision_model(pixel_values=pixel_values).pooler_output
+        text = self.siglip.text_model(input_ids=input_ids).pooler_output
+        return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, text = self._encode(batch["pixel_values"], batch["input_ids"])
+        positives = batch["text_id"][:, None] == batch["text_id"][None, :]
+        if self.config.train.loss == "sigmoid":
+            loss = sigmoid_loss(image, text, self.siglip.logit_scale, self.siglip.logit_bias, positives)
+        else:
+            loss = infonce_loss(image, text, self.config.train.temperature, positives)
+        return loss, image, text
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._step(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(batch["index"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_batches = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, image, text = self._step(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"]))
+        self._val_batches.append((batch["index"], image.detach(), text.detach()))
+
+    def on_validation_epoch_end(self) -> None:
+        """Retrieval over the whole validation split (gathered from every rank)."""
+        if not self._val_batches:
+            return
+        index = torch.cat([b[0] for b in self._val_batches])
+        image = torch.cat([b[1] for b in self._val_batches])
+        text = torch.cat([b[2] for b in self._val_batches])
+        if self.trainer.world_size > 1:
+            index, image, text = (t.flatten(0, 1) for t in self.all_gather((index, image, text)))
+        # The distributed sampler pads with repeated items; keep each index once, in split order.
+        unique, first = _first_occurrence(index)
+        metrics = retrieval_metrics(image[first].cpu(), text[first].cpu(), [self.val_texts[i] for i in unique])
+        self.log_dict(metrics, on_epoch=True)
+        self._val_batches = []
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        no_decay = [p for n, p in named if n.endswith(LOGIT_PARAMS)]
+        decay = [p for n, p in named if not n.endswith(LOGIT_PARAMS)]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.config.train.lr,
+            weight_decay=self.config.train.weight_decay,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.config.train.warmup_steps, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trainable tensors (adapters, logit scale/bias) plus what rebuilding the model needs."""
+        keep = set(trainable_parameter_names(self))
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint[RUN_CONFIG_KEY] = self.config.to_dict()
+        checkpoint[LORA_TARGETS_KEY] = list(self.lora_targets)
+
+
+def _first_occurrence(index: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Sorted unique values of ``index`` and the position of each one's first occurrence."""
+    positions: dict[int, int] = {}
+    for position, value in enumerate(index.tolist()):
+        positions.setdefault(value, position)
+    unique = sorted(positions)
+    return unique, torch.tensor([positions[v] for v in unique], device=index.device)

@@ -1,0 +1,152 @@
+"""The `train` stage: fine-tune SigLIP with LoRA or QLoRA on the prepared image/report pairs.
+
+Precision: ``train.precision=auto`` means bf16-mixed on a GPU that supports bf16, else 32-true. QLoRA uses
+the same rule: under bf16-mixed its 4-bit layers compute in bf16 (``bnb_4bit_compute_dtype``) and its
+frozen non-quantized weights are stored in bf16, while the LoRA adapters, logit scale/bias and the loss
+stay fp32 (autocast bridges them). On the CPU everything is fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from worker.config import RunConfig, TrainConfig
+from worker.recorder import Recorder
+from worker.result import StageResult
+from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
+from worker.siglip.datamodule import SiglipDataModule, Splits
+from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, weight_memory_bytes, weights_dtype_for
+from worker.siglip.module import SiglipContrastiveModule
+from worker.siglip.preprocess import ImageNormalizer
+from worker.siglip.profiling import MB, PeakMemory
+
+STAGE = "train"
+
+
+def train_siglip(config: RunConfig, recorder: Recorder) -> StageResult:
+    """Stage entry point: prepare (or reuse) the data, then train. See ``run_training``."""
+    from worker.data import load_prepared
+
+    return run_training(config, recorder, load_prepared(config))
+
+
+def resolve_accelerator(train: TrainConfig) -> str:
+    if train.accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if train.accelerator == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("train.accelerator=gpu but no CUDA device is visible; use train.accelerator=cpu or auto")
+    return train.accelerator
+
+
+def resolve_precision(train: TrainConfig, accelerator: str) -> str:
+    if train.precision != "auto":
+        return train.precision
+    return "bf16-mixed" if accelerator == "gpu" and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def checkpoint_dir(config: RunConfig) -> Path:
+    """<run_path("train")>/checkpoints. The run path must not depend on train.resume, or a resumed run
+    would look for its checkpoint in a different folder than the run it continues."""
+    same_run = config.model_copy(update={"train": config.train.model_copy(update={"resume": False})})
+    return same_run.run_path(STAGE) / "checkpoints"
+
+
+def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> StageResult:
+    """Train on ``splits`` (train and val) and return the metrics the issue names, per the final best epoch."""
+    L.seed_everything(config.seed, workers=True)
+    accelerator = resolve_accelerator(config.train)
+    precision = resolve_precision(config.train, accelerator)
+    # Under DDP each process loads its own copy; a 4-bit model must be placed at load time.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    plan = LoadPlan(
+        quantize=config.peft.method == "qlora",
+        weights_dtype=weights_dtype_for(precision),
+        device_map={"": local_rank if accelerator == "gpu" else "cpu"},
+    )
+    ckpt_dir = checkpoint_dir(config)
+    last_ckpt = ckpt_dir / "last.ckpt"
+    model_path = config.resolve_model_path(config.model.siglip)
+
+    with PeakMemory() as peak:
+        model = build_peft_siglip(config, plan)
+        targets = sorted(model.peft_config["default"].target_modules)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        image_processor = AutoImageProcessor.from_pretrained(model_path)
+        normalizer = ImageNormalizer.for_model(image_processor, model.get_base_model().config.vision_config.image_size)
+        datamodule = SiglipDataModule(config, splits, tokenizer, normalizer)
+        module = SiglipContrastiveModule(config, model, targets, list(splits.split("val").texts))
+        checkpointing = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+        )
+        reporting = RecorderCallback(recorder, cancel_checkpoint=last_ckpt)
+        throughput = ThroughputCallback()
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=config.train.devices,
+            strategy="ddp" if config.train.devices > 1 else "auto",
+            precision=precision,
+            max_epochs=config.train.epochs,
+            max_time=timedelta(seconds=config.train.max_time_s),
+            limit_train_batches=config.train.limit_train_batches,
+            num_sanity_val_steps=0,
+            logger=CSVLogger(ckpt_dir.parent, name="logs"),
+            callbacks=[
+                checkpointing,
+                EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
+                LearningRateMonitor(logging_interval="epoch"),
+                reporting,
+                throughput,
+            ],
+            enable_progress_bar=sys.stderr.isatty(),
+            enable_model_summary=False,
+        )
+        resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        train_time = time.perf_counter() - started
+
+    trainable, total = count_parameters(model)
+    metrics: dict[str, Any] = {
+        **_best_epoch_metrics(reporting.epoch_metrics),
+        "train_time_s": train_time,
+        "samples_per_s": throughput.samples_per_s,
+        **peak.metrics(),
+        "trainable_params": trainable,
+        "total_params": total,
+        "weight_memory_mb": weight_memory_bytes(model) / MB,
+        "epochs_run": trainer.current_epoch,
+        "best_val_loss": _as_float(checkpointing.best_model_score),
+        "best_checkpoint": checkpointing.best_model_path or None,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "precision": precision,
+    }
+    artifacts = {"checkpoint_dir": str(ckpt_dir)}
+    if checkpointing.best_model_path:
+        artifacts["best_checkpoint"] = checkpointing.best_model_path
+    if last_ckpt.is_file():
+        artifacts["last_checkpoint"] = str(last_ckpt)
+    return StageResult(
+        stage=STAGE, metrics=metrics, artifacts=artifacts, status="cancelled" if reporting.cancelled else "succeeded"
+    )
+
+
+def _best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
+    """The metrics of the epoch with the lowest val_loss (the one the best checkpoint holds)."""
+    with_val = [m for m in epochs if "val_loss" in m]
+    best = min(with_val, key=lambda m: m["val_loss"]) if with_val else (epochs[-1] if epochs else {})
+    return {k: v for k, v in best.items() if not k.startswith("lr-")}
+
+
+def _as_float(value: torch.Tensor | None) -> float | None:
+    return None if value is None else float(value)
