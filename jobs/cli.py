@@ -1,0 +1,409 @@
+"""The `jobs` command: submit and run stages, follow jobs, query results, start the services.
+
+Starts without torch: stages are imported only when `jobs run` runs one (or a worker's child does).
+"""
+
+import functools
+import inspect
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from jobs import display, service
+from jobs.schemas import JobState, JobView, SubmitRequest
+from jobs.settings import get_settings
+from jobs.stages import Stage, StageParams
+
+app = typer.Typer(
+    name="jobs",
+    help="Batch jobs for LoRA/QLoRA fine-tuning: submit, run, follow, and compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+QUEUE_NAMES = ("gpu", "cpu")
+
+
+def _die(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _friendly_errors(function: F) -> F:
+    """Bad input is one line on stderr and exit 2; a missing job exit 1; never a traceback for either."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from worker.config import ConfigError  # torch-free
+
+        try:
+            return function(*args, **kwargs)
+        except (service.InvalidRequest, ConfigError) as exc:
+            _die(str(exc), EXIT_BAD_INPUT)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            _die(f"invalid value for '{key}': {first['msg']}", EXIT_BAD_INPUT)
+        except (service.JobNotFound, service.ExperimentNotFound, service.BrokerUnavailable) as exc:
+            _die(str(exc), EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(**kwargs: Any) -> Callable[[F], F]:
+    def register(function: F) -> F:
+        app.command(**kwargs)(_friendly_errors(function))
+        return function
+
+    return register
+
+
+# --- stage options, shared by `run` and `submit` -------------------------------------------------------
+
+
+@dataclass
+class StageOptions:
+    preset: str | None
+    config: Path | None
+    set_: list[str] | None
+    peft: str | None
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    devices: int | None
+    seed: int | None
+    projection: str | None
+    source: str | None
+    data_dir: str | None
+    resume: bool
+    siglip_checkpoint: str | None
+    checkpoint: str | None
+    split: str
+    num_samples: int
+    with_generation: bool
+    compare_job: int | None
+
+    def to_request(self, stage: Stage, idempotency_key: str | None = None) -> SubmitRequest:
+        from worker.config import SHORTCUTS, parse_set_options  # torch-free
+
+        overrides = parse_set_options(self.set_)
+        values = asdict(self)
+        for option, key in SHORTCUTS.items():
+            value = values.get(option)
+            if value is not None and value is not False:
+                overrides[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        params = StageParams(
+            siglip_checkpoint=self.siglip_checkpoint,
+            checkpoint=self.checkpoint,
+            split=self.split,  # type: ignore[arg-type]  # pydantic checks it
+            num_samples=self.num_samples,
+            with_generation=self.with_generation,
+            compare_job=self.compare_job,
+        )
+        return SubmitRequest(
+            stage=stage,
+            preset=None if self.config else self.preset,
+            config_path=str(self.config) if self.config else None,
+            overrides=overrides,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+
+
+def _option(annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
+    name = flags[0].lstrip("-").replace("-", "_")
+    if name == "set":
+        name = "set_"
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[annotation, typer.Option(*flags, help=help, rich_help_panel="Stage options")],
+    )
+
+
+STAGE_OPTIONS = [
+    _option(str | None, "smoke", "--preset", help="Preset under configs/ (smoke, iu-xray, medsiglip)."),
+    _option(Path | None, None, "--config", help="A YAML config file instead of a preset."),
+    _option(list[str] | None, None, "--set", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
+    _option(str | None, None, "--peft", help="PEFT method: lora or qlora."),
+    _option(int | None, None, "--epochs", help="Training epochs (train.epochs)."),
+    _option(int | None, None, "--batch-size", help="Per-device batch size (train.batch_size)."),
+    _option(float | None, None, "--lr", help="Peak learning rate (train.lr)."),
+    _option(int | None, None, "--devices", help="Devices per node (train.devices)."),
+    _option(int | None, None, "--seed", help="Seed for splits, init and data order."),
+    _option(str | None, None, "--projection", help="Frontal, Lateral or both (data.projection)."),
+    _option(str | None, None, "--source", help="synthetic, kaggle or local (data.source)."),
+    _option(str | None, None, "--data-dir", help="Local IU-Xray copy in the Kaggle layout (data.data_dir)."),
+    _option(bool, False, "--resume", help="Resume from the run's last checkpoint (train.resume)."),
+    *(
+        _option(annotation, default, flag, help=StageParams.model_fields[flag[2:].replace("-", "_")].description or "")
+        for annotation, default, flag in (
+            (str | None, None, "--siglip-checkpoint"),
+            (str | None, None, "--checkpoint"),
+            (str, "test", "--split"),
+            (int, 10, "--num-samples"),
+            (bool, False, "--with-generation"),
+            (int | None, None, "--compare-job"),
+        )
+    ),
+]
+
+
+def with_stage_options(function: F) -> F:
+    """Add the shared stage options to a command; the function receives them as `options: StageOptions`."""
+    signature = inspect.signature(function)
+    own = [p for p in signature.parameters.values() if p.name != "options"]
+    names = [p.name for p in STAGE_OPTIONS]
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = StageOptions(**{name: kwargs.pop(name) for name in names})
+        return function(*args, options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *STAGE_OPTIONS])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *STAGE_OPTIONS]}
+    return wrapper  # type: ignore[return-value]
+
+
+StageArg = Annotated[Stage, typer.Argument(help="The stage to run.", case_sensitive=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+@command()
+@with_stage_options
+def submit(
+    stage: StageArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress; exit non-zero unless it succeeds.")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")
+    ] = None,
+    as_json: JsonOpt = False,
+    *,
+    options: StageOptions,
+) -> None:
+    """Queue a stage for a worker; prints the job id."""
+    job = service.submit(options.to_request(stage, idempotency_key))
+    if not wait:
+        typer.echo(job.model_dump_json(indent=2) if as_json else str(job.id))
+        return
+    if not as_json:
+        typer.echo(f"job {job.id} queued", err=True)
+    final = _wait(job.id, quiet=as_json)
+    typer.echo(final.model_dump_json(indent=2) if as_json else display.job_summary_line(final))
+    if final.state is not JobState.SUCCEEDED:
+        if final.error and not as_json:
+            typer.echo(final.error, err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _wait(job_id: int, *, quiet: bool, poll_s: float = 1.0) -> JobView:
+    with display.JobProgress(enabled=not quiet) as progress:
+        while True:
+            job = service.get_job(job_id)
+            progress.update(job)
+            if job.state.finished:
+                return job
+            time.sleep(poll_s)
+
+
+@command()
+@with_stage_options
+def run(
+    stage: StageArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the StageResult as one JSON object.")] = False,
+    *,
+    options: StageOptions,
+) -> None:
+    """Run a stage in this process (no broker), recorded in the same tables as queued jobs."""
+    from jobs.claim import WorkerIdentity
+    from jobs.runner import execute_job
+
+    job, _ = service.create_job(options.to_request(stage))
+    if not as_json:
+        typer.echo(f"job {job.id}: running {stage.value} in this process", err=True)
+    outcome = execute_job(job.id, WorkerIdentity.current())
+    final = service.get_job(job.id)
+    if as_json:
+        payload = outcome.result.to_dict() if outcome.result else {"stage": stage.value, "status": final.state.lower()}
+        typer.echo(json.dumps({**payload, "job_id": job.id, "state": final.state.value, "error": final.error}))
+    else:
+        typer.echo(display.job_summary_line(final))
+        if final.error:
+            typer.echo(final.error, err=True)
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@command()
+def status(job_id: Annotated[int, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
+    """One job: state, progress, attempts, error, children and experiments."""
+    job = service.get_job(job_id)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+    else:
+        display.print_job(job)
+
+
+@command(name="list")
+def list_(
+    state: Annotated[JobState | None, typer.Option("--state", help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs, newest first."""
+    jobs = service.list_jobs(state, limit)
+    if as_json:
+        typer.echo(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2))
+    else:
+        display.print_jobs(jobs)
+
+
+@command()
+def logs(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The job's captured log: the stage's logging and Lightning's output."""
+    text = service.read_logs(job_id, tail)
+    if as_json:
+        typer.echo(json.dumps({"job_id": job_id, "log": text}))
+        return
+    sys.stdout.write(text)
+    if follow:
+        _follow(job_id, already=len(service.read_logs(job_id)))
+
+
+def _follow(job_id: int, already: int, poll_s: float = 0.5) -> None:
+    shown = already
+    while True:
+        finished = service.get_job(job_id).state.finished
+        text = service.read_logs(job_id)
+        if len(text) < shown:  # the log started anew (the job was taken over from the start)
+            shown = 0
+        sys.stdout.write(text[shown:])
+        sys.stdout.flush()
+        shown = len(text)
+        if finished:
+            return
+        time.sleep(poll_s)
+
+
+@command()
+def cancel(job_id: Annotated[int, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step (keeping its metrics)."""
+    job = service.cancel(job_id)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+    elif job.state is JobState.RUNNING:
+        typer.echo(f"job {job.id}: cancel requested; it stops at its next step")
+    else:
+        typer.echo(f"job {job.id}: {job.state.value}")
+
+
+@command()
+def results(
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
+    peft: Annotated[str | None, typer.Option("--peft", help="Only lora or qlora.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Experiments with their key metrics."""
+    if stage is not None and stage not in {s.value for s in Stage}:
+        raise service.InvalidRequest(f"--stage: unknown stage '{stage}'; allowed: {', '.join(s.value for s in Stage)}")
+    experiments = service.list_experiments(stage, peft, limit)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in experiments], indent=2))
+    else:
+        display.print_experiments(experiments)
+
+
+@command()
+def metrics(experiment_id: Annotated[int, typer.Argument(help="Experiment id.")], as_json: JsonOpt = False) -> None:
+    """Every value an experiment recorded (per split, epoch and step)."""
+    rows = service.experiment_metrics(experiment_id)
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    else:
+        display.print_metrics(rows)
+
+
+@command()
+def worker(
+    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated: gpu, cpu or both.")] = "gpu,cpu",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Jobs at once; keep 1 per GPU (one worker per GPU).")
+    ] = 1,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")] = None,
+    hostname: Annotated[str | None, typer.Option("--hostname", "-n", help="Worker name, unique per box.")] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Worker log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker for this project's broker and database."""
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUE_NAMES))
+    if not chosen or unknown:
+        raise service.InvalidRequest(f"--queues: unknown queue {unknown or chosen}; allowed: gpu, cpu (e.g. gpu,cpu)")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from jobs.tasks import app as celery_app
+
+    name = hostname or f"{'-'.join(chosen)}{'-gpu' + gpu if gpu else ''}-{os.getpid()}@{socket.gethostname()}"
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(chosen)}",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "--max-tasks-per-child=1",
+            f"--loglevel={loglevel}",
+            f"--hostname={name}",
+        ]
+    )
+
+
+@command()
+def api(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+) -> None:
+    """Start the HTTP submit API (uvicorn api.app:app)."""
+    import uvicorn
+
+    uvicorn.run("api.app:app", host=host, port=port)
+
+
+@command()
+def flower(port: Annotated[int, typer.Option("--port", help="Port.")] = 5555) -> None:
+    """Start Flower for this project's Celery app, behind basic auth from FLOWER_BASIC_AUTH (user:password)."""
+    auth = get_settings().flower_basic_auth
+    if not auth or ":" not in auth:
+        raise service.InvalidRequest("FLOWER_BASIC_AUTH must be set to user:password (Flower is never started open)")
+    from jobs.celery_app import app as celery_app
+
+    celery_app.start(["flower", f"--port={port}", f"--basic-auth={auth}"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
