@@ -1,0 +1,113 @@
+"""``load_prepared``: everything the training stages need from the data, built once and reused.
+
+Steps, each reusing what an earlier run left: tiny model fixtures (smoke only) -> dataset folder
+(generated, downloaded or local) -> parsed and cleaned rows with quirk counts -> split manifest by uid
+-> one image cache per split. A second call with the same config only parses the CSVs, lists the PNG
+folder and memory-maps the caches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.config import RunConfig
+from worker.data.cache import cache_name, load_or_build_cache
+from worker.data.layout import PROJECTIONS
+from worker.data.parsing import images_dir, parse_dataset
+from worker.data.sources import locate_dataset
+from worker.data.splits import SPLITS, load_or_create_manifest
+from worker.data.synthetic import PLANTED_JSON, Planted
+
+
+@dataclass(frozen=True, eq=False)
+class SplitData:
+    """One split's images and texts, row-aligned: row i of every list belongs to images[i]."""
+
+    name: str
+    uids: list[str]
+    filenames: list[str]
+    projections: list[str]
+    texts: list[str]
+    """Cleaned target text (impression, or findings per config.data.target)."""
+    images: np.ndarray
+    """uint8 [N, S, S] grayscale, memory-mapped from the cache."""
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+
+@dataclass
+class PreparedData:
+    root: Path
+    """The dataset folder in the Kaggle layout."""
+    counts: dict[str, int]
+    """Rows, studies and images kept and skipped, by reason (see worker.data.parsing)."""
+    splits: dict[str, SplitData]
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """Paths of what was read or built: manifest, caches, planted ground truth, tiny models."""
+    planted: Planted | None = None
+    """For synthetic data, what the generator planted (the expected counts)."""
+
+    def split(self, name: str) -> SplitData:
+        if name not in self.splits:
+            raise KeyError(f"unknown split '{name}'; allowed: {', '.join(self.splits)}")
+        return self.splits[name]
+
+
+def load_prepared(config: RunConfig) -> PreparedData:
+    """Build whatever is missing (dataset, tiny models, manifest, caches) and return the splits."""
+    artifacts: dict[str, str] = {}
+    if config.model.build_tiny_fixtures:
+        from worker.fixtures.tiny_models import ensure_tiny_models  # pulls in torch: only when asked
+
+        ensure_tiny_models(config)
+        artifacts["siglip_model"] = config.resolve_model_path(config.model.siglip)
+        artifacts["biogpt_model"] = config.resolve_model_path(config.model.biogpt)
+    data = config.data
+    location = locate_dataset(config)
+    projections = set(PROJECTIONS) if data.projection == "both" else {data.projection}
+    parsed = parse_dataset(location.root, data.target, projections)
+    manifest, manifest_file = load_or_create_manifest(
+        location.prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
+    )
+    split_of = {uid: name for name, uids in manifest.items() for uid in uids}
+    artifacts.update(dataset_root=str(location.root), prepared_dir=str(location.prepared_dir))
+    artifacts["split_manifest"] = str(manifest_file)
+    if location.planted is not None:
+        artifacts["planted"] = str(location.root / PLANTED_JSON)
+
+    splits: dict[str, SplitData] = {}
+    kinds: Counter[str] = Counter()
+    for name in SPLITS:
+        rows = [row for row in parsed.rows if split_of[row.uid] == name]
+        paths = [images_dir(location.root) / row.filename for row in rows]
+        key = cache_name(name, data.projection, data.image_size, [row.filename for row in rows])
+        cache = load_or_build_cache(
+            location.prepared_dir / "cache", key, paths, data.image_size, data.cache_workers, label=f"{name} images"
+        )
+        kinds.update(cache.kinds)
+        kept = [rows[i] for i in cache.kept]
+        splits[name] = SplitData(
+            name=name,
+            uids=[row.uid for row in kept],
+            filenames=[row.filename for row in kept],
+            projections=[row.projection for row in kept],
+            texts=[row.text for row in kept],
+            images=cache.images,
+        )
+        artifacts[f"cache_{name}"] = str(cache.path)
+
+    counts = dict(parsed.counts)
+    counts["images_undecodable"] = kinds["undecodable"]
+    counts["images_16bit_converted"] = kinds["16bit"]
+    counts["images_rgb_converted"] = kinds["rgb"]
+    counts["images_kept"] = sum(len(split) for split in splits.values())
+    counts["studies_kept"] = len({uid for split in splits.values() for uid in split.uids})
+    for name, split in splits.items():
+        counts[f"{name}_images"] = len(split)
+        counts[f"{name}_studies"] = len(set(split.uids))
+    return PreparedData(root=location.root, counts=counts, splits=splits, artifacts=artifacts, planted=location.planted)

@@ -1,0 +1,40 @@
+"""The prepare-data stage: build or reuse the prepared dataset and report what was kept and skipped."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from worker.config import RunConfig
+from worker.data.prepared import PreparedData, load_prepared
+from worker.recorder import Recorder
+from worker.result import StageResult
+
+logger = logging.getLogger(__name__)
+
+
+def summarize(prepared: PreparedData, target: str) -> str:
+    """One line for the log: what was kept, per split, and each kind of skip."""
+    c = prepared.counts
+    return (
+        f"kept {c['studies_kept']} studies / {c['images_kept']} images "
+        f"(train {c['train_images']}, val {c['val_images']}, test {c['test_images']}); "
+        f"skipped: {c['studies_without_target']} reports without {target}, "
+        f"{c['rows_missing_file']} rows with a missing PNG, {c['images_undecodable']} undecodable PNGs, "
+        f"{c['rows_unknown_uid']} rows without a report, {c['rows_other_projection']} rows of the other view; "
+        f"{c['pngs_not_in_csv']} PNGs not in the CSV; converted {c['images_16bit_converted']} 16-bit and "
+        f"{c['images_rgb_converted']} RGB PNGs; {c['studies_frontal_only']} frontal-only and "
+        f"{c['studies_lateral_only']} lateral-only studies"
+    )
+
+
+def prepare_data(config: RunConfig, recorder: Recorder) -> StageResult:
+    """Stage entry point: counts and split sizes in metrics, paths in artifacts."""
+    started = time.perf_counter()
+    prepared = load_prepared(config)
+    recorder.log_metrics({name: float(value) for name, value in prepared.counts.items()}, split="data")
+    recorder.progress(epoch=0, step=1, total=1)
+    logger.info("prepare-data (%s, %s): %s", config.data.source, prepared.root, summarize(prepared, config.data.target))
+    metrics: dict[str, float | int] = dict(prepared.counts)
+    metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
+    return StageResult(stage="prepare-data", metrics=metrics, artifacts=dict(prepared.artifacts))
