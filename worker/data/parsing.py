@@ -94,10 +94,11 @@ def parse_dataset(root: Path, target: str, projections: set[str]) -> ParsedDatas
     rows: list[ImageRow] = []
     for row in projection_rows:
         uid, filename, projection = row["uid"], row["filename"], row["projection"]
-        views[uid].add(projection)
         if uid not in texts:
             counts["rows_unknown_uid"] += 1
-        elif filename not in pngs:
+            continue
+        views[uid].add(projection)
+        if filename not in pngs:
             counts["rows_missing_file"] += 1
         elif not texts[uid]:
             counts["rows_without_target"] += 1
