@@ -101,10 +101,10 @@ def claim(job_id: int, worker: WorkerIdentity, settings: Settings | None = None)
 
 @retry_write
 def _guarded_update(
-    job_id: int, state: JobState, attempts: int, *, stale_before: datetime | None = None, **values: object
+    job_id: int, read_state: JobState, read_attempts: int, *, stale_before: datetime | None = None, **values: object
 ) -> bool:
     """Apply `values` only if the row is still as read (and, for a takeover, its heartbeat still stale)."""
-    query = update(Job).where(Job.id == job_id, Job.state == state.value, Job.attempts == attempts)
+    query = update(Job).where(Job.id == job_id, Job.state == read_state.value, Job.attempts == read_attempts)
     if stale_before is not None:
         query = query.where(or_(Job.heartbeat_at < stale_before, Job.heartbeat_at.is_(None)))
     with transaction() as session:

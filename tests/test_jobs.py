@@ -1,0 +1,360 @@
+"""The job service, claims, the runner and the database recorder, in-process on the embedded SQLite default."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from jobs_fixtures import job_env, starts, use_fake_stages  # noqa: F401  (job_env is a fixture)
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+
+from db.models import Experiment, Job, Metric, utcnow
+from jobs import service
+from jobs.claim import Heartbeat, WorkerIdentity, claim, sweep_stale_jobs
+from jobs.database import transaction
+from jobs.recorder import DatabaseRecorder
+from jobs.runner import execute_job
+from jobs.schemas import JobState, SubmitRequest
+from jobs.stages import Stage, StageParams
+
+
+@pytest.fixture
+def fake(job_env, monkeypatch):  # noqa: F811
+    use_fake_stages(monkeypatch)
+    return job_env
+
+
+def new_job(epochs: int = 3, **request) -> int:
+    job, created = service.create_job(
+        SubmitRequest(stage=Stage.train, overrides={"train.epochs": str(epochs)}, **request)
+    )
+    assert created
+    return job.id
+
+
+def make_stale(job_id: int, seconds: float = 60) -> None:
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(seconds=seconds)))
+
+
+def count(model, **where) -> int:
+    with transaction() as session:
+        query = select(func.count()).select_from(model)
+        for name, value in where.items():
+            query = query.where(getattr(model, name) == value)
+        return session.scalar(query)
+
+
+# --- submit --------------------------------------------------------------------------------------------
+
+
+def test_submit_records_a_queued_job_with_its_resolved_config(job_env):  # noqa: F811
+    job = service.submit(SubmitRequest(stage=Stage.train, overrides={"train.epochs": "2", "peft.method": "qlora"}))
+    assert job.state is JobState.QUEUED
+    assert job.config["train"]["epochs"] == 2 and job.config["peft"]["method"] == "qlora"
+    assert job.celery_task_id and job.attempts == 0
+    assert service.get_job(job.id).id == job.id
+    assert [j.id for j in service.list_jobs(JobState.QUEUED)] == [job.id]
+    assert service.list_jobs(JobState.RUNNING) == []
+
+
+def test_the_same_idempotency_key_returns_the_first_job(job_env):  # noqa: F811
+    first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1"))
+    again = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1", overrides={"seed": "7"}))
+    assert again.id == first.id
+    assert count(Job) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "fragment"),
+    [
+        ({"stage": Stage.train, "overrides": {"peft.method": "dora"}}, "'peft.method'"),
+        ({"stage": Stage.train, "overrides": {"train.nope": "1"}}, "unknown config key 'train.nope'"),
+        ({"stage": Stage.train, "preset": "nope"}, "unknown preset 'nope'"),
+        ({"stage": Stage.evaluate}, "needs --checkpoint"),
+        ({"stage": Stage.compare}, "cannot run yet"),
+        ({"stage": Stage.train, "parent_id": 999}, "parent_id"),
+    ],
+)
+def test_invalid_requests_name_the_problem_and_record_nothing(job_env, request_kwargs, fragment):  # noqa: F811
+    with pytest.raises(service.InvalidRequest, match=fragment.replace("(", r"\(")):
+        service.submit(SubmitRequest(**request_kwargs))
+    assert count(Job) == 0
+
+
+def test_a_broker_that_refuses_the_job_fails_it(job_env, monkeypatch):  # noqa: F811
+    from jobs.settings import reset_settings
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    reset_settings()
+    with pytest.raises(service.BrokerUnavailable, match="did not accept"):
+        service.submit(SubmitRequest(stage=Stage.train))
+    [job] = service.list_jobs()
+    assert job.state is JobState.FAILED and "did not accept" in job.error
+    assert service.health()["broker"].startswith("error")
+    assert service.health()["database"] == "ok"
+
+
+def test_unknown_ids_raise_not_found(job_env):  # noqa: F811
+    with pytest.raises(service.JobNotFound):
+        service.get_job(42)
+    with pytest.raises(service.JobNotFound):
+        service.cancel(42)
+    with pytest.raises(service.ExperimentNotFound):
+        service.experiment_metrics(42)
+
+
+# --- claims --------------------------------------------------------------------------------------------
+
+
+def test_a_job_is_claimed_once_and_a_redelivery_of_a_live_job_does_nothing(job_env):  # noqa: F811
+    job_id = new_job()
+    first = claim(job_id, WorkerIdentity.current())
+    assert first.acquired and first.attempt == 1 and not first.takeover
+    second = claim(job_id, WorkerIdentity.current())
+    assert not second.acquired and "fresh" in second.reason
+    assert service.get_job(job_id).attempts == 1
+
+
+def test_racing_workers_get_the_job_exactly_once(job_env):  # noqa: F811
+    job_id = new_job()
+    results, barrier = [], threading.Barrier(4)
+
+    def race():
+        barrier.wait()
+        results.append(claim(job_id, WorkerIdentity.current()).acquired)
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, False, True]
+
+
+def test_a_stale_job_is_taken_over_until_attempts_run_out(job_env):  # noqa: F811
+    job_id = new_job()
+    assert claim(job_id, WorkerIdentity.current()).acquired
+    for attempt in (2, 3):
+        make_stale(job_id)
+        taken = claim(job_id, WorkerIdentity.current())
+        assert taken.acquired and taken.takeover and taken.attempt == attempt
+    make_stale(job_id)
+    refused = claim(job_id, WorkerIdentity.current())
+    assert not refused.acquired
+    job = service.get_job(job_id)
+    assert job.state is JobState.FAILED and "worker lost" in job.error and job.attempts == 3
+
+
+def test_finished_and_cancelled_jobs_are_never_claimed(job_env):  # noqa: F811
+    job_id = new_job()
+    service.cancel(job_id)
+    assert service.get_job(job_id).state is JobState.CANCELLED
+    assert not claim(job_id, WorkerIdentity.current()).acquired
+
+
+def test_sweep_requeues_stale_jobs_and_settles_the_rest(job_env):  # noqa: F811
+    live, stale, exhausted, cancelled = (new_job() for _ in range(4))
+    for job_id in (live, stale, exhausted, cancelled):
+        assert claim(job_id, WorkerIdentity.current()).acquired
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == exhausted).values(attempts=3))
+        session.execute(update(Job).where(Job.id == cancelled).values(cancel_requested=True))
+    old_task = service.get_job(stale).celery_task_id
+    for job_id in (stale, exhausted, cancelled):
+        make_stale(job_id)
+    assert sweep_stale_jobs() == [stale]
+    requeued = service.get_job(stale)
+    assert requeued.state is JobState.QUEUED and requeued.celery_task_id != old_task
+    assert service.get_job(live).state is JobState.RUNNING
+    assert service.get_job(exhausted).state is JobState.FAILED
+    assert service.get_job(cancelled).state is JobState.CANCELLED
+    again = claim(stale, WorkerIdentity.current())
+    assert again.acquired and again.attempt == 2
+
+
+def test_heartbeat_keeps_a_job_fresh_and_notices_a_takeover(job_env):  # noqa: F811
+    job_id = new_job()
+    owner = WorkerIdentity.current()
+    assert claim(job_id, owner).acquired
+    before = service.get_job(job_id)
+    with Heartbeat(job_id, owner, interval_s=0.05) as heartbeat:
+        time.sleep(0.3)
+        with transaction() as session:
+            beat_at = session.scalar(select(Job.heartbeat_at).where(Job.id == job_id))
+        assert beat_at > before.started_at
+        assert not heartbeat.lost.is_set()
+        with transaction() as session:  # another worker takes the job
+            session.execute(update(Job).where(Job.id == job_id).values(worker_id="elsewhere"))
+        assert heartbeat.lost.wait(2)
+
+
+# --- running -------------------------------------------------------------------------------------------
+
+
+def test_a_run_records_the_experiment_metrics_progress_and_log(fake):
+    job_id = new_job(epochs=3)
+    outcome = execute_job(job_id, WorkerIdentity.current())
+    assert outcome.state is JobState.SUCCEEDED and outcome.ran
+    job = service.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED and job.finished_at >= job.started_at
+    assert job.progress == {"epoch": 2, "step": 12, "total": 12, "percent": 100.0}
+    [experiment] = service.list_experiments(stage="train")
+    assert job.experiment_ids == [experiment.id]
+    assert experiment.status == "succeeded" and experiment.peft_method == "lora"
+    assert experiment.versions["torch"] and experiment.versions["lightning"]
+    assert len(experiment.config_hash) == 16 and experiment.git_commit
+    assert experiment.metrics["samples_per_s"] == 123.5 and experiment.checkpoint_path.endswith("last.json")
+    with transaction() as session:
+        row = session.get(Experiment, experiment.id)
+        assert (row.samples_per_s, row.peak_ram_mb, row.trainable_params, row.best_val_loss) == (
+            123.5,
+            321.0,
+            1000,
+            2 / 3,
+        )
+    rows = service.experiment_metrics(experiment.id)
+    assert len(rows) == 9  # 3 epochs x (train_loss, val_loss, i2t_recall@1)
+    assert [r.value for r in rows if r.name == "train_loss"] == [1.0, 0.5, pytest.approx(1 / 3)]
+    log_text = service.read_logs(job_id)
+    assert "fake stage starting at epoch 0" in log_text and "fake stage: epoch 2 done" in log_text
+    assert service.read_logs(job_id, tail_lines=1).count("\n") == 1
+    assert job.artifacts["run_dir"].startswith(str(fake.artifacts)) and "log" in job.artifacts
+
+
+def test_a_failing_stage_ends_failed_with_the_traceback_and_keeps_its_metrics(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
+    job_id = new_job(epochs=4)
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    job = service.get_job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error.startswith("RuntimeError: fake failure at epoch 2")
+    assert "Traceback" in job.error and "fake_stage" in job.error
+    assert count(Metric, name="train_loss") == 2
+    assert service.list_experiments()[0].status == "failed"
+
+
+def test_a_running_job_cancelled_stops_cooperatively_and_keeps_its_metrics(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.3")
+    job_id = new_job(epochs=30)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(o=execute_job(job_id, WorkerIdentity.current())))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while count(Metric, name="train_loss") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert service.cancel(job_id).cancel_requested
+    runner.join(20)
+    assert outcome["o"].state is JobState.CANCELLED
+    job = service.get_job(job_id)
+    assert job.state is JobState.CANCELLED
+    kept = count(Metric, name="train_loss")
+    assert 2 <= kept < 30
+    assert service.list_experiments()[0].status == "cancelled"
+
+
+def test_a_takeover_resumes_from_the_checkpoint_without_duplicating_rows(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
+    job_id = new_job(epochs=4)
+    # A first run dies at epoch 2 without finishing the job: simulate a lost worker by reopening the row.
+    execute_job(job_id, WorkerIdentity.current())
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(state="RUNNING", error=None, finished_at=None))
+    make_stale(job_id)
+    monkeypatch.delenv("FAKE_FAIL_EPOCH")
+    outcome = execute_job(job_id, WorkerIdentity.current())
+    assert outcome.state is JobState.SUCCEEDED and outcome.result.status == "succeeded"
+    job = service.get_job(job_id)
+    assert job.attempts == 2 and job.config["train"]["resume"] is False  # the submitted config is unchanged
+    assert starts(job.artifacts["run_dir"]) == [0, 2]
+    assert count(Experiment) == 1
+    assert count(Metric, name="train_loss") == 4 and count(Metric) == 12
+
+
+def test_a_run_that_lost_its_job_does_not_write_the_final_state(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
+    job_id = new_job(epochs=30)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(o=execute_job(job_id, WorkerIdentity.current())))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while count(Metric, name="train_loss") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with transaction() as session:  # another worker took the job over
+        session.execute(update(Job).where(Job.id == job_id).values(worker_id="other", attempts=2))
+    runner.join(20)
+    assert not runner.is_alive()
+    job = service.get_job(job_id)
+    assert job.state is JobState.RUNNING and job.finished_at is None  # left for its new owner
+
+
+# --- recorder ------------------------------------------------------------------------------------------
+
+
+def test_recorder_overwrites_a_point_and_retries_failed_writes(fake, monkeypatch):
+    job_id = new_job()
+    assert claim(job_id, WorkerIdentity.current()).acquired
+    with transaction() as session:
+        experiment = Experiment(job_id=job_id, stage="train", config_hash="x")
+        session.add(experiment)
+        session.flush()
+        experiment_id = experiment.id
+    recorder = DatabaseRecorder(job_id, experiment_id)
+    recorder.log_metrics({"loss": 1.0}, split="val", epoch=0)
+    recorder.log_metrics({"loss": 0.5}, split="val", epoch=0)
+    recorder.log_metrics({"loss": float("nan")}, split="val")
+    values = [(m.epoch, m.value) for m in service.experiment_metrics(experiment_id)]
+    assert values[0] == (None, pytest.approx(float("nan"), nan_ok=True)) and values[1] == (0, 0.5)
+
+    import db.queries
+    import jobs.recorder
+
+    real, failures = db.queries.upsert_metrics, []
+
+    def flaky(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.recorder, "upsert_metrics", flaky)
+    recorder.log_metrics({"loss": 0.25}, split="val", epoch=1)
+    assert len(failures) == 2 and count(Metric, epoch=1) == 1
+
+    from tenacity import stop_after_attempt, wait_none
+
+    monkeypatch.setattr(DatabaseRecorder.log_metrics.retry, "stop", stop_after_attempt(3))
+    monkeypatch.setattr(DatabaseRecorder.log_metrics.retry, "wait", wait_none())
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(jobs.recorder, "upsert_metrics", broken)
+    with pytest.raises(OperationalError):  # never dropped silently
+        recorder.log_metrics({"loss": 0.1}, split="val", epoch=2)
+
+
+def test_recorder_progress_is_throttled_and_cancel_is_read_from_the_row(fake):
+    job_id = new_job()
+    recorder = DatabaseRecorder(job_id, experiment_id=0, min_interval_s=60)
+    seen = []
+    recorder.on_progress = seen.append
+    recorder.progress(epoch=0, step=1, total=10)
+    recorder.progress(epoch=0, step=2, total=10)  # within the interval: skipped
+    recorder.progress(epoch=1, step=10, total=10)  # the last step always goes through
+    assert [p["step"] for p in seen] == [1, 10]
+    assert service.get_job(job_id).progress["percent"] == 100.0
+    assert recorder.cancelled() is False
+    recorder.min_interval_s = 0
+    service.cancel(job_id)
+    assert recorder.cancelled() is True
+
+
+def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
+    job, _ = service.create_job(
+        SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint="var/x.ckpt", split="val"))
+    )
+    assert job.params == {"checkpoint": "var/x.ckpt", "split": "val"}
