@@ -15,6 +15,7 @@ from api.deps import ApiSettings, require_token
 from api.routes import experiments as experiment_routes
 from api.routes import health as health_routes
 from api.routes import jobs as job_routes
+from api.routes import reports as report_routes
 from jobs.service import BrokerUnavailable, ExperimentNotFound, InvalidRequest, JobNotFound
 from jobs.settings import get_settings
 
@@ -58,6 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     protected = APIRouter(dependencies=[Depends(require_token)])
     protected.include_router(job_routes.router)
     protected.include_router(experiment_routes.router)
+    protected.include_router(report_routes.router)
     app.include_router(protected)
     app.include_router(health_routes.router)  # unauthenticated: container healthchecks and load balancers call it
     app.add_exception_handler(JobNotFound, _not_found)

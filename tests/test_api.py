@@ -328,3 +328,56 @@ def test_the_token_and_the_opt_out_come_from_the_environment(
     monkeypatch.setenv("API_AUTH_DISABLED", "1")
     reset_settings()
     assert TestClient(create_app()).get("/jobs").status_code == 200
+
+
+# --- reports ----------------------------------------------------------------------------------------------------
+
+
+def _insert_job(stage: str, state: str, artifacts: dict[str, str]) -> int:
+    from db.models import Job
+
+    with transaction() as session:
+        job = Job(stage=stage, state=state, params={}, config={}, artifacts=artifacts)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _write_report(folder: Path, label: str) -> dict[str, str]:
+    folder.mkdir(parents=True)
+    (folder / "report.html").write_text(f"<html><body>{label}</body></html>")
+    (folder / "report.json").write_text(f'{{"label": "{label}"}}')
+    return {"html": str(folder / "report.html"), "json": str(folder / "report.json")}
+
+
+def test_reports_are_served_as_html_or_json_by_the_accept_header(client: TestClient, service_env: Path) -> None:
+    artifacts = get_settings().artifacts_root
+    older = _insert_job("report", "SUCCEEDED", _write_report(artifacts / "r1", "first"))
+    newer = _insert_job("report", "SUCCEEDED", _write_report(artifacts / "r2", "second"))
+    _insert_job("report", "RUNNING", {})
+    _insert_job("train", "SUCCEEDED", {})
+
+    html = client.get(f"/reports/{older}", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    data = client.get(f"/reports/{older}", headers={"Accept": "application/json"})
+    latest = client.get("/reports/latest", headers={"Accept": "*/*"})
+
+    assert html.headers["content-type"].startswith("text/html")
+    assert "first" in html.text
+    assert data.json() == {"label": "first"}
+    assert latest.json() == {"label": "second"}
+    assert client.get(f"/reports/{newer}", headers={"Accept": "application/json;q=0.5, text/html"}).text.startswith(
+        "<html>"
+    )
+
+
+def test_reports_that_are_not_there_are_404(client: TestClient, tmp_path: Path) -> None:
+    assert client.get("/reports/latest").status_code == 404
+    running = _insert_job("report", "RUNNING", {})
+    training = _insert_job("train", "SUCCEEDED", {})
+    outside = _insert_job("report", "SUCCEEDED", _write_report(tmp_path / "elsewhere", "x"))
+
+    assert "not a report" in client.get(f"/reports/{training}").json()["detail"]
+    assert "RUNNING" in client.get(f"/reports/{running}").json()["detail"]
+    assert client.get(f"/reports/{outside}").status_code == 404
+    assert client.get("/reports/999").status_code == 404
+    assert client.get("/reports/1", headers={"Authorization": "Bearer wrong"}).status_code == 401

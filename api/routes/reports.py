@@ -1,0 +1,76 @@
+"""The LoRA/QLoRA comparison reports: HTML for a browser, JSON for a program, chosen by the Accept header.
+
+A report is what a `report` job wrote (its artifacts `html` and `json`); its id is that job's id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Response, status
+from fastapi.responses import FileResponse
+
+from api.deps import SettingsDep
+from api.models import JobState, JobView
+from jobs import service
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+REPORT_STAGE = "report"
+# How far back /reports/latest looks among finished jobs for the newest report.
+LATEST_SCAN = 500
+
+
+def prefers_html(accept: str | None) -> bool:
+    """True when the client ranks text/html above application/json (a browser); JSON otherwise."""
+    ranks = {"text/html": 0.0, "application/json": 0.0}
+    for item in (accept or "").split(","):
+        media, *parameters = (part.strip() for part in item.split(";"))
+        quality = next((p.partition("=")[2] for p in parameters if p.startswith("q=")), "1")
+        try:
+            weight = float(quality)
+        except ValueError:
+            continue
+        for name in ranks:
+            if media in (name, name.split("/")[0] + "/*"):
+                ranks[name] = max(ranks[name], weight)
+    return ranks["text/html"] > ranks["application/json"]
+
+
+def _report_file(job: JobView, kind: str, settings: SettingsDep) -> Path:
+    if job.stage != REPORT_STAGE:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} is a {job.stage} job, not a report")
+    raw = job.artifacts.get(kind)
+    if job.state != JobState.SUCCEEDED or not raw:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id} has no {kind} yet (job is {job.state})")
+    path = Path(raw).resolve()
+    # The path comes from the database; serve it only from the folders this system writes.
+    if not any(path.is_relative_to(root.resolve()) for root in settings.allowed_roots) or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id}: {kind} file {raw} is not available")
+    return path
+
+
+def _serve(job: JobView, accept: str | None, settings: SettingsDep) -> Response:
+    if prefers_html(accept):
+        return FileResponse(_report_file(job, "html", settings), media_type="text/html")
+    return FileResponse(_report_file(job, "json", settings), media_type="application/json")
+
+
+AcceptHeader = Annotated[str | None, Header(description="text/html for the page, application/json for the data.")]
+
+
+@router.get("/latest", response_class=Response)
+def latest_report(settings: SettingsDep, accept: AcceptHeader = None) -> Response:
+    """The newest finished report."""
+    finished = service.list_jobs(state=JobState.SUCCEEDED, limit=LATEST_SCAN)
+    job = next((job for job in finished if job.stage == REPORT_STAGE), None)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no report yet: `jobs submit report` (or compare) makes one")
+    return _serve(job, accept, settings)
+
+
+@router.get("/{report_id}", response_class=Response)
+def get_report(report_id: int, settings: SettingsDep, accept: AcceptHeader = None) -> Response:
+    """One report, by the id of the job that wrote it."""
+    return _serve(service.get_job(report_id), accept, settings)
