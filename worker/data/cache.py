@@ -19,6 +19,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import repeat
 from multiprocessing import get_context
@@ -79,10 +80,19 @@ def _decode_all(paths: list[Path], size: int, workers: int) -> Iterator[tuple[np
     if workers <= 1 or len(names) < POOL_MIN_IMAGES:
         yield from (decode_image(name, size) for name in names)
         return
-    # spawn, not fork: the parent may hold torch and its thread pools, which do not survive a fork.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        chunk = max(1, min(64, len(names) // (workers * 8)))
-        yield from pool.map(decode_image, names, repeat(size), chunksize=chunk)
+    done = 0
+    try:
+        # spawn, not fork: the parent may hold torch and its thread pools, which do not survive a fork.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            chunk = max(1, min(64, len(names) // (workers * 8)))
+            for result in pool.map(decode_image, names, repeat(size), chunksize=chunk):
+                yield result
+                done += 1
+    except BrokenProcessPool as exc:
+        # A spawned child re-imports the parent's __main__; a script without an `if __name__ == "__main__":`
+        # guard (or a child killed for memory) breaks the pool. Slower is better than failing.
+        logger.warning("image decoding pool failed (%s); decoding the remaining images in this process", exc)
+        yield from (decode_image(name, size) for name in names[done:])
 
 
 def _build(
@@ -95,9 +105,15 @@ def _build(
     kept: list[int] = []
     kinds: Counter[str] = Counter()
     decoded = _decode_all(paths, size, workers)
-    # The bar goes to stderr: stdout may carry the stage's --json result.
+    # The bar goes to stderr (stdout may carry the stage's --json result), and only to a terminal.
+    console = Console(stderr=True)
     progress = track(
-        decoded, total=len(paths), description=f"caching {label}", console=Console(stderr=True), transient=True
+        decoded,
+        total=len(paths),
+        description=f"caching {label}",
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     )
     for index, (pixels, kind) in enumerate(progress):
         kinds[kind] += 1
