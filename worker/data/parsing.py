@@ -59,7 +59,8 @@ def check_layout(root: Path) -> None:
 
 def _read_csv(path: Path, required: tuple[str, ...], counts: dict[str, int]) -> list[dict[str, str]]:
     """Rows of a CSV as dicts; tolerates a byte-order mark and CRLF line endings, and counts both."""
-    head = path.open("rb").read(4096)
+    with path.open("rb") as raw:
+        head = raw.read(4096)
     counts["csv_with_bom"] += head.startswith(b"\xef\xbb\xbf")
     counts["csv_with_crlf"] += b"\r\n" in head
     # utf-8-sig drops the BOM, which would otherwise glue itself to the first column name;
