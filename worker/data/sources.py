@@ -71,7 +71,8 @@ def _download_kaggle(handle: str) -> Path:
 
         path = Path(kagglehub.dataset_download(handle))
     except Exception as exc:  # network, auth, and kagglehub's own errors all mean the same to the user
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
         raise DataSourceError(
             f"could not download Kaggle dataset '{handle}' ({type(exc).__name__}: {reason}); {ways_out}"
         ) from None
