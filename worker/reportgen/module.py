@@ -1,0 +1,67 @@
+"""The LightningModule: teacher-forced training of the projector and BioGPT's adapters (or all of it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from worker.config import RunConfig
+from worker.reportgen.model import ReportCaptioner
+from worker.siglip.model import trainable_parameter_names
+from worker.siglip.module import warmup_cosine
+
+RUN_CONFIG_KEY = "run_config"
+SIGLIP_CHECKPOINT_KEY = "siglip_checkpoint"
+FEATURE_DIM_KEY = "feature_dim"
+BASE_FINGERPRINT_KEY = "biogpt_fingerprint"
+PROJECTOR = "captioner.projector."
+
+
+def base_fingerprint(captioner: ReportCaptioner) -> float:
+    """A cheap signature of the frozen BioGPT token embeddings: adapters only fit the base they were trained on."""
+    return float(captioner.causal_lm.get_input_embeddings().weight.detach().float().abs().sum())
+
+
+class ReportGenModule(L.LightningModule):
+    """Checkpoints hold only the trainable tensors plus what rebuilding needs (config, SigLIP checkpoint,
+    feature width, base-model fingerprint); ``worker.reportgen.checkpoint`` loads them back."""
+
+    def __init__(self, config: RunConfig, captioner: ReportCaptioner, siglip_checkpoint: str, feature_dim: int):
+        super().__init__()
+        self.config = config
+        self.captioner = captioner
+        self.siglip_checkpoint = siglip_checkpoint
+        self.feature_dim = feature_dim
+        self.fingerprint = base_fingerprint(captioner)
+        self.strict_loading = False  # resuming loads only the trainable parameters
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.captioner(batch["features"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        gen = self.config.generation
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=gen.lr, weight_decay=self.config.train.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(gen.warmup_steps, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The projector is saved whole: its feature statistics are buffers, not parameters.
+        keep = set(trainable_parameter_names(self)) | {k for k in checkpoint["state_dict"] if k.startswith(PROJECTOR)}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint[RUN_CONFIG_KEY] = self.config.to_dict()
+        checkpoint[SIGLIP_CHECKPOINT_KEY] = self.siglip_checkpoint
+        checkpoint[FEATURE_DIM_KEY] = self.feature_dim
+        checkpoint[BASE_FINGERPRINT_KEY] = self.fingerprint

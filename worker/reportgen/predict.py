@@ -1,0 +1,82 @@
+"""Generate an impression for every study of a split and score each one: shared by `evaluate` and
+`qualitative`."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.config import RunConfig
+from worker.reportgen.checkpoint import load_report_model
+from worker.reportgen.encoder import image_features, load_siglip
+from worker.reportgen.generate import generate_reports
+from worker.reportgen.stage import torch_device
+from worker.reportgen.studies import Studies, select_studies
+from worker.siglip.stage import resolve_accelerator
+from worker.textmetrics import per_sample_scores
+
+
+@dataclass
+class Predictions:
+    split: str
+    studies: Studies
+    images: np.ndarray
+    """uint8 [N, S, S], the image each report was generated from."""
+    generated: list[str]
+    scores: list[dict[str, float]]
+    """Per study: bleu4, rougeL, cosine_generated, cosine_reference."""
+    generation_time_s: float
+
+    @property
+    def references(self) -> list[str]:
+        return self.studies.texts
+
+
+def output_dir(config: RunConfig, stage: str, checkpoint: str) -> Path:
+    """The job's run dir, or one folder per config and checkpoint (the config hash does not see the checkpoint)."""
+    if config.paths.run_dir:
+        return config.run_path(stage)
+    digest = hashlib.sha256(str(Path(checkpoint).resolve()).encode()).hexdigest()[:10]
+    return config.run_path(stage) / f"checkpoint-{digest}"
+
+
+def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
+    """Load the report model and its SigLIP, generate for every study of ``split``, score each study."""
+    from worker.data import load_prepared
+
+    device = torch_device(resolve_accelerator(config.train))
+    loaded = load_report_model(checkpoint, config, device=device)
+    gen = loaded.config.generation
+    data = load_prepared(config).split(split)
+    studies = select_studies(data)
+    if not len(studies):
+        raise ValueError(f"the {split} split has no studies; choose another split or a larger dataset")
+    images = studies.images(data)
+    siglip = load_siglip(loaded.siglip_checkpoint, device)
+    features = image_features(siglip, images, gen.features, gen.eval_batch_size)
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # With inputs_embeds there is no prompt text for the n-gram block to see; that is what we want.
+        warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+        generated = generate_reports(loaded.captioner, features, loaded.tokenizer, gen, gen.eval_batch_size)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    generation_time = time.perf_counter() - started
+
+    image_emb = siglip.encode_images(images)
+    cos_generated = (image_emb * siglip.encode_texts(generated)).sum(dim=-1).tolist()
+    cos_reference = (image_emb * siglip.encode_texts(studies.texts)).sum(dim=-1).tolist()
+    scores = [
+        {**text_scores, "cosine_generated": g, "cosine_reference": r}
+        for text_scores, g, r in zip(
+            per_sample_scores(studies.texts, generated), cos_generated, cos_reference, strict=True
+        )
+    ]
+    return Predictions(split, studies, images, generated, scores, generation_time)

@@ -1,0 +1,164 @@
+"""The `train-full` stage: frozen fine-tuned SigLIP -> projector -> BioGPT, trained with teacher forcing.
+
+The vision tower is frozen, so its features are computed once per split before training (no image
+augmentation: the same image always gives the same prefix) and the epochs only run BioGPT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from transformers import AutoTokenizer
+
+from worker.config import RunConfig
+from worker.recorder import Recorder
+from worker.reportgen.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
+from worker.reportgen.encoder import image_features, load_siglip
+from worker.reportgen.model import ReportCaptioner, build_captioner
+from worker.reportgen.module import ReportGenModule
+from worker.reportgen.studies import select_studies
+from worker.result import StageResult
+from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
+from worker.siglip.model import count_parameters
+from worker.siglip.profiling import PeakMemory
+from worker.siglip.stage import _best_epoch_metrics, resolve_accelerator, resolve_precision
+
+STAGE = "train-full"
+
+
+def torch_device(accelerator: str) -> str:
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if accelerator == "gpu" else "cpu"
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def checkpoint_dir(config: RunConfig, siglip_checkpoint: str) -> Path:
+    """One folder per config and SigLIP checkpoint (the config hash does not see the checkpoint)."""
+    same_run = config.model_copy(update={"train": config.train.model_copy(update={"resume": False})})
+    return same_run.run_path(STAGE) / f"checkpoints-{short_hash(str(Path(siglip_checkpoint).resolve()))}"
+
+
+def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str) -> StageResult:
+    """Stage entry point: prepare (or reuse) the data, encode the images, train the report generator."""
+    from worker.data import load_prepared
+
+    if not Path(siglip_checkpoint).is_file():
+        raise FileNotFoundError(f"SigLIP checkpoint {siglip_checkpoint} does not exist; pass the best_checkpoint "
+                                "that `jobs run train` returned")
+    prepared = load_prepared(config)
+    L.seed_everything(config.seed, workers=True)
+    accelerator = resolve_accelerator(config.train)
+    precision = resolve_precision(config.train, accelerator)
+    device = torch_device(accelerator)
+    gen = config.generation
+    ckpt_dir = checkpoint_dir(config, siglip_checkpoint)
+    last_ckpt = ckpt_dir / "last.ckpt"
+
+    with PeakMemory() as peak:
+        started = time.perf_counter()
+        siglip = load_siglip(siglip_checkpoint, device)
+        splits = {name: prepared.split(name) for name in ("train", "val")}
+        studies = {name: select_studies(split) for name, split in splits.items()}
+        features = {
+            name: image_features(siglip, studies[name].images(split), gen.features, gen.eval_batch_size)
+            for name, split in splits.items()
+        }
+        del siglip
+        feature_time = time.perf_counter() - started
+
+        tokenizer = AutoTokenizer.from_pretrained(config.resolve_model_path(config.model.biogpt))
+        compute_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+        feature_dim = features["train"].shape[-1]
+        captioner = build_captioner(config, tokenizer, feature_dim, compute_dtype=compute_dtype, device=device)
+        captioner.projector.fit_normalization(features["train"].to(device))
+        eos = captioner.eos_id
+        datasets = {
+            name: ReportDataset(features[name], encode_targets(tokenizer, group.texts, gen.max_target_tokens, eos))
+            for name, group in studies.items()
+        }
+        collate = TargetCollator(captioner.pad_id, len(captioner.start_ids))
+        datamodule = ReportDataModule(datasets["train"], datasets["val"], collate, gen.batch_size)
+        initial_val_loss = mean_loss(captioner, datamodule.val_dataloader(), device)
+        module = ReportGenModule(config, captioner, str(Path(siglip_checkpoint).resolve()), feature_dim)
+        checkpointing = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+        )
+        reporting = RecorderCallback(recorder, cancel_checkpoint=last_ckpt)
+        throughput = ThroughputCallback()
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=config.train.devices,
+            strategy="ddp" if config.train.devices > 1 else "auto",
+            precision=precision,
+            max_epochs=gen.epochs,
+            max_time=timedelta(seconds=config.train.max_time_s),
+            limit_train_batches=config.train.limit_train_batches,
+            num_sanity_val_steps=0,
+            logger=CSVLogger(ckpt_dir.parent, name="logs"),
+            callbacks=[
+                checkpointing,
+                EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
+                LearningRateMonitor(logging_interval="epoch"),
+                reporting,
+                throughput,
+            ],
+            enable_progress_bar=sys.stderr.isatty(),
+            enable_model_summary=False,
+        )
+        resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
+        fit_started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        train_time = time.perf_counter() - fit_started
+
+    trainable, total = count_parameters(captioner)
+    metrics: dict[str, Any] = {
+        **_best_epoch_metrics(reporting.epoch_metrics),
+        "initial_val_loss": initial_val_loss,
+        "train_time_s": train_time,
+        "feature_time_s": feature_time,
+        "samples_per_s": throughput.samples_per_s,
+        **peak.metrics(),
+        "trainable_params": trainable,
+        "total_params": total,
+        "epochs_run": trainer.current_epoch,
+        "best_val_loss": None if checkpointing.best_model_score is None else float(checkpointing.best_model_score),
+        "best_checkpoint": checkpointing.best_model_path or None,
+        "train_studies": len(studies["train"]),
+        "val_studies": len(studies["val"]),
+        "precision": precision,
+    }
+    artifacts = {"checkpoint_dir": str(ckpt_dir)}
+    if checkpointing.best_model_path:
+        artifacts["best_checkpoint"] = checkpointing.best_model_path
+    if last_ckpt.is_file():
+        artifacts["last_checkpoint"] = str(last_ckpt)
+    return StageResult(
+        stage=STAGE, metrics=metrics, artifacts=artifacts, status="cancelled" if reporting.cancelled else "succeeded"
+    )
+
+
+@torch.no_grad()
+def mean_loss(captioner: ReportCaptioner, loader, device: str) -> float:
+    """Validation loss of the untrained model: the baseline that training must lower."""
+    was_training = captioner.training
+    captioner.eval()
+    total = count = 0.0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = len(batch["index"])
+        total += float(captioner(batch["features"], batch["input_ids"], batch["attention_mask"], batch["labels"])) * n
+        count += n
+    captioner.train(was_training)
+    return total / count
