@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from api.deps import ApiSettings, require_token
+from api.models import ErrorView
 from api.routes import experiments as experiment_routes
 from api.routes import health as health_routes
 from api.routes import jobs as job_routes
@@ -56,7 +57,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.state.settings = settings
-    protected = APIRouter(dependencies=[Depends(require_token)])
+    unauthorized = {401: {"model": ErrorView, "description": "Missing or wrong bearer token."}}
+    protected = APIRouter(dependencies=[Depends(require_token)], responses=unauthorized)
     protected.include_router(job_routes.router)
     protected.include_router(experiment_routes.router)
     protected.include_router(report_routes.router)

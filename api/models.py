@@ -8,23 +8,35 @@ settings (see `api.paths`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
 from jobs.stages import Stage, StageParams
 
 __all__ = [
+    "NOT_FOUND",
+    "ErrorView",
+    "ExperimentId",
     "ExperimentView",
     "HealthView",
+    "JobId",
     "JobState",
     "JobSubmission",
     "JobView",
     "MetricView",
     "PeftName",
+    "ReportId",
     "Stage",
 ]
+
+# Row ids are 64-bit in both databases; a larger number is a 422, not an overflow deep in the driver.
+MAX_ID = 2**63 - 1
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id, from `POST /jobs` or `GET /jobs`.")]
+ExperimentId = Annotated[int, Path(ge=1, le=MAX_ID, description="An experiment id, from `GET /experiments`.")]
+ReportId = Annotated[int, Path(ge=1, le=MAX_ID, description="The id of the report job that wrote the report.")]
 
 # The values of worker.config.PeftMethod; the API may not import worker (tests check the two agree).
 PeftName = Literal["lora", "qlora"]
@@ -44,7 +56,9 @@ class JobSubmission(BaseModel):
     preset: str | None = Field(
         "smoke", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="Preset name under configs/."
     )
-    config: str | None = Field(None, max_length=4096, description="A YAML config file (under the data roots).")
+    config: str | None = Field(
+        None, min_length=1, max_length=4096, description="A YAML config file (under the data roots)."
+    )
 
     # Shortcuts for the options people change most; each maps onto one dotted config key.
     peft: PeftName | None = _option("peft.method", description="lora, or qlora (4-bit base + LoRA).")
@@ -55,7 +69,9 @@ class JobSubmission(BaseModel):
     seed: int | None = _option("seed", ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
     projection: Literal["Frontal", "Lateral", "both"] | None = _option("data.projection", description="Views.")
     source: Literal["synthetic", "kaggle", "local"] | None = _option("data.source", description="Data source.")
-    data_dir: str | None = _option("data.data_dir", max_length=4096, description="Local data in the Kaggle layout.")
+    data_dir: str | None = _option(
+        "data.data_dir", min_length=1, max_length=4096, description="Local data in the Kaggle layout."
+    )
     resume: bool | None = _option("train.resume", description="Resume from the run's last checkpoint.")
 
     overrides: dict[str, str] = Field(
@@ -98,6 +114,15 @@ class JobSubmission(BaseModel):
             params=self.params,
             idempotency_key=self.idempotency_key,
         )
+
+
+class ErrorView(BaseModel):
+    """The body of a 401, 404 or 503: what went wrong and what to do."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorView, "description": "No such id."}}
 
 
 class HealthView(BaseModel):

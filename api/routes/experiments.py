@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.models import ExperimentView, MetricView, PeftName, Stage
+from api.models import NOT_FOUND, ExperimentId, ExperimentView, MetricView, PeftName, Stage
 from jobs import service
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -21,6 +21,6 @@ def list_experiments(
     return service.list_experiments(stage=stage.value if stage else None, peft=peft, limit=limit)
 
 
-@router.get("/{experiment_id}/metrics", response_model=list[MetricView])
-def experiment_metrics(experiment_id: int) -> list[MetricView]:
+@router.get("/{experiment_id}/metrics", response_model=list[MetricView], responses=NOT_FOUND)
+def experiment_metrics(experiment_id: ExperimentId) -> list[MetricView]:
     return service.experiment_metrics(experiment_id)

@@ -10,7 +10,9 @@ from jobs import service
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthView)
+@router.get(
+    "/healthz", response_model=HealthView, responses={503: {"model": HealthView, "description": "Something is down."}}
+)
 def healthz(response: Response) -> HealthView:
     """200 when both answer, 503 otherwise (so container healthchecks and load balancers can act on it)."""
     checks = service.health()

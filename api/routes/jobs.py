@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ValidSubmission
-from api.models import JobState, JobView
+from api.models import NOT_FOUND, ErrorView, JobId, JobState, JobView
 from jobs import service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses={
+        400: {"model": ErrorView, "description": "The body could not be read as JSON."},
+        503: {"model": ErrorView, "description": "The broker did not take the job; it is recorded FAILED."},
+    },
+)
 def submit_job(submission: ValidSubmission) -> JobView:
     """Record the job and enqueue it; a worker picks it up. The same idempotency key returns the first job."""
     return service.submit(submission.to_submit_request())
@@ -28,20 +36,24 @@ def list_jobs(
     return service.list_jobs(state=state, limit=limit)
 
 
-@router.get("/{job_id}", response_model=JobView)
-def get_job(job_id: int) -> JobView:
+@router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND)
+def get_job(job_id: JobId) -> JobView:
     return service.get_job(job_id)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+# Text for the log itself; errors stay JSON like everywhere else (hence Response, not PlainTextResponse, here).
+LOG_RESPONSES = {200: {"description": "The job's log.", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{job_id}/logs", response_class=Response, responses={**LOG_RESPONSES, **NOT_FOUND})
 def job_logs(
-    job_id: int,
+    job_id: JobId,
     tail: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last N lines.")] = None,
-) -> str:
-    return service.read_logs(job_id, tail_lines=tail)
+) -> Response:
+    return PlainTextResponse(service.read_logs(job_id, tail_lines=tail))
 
 
-@router.post("/{job_id}/cancel", response_model=JobView)
-def cancel_job(job_id: int) -> JobView:
+@router.post("/{job_id}/cancel", response_model=JobView, responses=NOT_FOUND)
+def cancel_job(job_id: JobId) -> JobView:
     """A queued job is revoked; a running one stops at its next step, keeping the metrics recorded so far."""
     return service.cancel(job_id)

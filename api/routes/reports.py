@@ -6,13 +6,13 @@ A report is what a `report` job wrote (its artifacts `html` and `json`); its id 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 from api.deps import SettingsDep
-from api.models import JobState, JobView
+from api.models import NOT_FOUND, JobState, JobView, ReportId
 from jobs import service
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -57,10 +57,18 @@ def _serve(job: JobView, accept: str | None, settings: SettingsDep) -> Response:
     return FileResponse(_report_file(job, "json", settings), media_type="application/json")
 
 
+# Both media types of a report, for the OpenAPI schema.
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report: HTML when text/html is preferred, else JSON.",
+        "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
+    },
+    **NOT_FOUND,
+}
 AcceptHeader = Annotated[str | None, Header(description="text/html for the page, application/json for the data.")]
 
 
-@router.get("/latest", response_class=Response)
+@router.get("/latest", response_class=Response, responses=REPORT_RESPONSES)
 def latest_report(settings: SettingsDep, accept: AcceptHeader = None) -> Response:
     """The newest finished report."""
     finished = service.list_jobs(state=JobState.SUCCEEDED, limit=LATEST_SCAN)
@@ -70,7 +78,7 @@ def latest_report(settings: SettingsDep, accept: AcceptHeader = None) -> Respons
     return _serve(job, accept, settings)
 
 
-@router.get("/{report_id}", response_class=Response)
-def get_report(report_id: int, settings: SettingsDep, accept: AcceptHeader = None) -> Response:
+@router.get("/{report_id}", response_class=Response, responses=REPORT_RESPONSES)
+def get_report(report_id: ReportId, settings: SettingsDep, accept: AcceptHeader = None) -> Response:
     """One report, by the id of the job that wrote it."""
     return _serve(service.get_job(report_id), accept, settings)
