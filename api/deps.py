@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.models import JobSubmission
-from api.paths import PROJECT_ROOT, outside_roots, submission_paths
+from api.paths import PROJECT_ROOT, outside_roots, resolve, submission_paths
 
 
 class AuthNotConfigured(RuntimeError):
@@ -75,6 +75,10 @@ def checked_submission(submission: JobSubmission, settings: SettingsDep) -> JobS
             errors.append({"loc": ("body", *location), "msg": reason, "type": "path_outside_roots", "input": raw})
     if errors:
         raise RequestValidationError(errors)
+    if submission.config:
+        # The service opens the config file in this process: open exactly the file that was checked,
+        # whatever the working directory.
+        return submission.model_copy(update={"config": str(resolve(submission.config, settings.var_root))})
     return submission
 
 

@@ -281,6 +281,17 @@ def test_paths_under_the_roots_and_hub_ids_are_accepted(client: TestClient, serv
     assert job["config"]["model"]["siglip"] == "google/siglip-base-patch16-224"
 
 
+def test_a_relative_config_path_means_the_same_file_from_any_working_directory(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    job = _submit(client, config="configs/smoke.yaml", epochs=2)
+
+    assert job["config"]["preset"] == "smoke"
+    assert job["config"]["train"]["epochs"] == 2
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
