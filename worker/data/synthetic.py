@@ -31,7 +31,7 @@ from worker.data.layout import IMAGES_DIR, PROJECTIONS_CSV, REPORT_COLUMNS, REPO
 from worker.data.synthetic_images import draw_frontal, draw_lateral
 from worker.data.synthetic_reports import draw_conditions, write_report
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generated data changes, so old datasets under var/ are not reused."""
 PLANTED_JSON = "planted.json"
 _MISSING_FILES = 3

@@ -20,8 +20,8 @@ def _ellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, rx: float, ry
 
 def _grid(width: int, height: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates as fractions, with a small random shift and zoom so no two images align exactly."""
-    shift_x, shift_y = rng.uniform(-0.03, 0.03, size=2)
-    zoom = rng.uniform(0.95, 1.05)
+    shift_x, shift_y = rng.uniform(-0.02, 0.02, size=2)
+    zoom = rng.uniform(0.97, 1.03)
     xs = (np.arange(width) + 0.5) / width
     ys = (np.arange(height) + 0.5) / height
     xx, yy = np.meshgrid((xs - 0.5) / zoom + 0.5 + shift_x, (ys - 0.5) / zoom + 0.5 + shift_y)
@@ -42,7 +42,7 @@ def draw_frontal(
     img = np.full((height, width), _AIR)
     img[_ellipse(xx, yy, 0.5, 0.55, 0.46, 0.5)] = _BODY
     # Lungs are textured (vessel markings) so that a pneumothorax reads as markings missing.
-    texture = 0.08 * np.sin(xx * 60 + rng.uniform(0, 6)) * np.sin(yy * 45 + rng.uniform(0, 6))
+    texture = 0.08 * np.sin(xx * 60) * np.sin(yy * 45)
     lung_right = _ellipse(xx, yy, 0.3, 0.45, 0.15, 0.3)  # patient's right, viewer's left
     lung_left = _ellipse(xx, yy, 0.7, 0.45, 0.15, 0.3)
     lungs = lung_right | lung_left
@@ -55,15 +55,15 @@ def draw_frontal(
     if "effusion_left" in conditions:
         img[lung_left & (yy > 0.5 - 0.1 * (xx - 0.85))] = _FLUID
     if "pneumothorax" in conditions:
-        collapsed = lung_right & (xx < 0.27)
+        collapsed = lung_right & (xx < 0.3)
         img[collapsed] = 0.0  # no lung markings lateral to the pleural line
-        img[lung_right & (np.abs(xx - 0.27) < 0.012)] = 0.9
+        img[lung_right & (np.abs(xx - 0.3) < 0.015)] = 0.9
     if "consolidation" in conditions:
         cx = 0.3 if sides.get("consolidation", "right") == "right" else 0.7
-        img[_ellipse(xx, yy, cx, 0.55, 0.1, 0.1) & lungs] = 0.85
+        img[_ellipse(xx, yy, cx, 0.5, 0.13, 0.14) & lungs] = 0.85
     if "nodule" in conditions:
         cx = 0.3 if sides.get("nodule", "right") == "right" else 0.7
-        img[_ellipse(xx, yy, cx, 0.3, 0.05, 0.05)] = _NODULE
+        img[_ellipse(xx, yy, cx, 0.28, 0.07, 0.07)] = _NODULE
     return _finish(img, rng)
 
 

@@ -40,10 +40,10 @@ _XXXX_SENTENCES = (
 )
 # Real impressions repeat verbatim; the first one dominates as in IU-Xray.
 _NORMAL_IMPRESSIONS = (
-    ("No acute cardiopulmonary abnormality.", 0.5),
-    ("No acute cardiopulmonary disease.", 0.2),
-    ("No active disease.", 0.15),
-    ("Normal chest x-XXXX.", 0.15),
+    ("No acute cardiopulmonary abnormality.", 0.7),
+    ("No acute cardiopulmonary disease.", 0.1),
+    ("No active disease.", 0.1),
+    ("Normal chest x-XXXX.", 0.1),
 )
 _CONDITION_FINDINGS = {
     "cardiomegaly": ("The heart is enlarged.", "Cardiomegaly is present.", "The cardiac silhouette is enlarged."),
@@ -60,7 +60,7 @@ _CONDITION_FINDINGS = {
     "nodule": ("There is a nodule in the {side} upper lobe.", "{Side} upper lobe pulmonary nodule."),
 }
 _CONDITION_IMPRESSIONS = {
-    "cardiomegaly": ("Cardiomegaly.", "Cardiomegaly without acute pulmonary disease."),
+    "cardiomegaly": ("Cardiomegaly.",),
     "effusion_left": ("Left pleural effusion.",),
     "effusion_right": ("Right pleural effusion.",),
     "pneumothorax": ("Right pneumothorax.",),
@@ -109,10 +109,10 @@ def _fill(template: str, side: str) -> str:
 
 
 def draw_conditions(rng: np.random.Generator) -> tuple[str, ...]:
-    """Normal with probability 0.4, else one condition (70%) or two (30%), in vocabulary order."""
+    """Normal with probability 0.4, else one condition (85%) or two (15%), in vocabulary order."""
     if rng.random() < 0.4:
         return ()
-    count = 1 if rng.random() < 0.7 else 2
+    count = 1 if rng.random() < 0.85 else 2
     picked = rng.choice(len(CONDITIONS), size=count, replace=False)
     return tuple(CONDITIONS[i] for i in sorted(picked))
 
