@@ -1,7 +1,8 @@
 """The HTTP submit API: `uvicorn api.app:app` (or `jobs api`).
 
 Importing this module stays cheap and torch-free; the app itself is built on first access of `app`, so
-that a process without API_TOKEN fails with one clear line instead of serving without auth.
+that a server without API_TOKEN stops at start with a message saying what to set, instead of serving
+without auth, while tests and tools may import the module freely.
 """
 
 from __future__ import annotations

@@ -41,11 +41,11 @@ class ApiSettings:
         return (self.var_root, self.artifacts_root, PROJECT_ROOT / "configs")
 
 
-def get_settings(request: Request) -> ApiSettings:
+def current_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(current_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="API_TOKEN, as `Authorization: Bearer <token>`.")
 

@@ -2,8 +2,8 @@
 
 Responses are the job service's own views (re-exported here so routes import models from one place);
 the request model is the API's: typed, bounded options the way `jobs submit` takes them, turned into
-the service's `SubmitRequest`. Paths are checked against the allowed roots by the route, which knows the
-settings (see `api.paths`).
+the service's `SubmitRequest`. Its paths are checked against the allowed roots by
+`api.deps.checked_submission`, which knows the settings.
 """
 
 from __future__ import annotations
