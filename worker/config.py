@@ -112,6 +112,9 @@ class TrainConfig(_Section):
     limit_train_batches: int | None = Field(None, ge=1, description="Cap train batches per epoch (debug).")
     resume: bool = Field(False, description="Resume from the run's last checkpoint if present.")
     max_time_s: int = Field(24 * 3600, ge=10, le=14 * 24 * 3600, description="Job time limit in seconds.")
+    logit_bias_init: float | None = Field(
+        None, ge=-50, le=50, description="Sigmoid loss: start the logit bias here (null: the checkpoint's value)."
+    )
 
 
 class GenerationConfig(_Section):

@@ -92,12 +92,15 @@ def _disable_cpu_inference_packing(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def init_logit_params(model: SiglipModel) -> None:
-    """Replace HF's untrained (0, 0) logit scale/bias by SigLIP's own init; pretrained values stay."""
+def init_logit_params(model: SiglipModel, bias: float | None = None) -> None:
+    """Replace HF's untrained (0, 0) logit scale/bias by SigLIP's own init (pretrained values stay);
+    then set the bias to ``bias`` when given (train.logit_bias_init)."""
     with torch.no_grad():
         if model.logit_scale.item() == 0.0 and model.logit_bias.item() == 0.0:
             model.logit_scale.fill_(PAPER_LOGIT_SCALE)
             model.logit_bias.fill_(PAPER_LOGIT_BIAS)
+        if bias is not None:
+            model.logit_bias.fill_(bias)
 
 
 def lora_target_names(model: nn.Module, target_regex: str, towers: str) -> list[str]:
@@ -169,7 +172,7 @@ def build_peft_siglip(config: RunConfig, plan: LoadPlan, targets: list[str] | No
 
     ``targets`` (full module names) defaults to what config.peft selects; a checkpoint passes its own list."""
     base = load_base_model(config, plan)
-    init_logit_params(base)
+    init_logit_params(base, config.train.logit_bias_init)
     if plan.quantize and config.peft.upcast_non_quantized:
         upcast_non_quantized(base)
     if targets is None:

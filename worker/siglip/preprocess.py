@@ -44,7 +44,7 @@ class ImageNormalizer:
 
 def to_unit_float(images: np.ndarray) -> torch.Tensor:
     """[..., S, S] uint8 -> [N, 1, S, S] float32 in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    tensor = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255.0)
     return tensor.reshape(-1, 1, *tensor.shape[-2:])
 
 
