@@ -192,7 +192,7 @@ def build_peft_siglip(config: RunConfig, plan: LoadPlan, targets: list[str] | No
         param.requires_grad_(train_logits)
     if config.train.gradient_checkpointing:
         # Non-reentrant checkpointing needs no enable_input_require_grads trick for frozen embeddings.
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.activation_checkpointing_enable({"use_reentrant": False})
     return model
 
 

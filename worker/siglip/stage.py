@@ -62,6 +62,21 @@ def checkpoint_dir(config: RunConfig) -> Path:
     return same_run.run_path(STAGE) / "checkpoints"
 
 
+def setup_training(
+    config: RunConfig, splits: Splits, plan: LoadPlan
+) -> tuple[SiglipContrastiveModule, SiglipDataModule]:
+    """The PEFT model inside its LightningModule, and the datamodule with the model's preprocessing."""
+    model = build_peft_siglip(config, plan)
+    targets = sorted(model.peft_config["default"].target_modules)
+    model_path = config.resolve_model_path(config.model.siglip)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    image_processor = AutoImageProcessor.from_pretrained(model_path)
+    normalizer = ImageNormalizer.for_model(image_processor, model.get_base_model().config.vision_config.image_size)
+    datamodule = SiglipDataModule(config, splits, tokenizer, normalizer)
+    module = SiglipContrastiveModule(config, model, targets, list(splits.split("val").texts))
+    return module, datamodule
+
+
 def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> StageResult:
     """Train on ``splits`` (train and val) and return the metrics the issue names, per the final best epoch."""
     L.seed_everything(config.seed, workers=True)
@@ -76,16 +91,9 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
     )
     ckpt_dir = checkpoint_dir(config)
     last_ckpt = ckpt_dir / "last.ckpt"
-    model_path = config.resolve_model_path(config.model.siglip)
 
     with PeakMemory() as peak:
-        model = build_peft_siglip(config, plan)
-        targets = sorted(model.peft_config["default"].target_modules)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        image_processor = AutoImageProcessor.from_pretrained(model_path)
-        normalizer = ImageNormalizer.for_model(image_processor, model.get_base_model().config.vision_config.image_size)
-        datamodule = SiglipDataModule(config, splits, tokenizer, normalizer)
-        module = SiglipContrastiveModule(config, model, targets, list(splits.split("val").texts))
+        module, datamodule = setup_training(config, splits, plan)
         checkpointing = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
         )
@@ -116,7 +124,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         train_time = time.perf_counter() - started
 
-    trainable, total = count_parameters(model)
+    trainable, total = count_parameters(module.model)
     metrics: dict[str, Any] = {
         **_best_epoch_metrics(reporting.epoch_metrics),
         "train_time_s": train_time,
@@ -124,7 +132,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         **peak.metrics(),
         "trainable_params": trainable,
         "total_params": total,
-        "weight_memory_mb": weight_memory_bytes(model) / MB,
+        "weight_memory_mb": weight_memory_bytes(module.model) / MB,
         "epochs_run": trainer.current_epoch,
         "best_val_loss": _as_float(checkpointing.best_model_score),
         "best_checkpoint": checkpointing.best_model_path or None,

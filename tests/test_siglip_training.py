@@ -1,0 +1,125 @@
+"""The training stage on fake splits and an in-process tiny SigLIP: what it returns and records, what its
+checkpoints hold, that they reload onto a fresh base model, cancellation and resume."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from siglip_fixtures import CONDITIONS, build_tiny_siglip, fake_splits, tiny_config
+
+from worker.recorder import MemoryRecorder
+from worker.siglip.checkpoint import load_finetuned_siglip, read_checkpoint
+from worker.siglip.model import LoadPlan
+from worker.siglip.stage import run_training, setup_training
+
+RESULT_METRICS = [
+    "train_loss", "val_loss", "pos_cosine", "neg_cosine", "train_time_s", "samples_per_s", "peak_gpu_mem_mb",
+    "peak_gpu_reserved_mb", "peak_ram_mb", "trainable_params", "total_params", "epochs_run", "best_checkpoint",
+    "weight_memory_mb", "best_val_loss",
+] + [
+    f"{d}_recall@{k}{suffix}" for d in ("i2t", "t2i") for k in (1, 5, 10)
+    for suffix in ("", "_strict", "_chance", "_strict_chance")
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two cores shared by several test processes: more threads only add contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return fake_splits({"train": 48, "val": 24})
+
+
+def test_stage_returns_and_records_every_named_metric(model_dir, splits, tmp_path):
+    config = tiny_config(model_dir, tmp_path, **{"train.epochs": 2})
+    recorder = MemoryRecorder()
+    result = run_training(config, recorder, splits)
+
+    assert result.status == "succeeded"
+    assert set(RESULT_METRICS) <= set(result.metrics)
+    assert result.metrics["epochs_run"] == 2
+    assert result.metrics["peak_gpu_mem_mb"] is None  # CPU
+    assert result.metrics["peak_ram_mb"] > 100
+    assert result.metrics["samples_per_s"] > 0
+    assert result.metrics["best_val_loss"] == pytest.approx(min(recorder.series("val_loss")))
+    assert len(recorder.series("train_loss", split="train")) == 2
+    assert len(recorder.series("i2t_recall@1", split="val")) == 2
+    _, steps, totals = zip(*recorder.progress_events, strict=True)
+    assert steps[-1] == totals[-1] == 2 * (48 // 24)
+    assert result.artifacts["best_checkpoint"] == result.metrics["best_checkpoint"]
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_checkpoint_holds_only_trainable_tensors_and_reloads_onto_a_fresh_base(model_dir, splits, tmp_path, method):
+    config = tiny_config(model_dir, tmp_path, **{"peft.method": method, "train.epochs": 1})
+    plan = LoadPlan(quantize=method == "qlora", weights_dtype=torch.float32)
+    module, datamodule = setup_training(config, splits, plan)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=datamodule)
+    path = tmp_path / "adapter.ckpt"
+    trainer.save_checkpoint(path)
+
+    checkpoint = read_checkpoint(path)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert set(checkpoint["state_dict"]) == trainable
+    assert checkpoint["run_config"]["peft"]["method"] == method
+
+    images = splits.split("val").images[:6]
+    module.eval()
+    with torch.no_grad():
+        batch = next(iter(datamodule.val_dataloader()))
+        trained_image, trained_text = module.encode(batch["pixel_values"][:6], batch["input_ids"][:6])
+    # merge=False rebuilds the training-time model (4-bit base for QLoRA): it reproduces the embeddings.
+    exact = load_finetuned_siglip(str(path), merge=False)
+    torch.testing.assert_close(exact.encode_images(images), trained_image, atol=1e-5, rtol=1e-4)
+    texts = splits.split("val").texts[:6]
+    torch.testing.assert_close(exact.encode_texts(texts), trained_text, atol=1e-5, rtol=1e-4)
+
+    merged = load_finetuned_siglip(str(path), merge=True)
+    assert not any("lora_" in n for n, _ in merged.model.named_parameters())
+    cosine = (merged.encode_images(images) * trained_image).sum(dim=1)
+    # LoRA merges exactly; QLoRA's merged full-precision base differs by the NF4 rounding of the base.
+    assert cosine.min() > (0.9999 if method == "lora" else 0.9)
+    pooled, patches = merged.vision_features(merged.normalizer.from_uint8(images))
+    assert pooled.shape == (6, 64) and patches.shape == (6, 16, 64)
+    assert merged.encode_texts(CONDITIONS).norm(dim=1) == pytest.approx(torch.ones(len(CONDITIONS)))
+
+
+def test_cancel_saves_a_checkpoint_and_resume_continues_from_it(model_dir, splits, tmp_path):
+    recorder = MemoryRecorder(cancel_requested=True)
+    config = tiny_config(model_dir, tmp_path, **{"train.epochs": 2})
+    cancelled = run_training(config, recorder, splits)
+    assert cancelled.status == "cancelled"
+    assert len(recorder.progress_events) == 1  # stopped after the first step
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert cancelled.artifacts["last_checkpoint"] == str(last)
+    assert read_checkpoint(last)["global_step"] == 1
+
+    resumed_config = tiny_config(model_dir, tmp_path, **{"train.epochs": 2, "train.resume": True})
+    recorder = MemoryRecorder()
+    resumed = run_training(resumed_config, recorder, splits)
+    assert resumed.status == "succeeded"
+    assert resumed.metrics["resumed_from"] == str(last)
+    assert resumed.metrics["epochs_run"] == 2
+    assert recorder.progress_events[0][1] == 2  # the first step after resuming is the run's second
+
+
+def test_a_bad_checkpoint_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_finetuned_siglip(str(tmp_path / "missing.ckpt"))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a SigLIP adapter checkpoint"):
+        load_finetuned_siglip(str(tmp_path / "other.ckpt"))
