@@ -6,7 +6,11 @@ uses `app_for(settings)`, so tests that point the settings at another broker get
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from celery import Celery
 from kombu import Queue
@@ -62,11 +66,49 @@ def create_app(broker: str, backend: str) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        # A job's prints go to the terminal and to its own log (jobs/joblog.py), not through Celery's logger.
+        worker_redirect_stdouts=False,
         task_queues=(Queue(GPU_QUEUE), Queue(CPU_QUEUE)),
         task_default_queue=CPU_QUEUE,
         task_routes={stage.value: {"queue": queue_for(stage)} for stage in Stage},
     )
     return app
+
+
+def declare_queues(app: Celery) -> None:
+    """Create the queues before first use; on the SQLite broker, under a file lock.
+
+    Kombu's SQL transport creates a queue's row on first use and fails with an IntegrityError when two
+    processes (a worker starting, a CLI submitting) create the same row at once; a fresh clone hits that.
+    """
+    broker = app.conf.broker_url
+    lock_path = _sqlite_path(broker)
+    with _file_lock(lock_path), app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue(channel).declare()
+
+
+def _sqlite_path(broker: str) -> Path | None:
+    prefix = "sqla+sqlite:///"
+    if not broker.startswith(prefix) or broker == prefix:
+        return None
+    return Path(broker.removeprefix(prefix))
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _create_cached = lru_cache(maxsize=8)(create_app)

@@ -213,7 +213,7 @@ def submit(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _wait(job_id: int, *, quiet: bool, poll_s: float = 1.0) -> JobView:
+def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
     with display.JobProgress(enabled=not quiet) as progress:
         while True:
             job = service.get_job(job_id)
@@ -363,8 +363,10 @@ def worker(
         raise service.InvalidRequest(f"--queues: unknown queue {unknown or chosen}; allowed: gpu, cpu (e.g. gpu,cpu)")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from jobs.celery_app import declare_queues
     from jobs.tasks import app as celery_app
 
+    declare_queues(celery_app)
     name = hostname or f"{'-'.join(chosen)}{'-gpu' + gpu if gpu else ''}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main(
         [

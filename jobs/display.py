@@ -122,7 +122,7 @@ def print_jobs(jobs: Iterable[JobView]) -> None:
 
 
 def print_experiments(experiments: Iterable[ExperimentView]) -> None:
-    table = Table("id", "job", "stage", "peft", "status", *(header for header, _ in RESULT_COLUMNS), "created")
+    table = Table("id", "job", "stage", "peft", "status", *(header for header, _ in RESULT_COLUMNS))
     for experiment in experiments:
         table.add_row(
             str(experiment.id),
@@ -131,7 +131,6 @@ def print_experiments(experiments: Iterable[ExperimentView]) -> None:
             experiment.peft_method or "-",
             experiment.status,
             *(_number(experiment.metrics.get(name)) for _, name in RESULT_COLUMNS),
-            _when(experiment.created_at),
         )
     console.print(table)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from jobs.celery_app import app_for, queue_for
+from celery import Celery
+
+from jobs.celery_app import app_for, declare_queues, queue_for
 from jobs.settings import get_settings
 from jobs.stages import Stage
 
@@ -19,7 +21,7 @@ def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
     """Send the stage's task for a job; its time limits come from the job's config.train.max_time_s."""
     settings = get_settings()
     try:
-        app_for(settings).send_task(
+        _ready(app_for(settings)).send_task(
             stage.value,
             args=[job_id],
             task_id=task_id,
@@ -31,6 +33,16 @@ def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
         )
     except Exception as exc:  # kombu raises transport-specific errors
         raise BrokerUnavailable(f"broker {_safe(settings.broker)} did not accept the job: {exc}") from exc
+
+
+_declared: set[int] = set()
+
+
+def _ready(app: Celery) -> Celery:
+    if id(app) not in _declared:
+        declare_queues(app)
+        _declared.add(id(app))
+    return app
 
 
 def revoke(task_id: str) -> None:

@@ -1,0 +1,157 @@
+"""Jobs through the real queue: `jobs submit` in a subprocess, `jobs worker` subprocesses running the fake stage.
+
+Every scenario runs on the embedded default (SQLite database, SQLite broker) and on Redis + PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from jobs_fixtures import (
+    JobEnv,
+    Worker,
+    activate,
+    drop_postgres_schema,
+    embedded_variables,
+    invoke,
+    postgres_schema,
+    redis_broker_url,
+    run_cli,
+    starts,
+    wait_for,
+)
+from sqlalchemy import func, select
+
+from db.models import Experiment, Metric
+from jobs import service
+from jobs.celery_app import app_for
+from jobs.database import transaction
+from jobs.schemas import JobState
+
+pytestmark = pytest.mark.slow
+
+EPOCH_S = "0.25"
+
+
+@pytest.fixture(
+    params=["embedded", pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres])]
+)
+def queue_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
+    if request.param == "embedded":
+        yield from activate(tmp_path, embedded_variables(tmp_path), monkeypatch)
+        return
+    broker = redis_broker_url()
+    schema = postgres_schema()
+    try:
+        backend = {"DATABASE_URL": schema.url, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker}
+        yield from activate(tmp_path, backend, monkeypatch)
+    finally:
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def start_worker(queue_env: JobEnv) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(name: str = "w", epoch_s: str = EPOCH_S) -> Worker:
+        worker = Worker(queue_env, extra_env={"FAKE_EPOCH_S": epoch_s}, name=name)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def submit(*args: str) -> int:
+    result = invoke("submit", "train", *args)
+    assert result.exit_code == 0, result.output
+    return int(result.stdout.strip())
+
+
+def state(job_id: int) -> JobState:
+    return service.get_job(job_id).state
+
+
+def metric_count(job_id: int, name: str | None = None) -> int:
+    with transaction() as session:
+        query = select(func.count()).select_from(Metric).join(Experiment).where(Experiment.job_id == job_id)
+        if name:
+            query = query.where(Metric.name == name)
+        return session.scalar(query)
+
+
+def redeliver(job_id: int) -> str:
+    """Send the job's task again, as a broker would after a lost acknowledgement; returns the new task id."""
+    task_id = str(uuid.uuid4())
+    app_for().send_task("train", args=[job_id], task_id=task_id, queue="gpu")
+    return task_id
+
+
+def test_submit_cancel_and_redelivery_through_a_worker(queue_env, start_worker):
+    worker = start_worker()
+    long_job = submit("--epochs", "40")
+    queued_job = submit("--epochs", "2")
+    wait_for(lambda: metric_count(long_job, "train_loss") >= 1, 60, "the long job to record an epoch", worker)
+
+    # A queued job is cancelled at once, and its message, when a worker gets it, runs nothing.
+    cancelled = json.loads(invoke("cancel", str(queued_job), "--json").stdout)
+    assert cancelled["state"] == "CANCELLED"
+    # A running job stops at its next epoch and keeps what it recorded.
+    assert "cancel requested" in invoke("cancel", str(long_job)).stdout
+    wait_for(lambda: state(long_job) is JobState.CANCELLED, 30, "the running job to stop", worker)
+    assert 1 <= metric_count(long_job, "train_loss") < 40
+
+    # A job submitted with the real `jobs` script and --wait runs to the end; its rows are in the tables.
+    completed = run_cli(queue_env, "submit", "train", "--epochs", "2", "--peft", "qlora", "--wait", "--json")
+    assert completed.returncode == 0, completed.stderr + worker.output()[-3000:]
+    done = json.loads(completed.stdout)
+    assert done["state"] == "SUCCEEDED" and len(done["experiment_ids"]) == 1
+    results = json.loads(invoke("results", "--peft", "qlora", "--json").stdout)
+    assert [r["job_id"] for r in results] == [done["id"]] and results[0]["status"] == "succeeded"
+    assert metric_count(done["id"]) == 6
+
+    # Redelivering a finished job's message does nothing.
+    result = app_for().AsyncResult(redeliver(done["id"])).get(timeout=30)
+    assert result["ran"] is False and "SUCCEEDED" in result["reason"]
+    assert service.get_job(done["id"]).attempts == 1 and starts(done["artifacts"]["run_dir"]) == [0]
+    never_ran = service.get_job(queued_job)
+    assert never_ran.state is JobState.CANCELLED and never_ran.attempts == 0 and never_ran.started_at is None
+
+
+def test_a_redelivered_message_of_a_running_job_does_not_run_it_twice(queue_env, start_worker):
+    first, second = start_worker("first"), start_worker("second")
+    job_id = submit("--epochs", "12")
+    wait_for(lambda: state(job_id) is JobState.RUNNING, 60, "the job to start", first)
+    # The idle worker gets the duplicate while the job's heartbeat is fresh.
+    result = app_for().AsyncResult(redeliver(job_id)).get(timeout=60)
+    assert result["ran"] is False and "fresh" in result["reason"]
+    wait_for(lambda: state(job_id).finished, 60, "the job to finish", second)
+    job = service.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 1
+    assert starts(job.artifacts["run_dir"]) == [0]
+    assert metric_count(job_id) == 36
+
+
+def test_a_job_whose_worker_is_killed_is_taken_over_and_resumed(queue_env, start_worker):
+    doomed = start_worker("doomed", epoch_s="0.4")
+    job_id = submit("--epochs", "10")
+    wait_for(lambda: metric_count(job_id, "train_loss") >= 3, 60, "three epochs", doomed)
+    doomed.kill()
+    assert state(job_id) is JobState.RUNNING  # nobody has noticed yet
+    rescuer = start_worker("rescuer", epoch_s="0.05")
+    wait_for(lambda: state(job_id).finished, 60, "the job to be taken over and finish", rescuer)
+    job = service.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.attempts == 2
+    first_start, resumed_at = starts(job.artifacts["run_dir"])
+    assert first_start == 0 and resumed_at >= 3  # resumed from the last checkpoint, not from scratch
+    assert len(job.experiment_ids) == 1
+    with transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Experiment)) == 1
+    assert metric_count(job_id) == 30  # 10 epochs x 3 names: no point recorded twice
+    assert "took over" in rescuer.output() or "re-queued" in rescuer.output()
