@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from worker.config import GenerationConfig
@@ -38,7 +40,10 @@ def generate_reports(
         mask = torch.ones(prompt.shape[:2], dtype=torch.long, device=device)
         # Every prompt has the same length (K prefixes + start tokens): no padding, so positions are exact.
         # With inputs_embeds, generate() returns only the new tokens: nothing to slice off.
-        ids = captioner.causal_lm.generate(inputs_embeds=prompt, attention_mask=mask, **kwargs)
+        with warnings.catch_warnings():
+            # There is no prompt text for the n-gram block to see; blocking repeats in the output is the aim.
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+            ids = captioner.causal_lm.generate(inputs_embeds=prompt, attention_mask=mask, **kwargs)
         texts.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
     captioner.train(was_training)
     return texts

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +61,7 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     features = image_features(siglip, images, gen.features, gen.eval_batch_size)
 
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        # With inputs_embeds there is no prompt text for the n-gram block to see; that is what we want.
-        warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
-        generated = generate_reports(loaded.captioner, features, loaded.tokenizer, gen, gen.eval_batch_size)
+    generated = generate_reports(loaded.captioner, features, loaded.tokenizer, gen, gen.eval_batch_size)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     generation_time = time.perf_counter() - started
