@@ -3,6 +3,7 @@
 Starts without torch: stages are imported only when `jobs run` runs one (or a worker's child does).
 """
 
+import contextlib
 import functools
 import inspect
 import json
@@ -238,7 +239,9 @@ def run(
     job, _ = service.create_job(options.to_request(stage))
     if not as_json:
         typer.echo(f"job {job.id}: running {stage.value} in this process", err=True)
-    outcome = execute_job(job.id, WorkerIdentity.current())
+    # The stage's prints go to stderr (and the job's log), so stdout carries only the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        outcome = execute_job(job.id, WorkerIdentity.current())
     final = service.get_job(job.id)
     if as_json:
         payload = outcome.result.to_dict() if outcome.result else {"stage": stage.value, "status": final.state.lower()}

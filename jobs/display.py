@@ -13,8 +13,14 @@ from rich.table import Table
 
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (a file, `grep`, a test) gets wide lines rather than rich's 80-column default, so nothing is cut.
+PIPE_WIDTH = 200
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+
 
 STATE_STYLES = {
     JobState.QUEUED: "cyan",
@@ -96,11 +102,11 @@ def print_job(job: JobView) -> None:
     rows += [(f"artifact {name}", path) for name, path in job.artifacts.items()]
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    _console().print(table)
     if job.error:
-        console.print(f"[red]error:[/] {job.error}", markup=True)
+        _console().print(f"[red]error:[/] {job.error}", markup=True)
     if job.children:
-        console.print("children:")
+        _console().print("children:")
         print_jobs(job.children)
 
 
@@ -118,7 +124,7 @@ def print_jobs(jobs: Iterable[JobView]) -> None:
             job.worker_host or "-",
             error,
         )
-    console.print(table)
+    _console().print(table)
 
 
 def print_experiments(experiments: Iterable[ExperimentView]) -> None:
@@ -132,14 +138,14 @@ def print_experiments(experiments: Iterable[ExperimentView]) -> None:
             experiment.status,
             *(_number(experiment.metrics.get(name)) for _, name in RESULT_COLUMNS),
         )
-    console.print(table)
+    _console().print(table)
 
 
 def print_metrics(rows: Iterable[MetricView]) -> None:
     table = Table("split", "name", "epoch", "step", "value")
     for row in rows:
         table.add_row(row.split, row.name, _number(row.epoch), _number(row.step), _number(row.value))
-    console.print(table)
+    _console().print(table)
 
 
 class JobProgress:
@@ -151,7 +157,7 @@ class JobProgress:
             BarColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
-            console=err_console,
+            console=Console(stderr=True, highlight=False),
             transient=True,
             disable=not enabled,
         )

@@ -1,0 +1,145 @@
+"""The `jobs` command: options, output formats, error messages, and that it starts without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages  # noqa: F401  (job_env is a fixture)
+
+from jobs import service
+from jobs.schemas import JobState
+
+
+@pytest.fixture
+def fake(job_env, monkeypatch):  # noqa: F811
+    use_fake_stages(monkeypatch)
+    return job_env
+
+
+def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa: F811
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from jobs.cli import app\n"
+        "result = CliRunner().invoke(app, ['list', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, **job_env.variables}, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
+def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env):  # noqa: F811
+    completed = run_cli(job_env, "submit", "train", "--peft", "dora")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0, completed.stderr
+    assert "'peft.method'" in completed.stderr and "'lora' or 'qlora'" in completed.stderr
+    assert "Traceback" not in completed.stderr and completed.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "train", "--set", "train.nope=1"], "unknown config key 'train.nope'"),
+        (["run", "train", "--set", "train.epochs"], "--set expects KEY=VALUE"),
+        (["submit", "train", "--preset", "nope"], "unknown preset 'nope'; allowed values:"),
+        (["submit", "train", "--projection", "Oblique"], "'data.projection'"),
+        (["run", "evaluate"], "needs --checkpoint"),
+        (["submit", "qualitative", "--checkpoint", "x", "--split", "all"], "invalid value for 'split'"),
+        (["submit", "compare"], "cannot run yet"),
+        (["results", "--stage", "nope"], "--stage: unknown stage 'nope'"),
+        (["worker", "--queues", "gpu,tpu"], "--queues: unknown queue ['tpu']"),
+    ],
+)
+def test_bad_input_exits_2_with_the_problem_named(job_env, args, fragment):  # noqa: F811
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr
+    assert service.list_jobs() == []
+
+
+def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):  # noqa: F811
+    from jobs.settings import reset_settings
+
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    reset_settings()
+    result = invoke("flower")
+    assert result.exit_code == 2 and "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_unknown_ids_exit_1(job_env):  # noqa: F811
+    for args in (["status", "7"], ["logs", "7"], ["cancel", "7"], ["metrics", "7"]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and "no " in result.stderr and "7" in result.stderr, args
+
+
+def test_stage_options_become_config_overrides_and_params(job_env):  # noqa: F811
+    result = invoke(
+        "submit", "train", "--epochs", "3", "--batch-size", "8", "--lr", "0.001", "--peft", "qlora", "--seed", "7",
+        "--projection", "Lateral", "--resume", "--set", "train.warmup_steps=0", "--set", "peft.r=4", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    config = job["config"]
+    assert (config["train"]["epochs"], config["train"]["batch_size"], config["train"]["lr"]) == (3, 8, 0.001)
+    assert (config["peft"]["method"], config["peft"]["r"], config["seed"]) == ("qlora", 4, 7)
+    assert config["data"]["projection"] == "Lateral" and config["train"]["resume"] is True
+    assert config["train"]["warmup_steps"] == 0
+    evaluate = json.loads(invoke("submit", "evaluate", "--checkpoint", "var/c.ckpt", "--split", "val", "--json").stdout)
+    assert evaluate["params"] == {"checkpoint": "var/c.ckpt", "split": "val"}
+
+
+def test_the_same_idempotency_key_prints_the_same_job(job_env):  # noqa: F811
+    first = invoke("submit", "train", "--idempotency-key", "k-1").stdout.strip()
+    second = invoke("submit", "train", "--idempotency-key", "k-1").stdout.strip()
+    assert first == second and first.isdigit()
+    assert len(service.list_jobs()) == 1
+
+
+def test_run_records_in_the_tables_and_the_read_commands_show_it(fake):
+    result = invoke("run", "train", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    stage_result = json.loads(result.stdout)
+    assert stage_result["status"] == "succeeded" and stage_result["state"] == "SUCCEEDED"
+    assert stage_result["metrics"]["epochs_run"] == 2
+    job_id = stage_result["job_id"]
+
+    status = json.loads(invoke("status", str(job_id), "--json").stdout)
+    assert status["state"] == "SUCCEEDED" and status["progress"]["percent"] == 100.0
+    listed = json.loads(invoke("list", "--state", "SUCCEEDED", "--json").stdout)
+    assert [job["id"] for job in listed] == [job_id]
+    assert json.loads(invoke("list", "--state", "FAILED", "--json").stdout) == []
+    [experiment] = json.loads(invoke("results", "--stage", "train", "--peft", "lora", "--json").stdout)
+    assert experiment["job_id"] == job_id and experiment["metrics"]["samples_per_s"] == 123.5
+    assert json.loads(invoke("results", "--peft", "qlora", "--json").stdout) == []
+    metrics = json.loads(invoke("metrics", str(experiment["id"]), "--json").stdout)
+    assert {(m["name"], m["epoch"]) for m in metrics} >= {("train_loss", 0), ("train_loss", 1), ("val_loss", 1)}
+    assert "epoch 1 done" in json.loads(invoke("logs", str(job_id), "--json").stdout)["log"]
+    assert "epoch 1 done" in invoke("logs", str(job_id), "--follow").stdout  # a finished job: prints and returns
+
+    table = invoke("list").stdout
+    assert "SUCCEEDED" in table and str(job_id) in table
+    assert "best val loss" in invoke("results").stdout
+    assert "SUCCEEDED" in invoke("status", str(job_id)).stdout
+
+
+def test_run_of_a_failing_stage_exits_1_with_the_error(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "1")
+    result = invoke("run", "train", "--epochs", "3")
+    assert result.exit_code == 1
+    assert "FAILED" in result.stdout and "fake failure at epoch 1" in result.stderr
+    [job] = service.list_jobs()
+    assert job.state is JobState.FAILED
+
+
+def test_cancel_of_a_queued_job_prints_its_state(job_env):  # noqa: F811
+    job_id = invoke("submit", "train").stdout.strip()
+    result = invoke("cancel", job_id)
+    assert result.exit_code == 0 and "CANCELLED" in result.stdout
