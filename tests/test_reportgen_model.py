@@ -158,3 +158,31 @@ def test_patch_features_pool_to_k_prefixes(smoke_config, tiny_biogpt, kind):
     assert prefix.shape == (2, 3, captioner.causal_lm.config.hidden_size)
     with pytest.raises(ValueError, match=r"\[N, P, D\]"):
         captioner.prefix(torch.randn(2, FEATURE_DIM))
+
+
+@pytest.mark.parametrize("tuning", ["lora", "qlora", "full"])
+def test_checkpoint_reloads_the_trained_captioner(smoke_config, tiny_biogpt, tmp_path, tuning):
+    from worker.reportgen.checkpoint import load_report_model
+    from worker.reportgen.module import ReportGenModule
+
+    config, captioner = make(smoke_config, tiny_biogpt, biogpt_tuning=tuning)
+    b = batch(captioner, tiny_biogpt, config)
+    captioner.projector.fit_normalization(b["features"] * 3 + 1)
+    module = ReportGenModule(config, captioner, "siglip.ckpt", FEATURE_DIM)  # fingerprints the untrained base
+    fit_briefly(captioner, b, steps=3)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert all(k.startswith("captioner.") for k in checkpoint["state_dict"])
+    if tuning != "full":  # only the projector and the adapters are stored
+        assert all("lora_" in k or k.startswith("captioner.projector.") for k in checkpoint["state_dict"])
+    path = tmp_path / "report.ckpt"
+    torch.save(checkpoint, path)
+
+    loaded = load_report_model(str(path), smoke_config)
+    assert loaded.siglip_checkpoint == "siglip.ckpt"
+    assert loaded.config.generation.biogpt_tuning == tuning
+    captioner.eval()
+    with torch.no_grad():
+        expected = captioner(b["features"], b["input_ids"], b["attention_mask"], b["labels"])
+        reloaded = loaded.captioner(b["features"], b["input_ids"], b["attention_mask"], b["labels"])
+    assert float(reloaded) == pytest.approx(float(expected), rel=1e-5)
