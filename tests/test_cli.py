@@ -25,6 +25,7 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from jobs.cli import app\n"
+        "import jobs.tasks  # what a worker's parent process loads\n"
         "result = CliRunner().invoke(app, ['list', '--json'])\n"
         "assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))\n"

@@ -358,3 +358,53 @@ def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
         SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint="var/x.ckpt", split="val"))
     )
     assert job.params == {"checkpoint": "var/x.ckpt", "split": "val"}
+
+
+def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F811
+    from jobs.celery_app import app_for
+
+    sent = {}
+    monkeypatch.setattr(type(app_for()), "send_task", lambda self, name, **kwargs: sent.update(name=name, **kwargs))
+    job = service.submit(SubmitRequest(stage=Stage.train, overrides={"train.max_time_s": "600"}))
+    assert sent["name"] == "train" and sent["queue"] == "gpu" and sent["args"] == [job.id]
+    assert sent["soft_time_limit"] == 600 and sent["time_limit"] == 600 + 120
+    service.submit(SubmitRequest(stage=Stage.prepare_data))
+    assert sent["queue"] == "cpu"
+
+
+def test_a_job_past_its_time_limit_ends_failed(fake, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import jobs.runner
+
+    def too_slow(config, recorder):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(jobs.runner, "stage_function", lambda stage: too_slow)
+    job_id = new_job()
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    assert service.get_job(job_id).error.startswith("time limit: the job ran longer than train.max_time_s=")
+
+
+def test_cancelling_a_parent_cancels_its_children(job_env):  # noqa: F811
+    parent = new_job()
+    children = [new_job(parent_id=parent) for _ in range(2)]
+    assert claim(children[0], WorkerIdentity.current()).acquired
+    view = service.cancel(parent)
+    assert view.state is JobState.CANCELLED
+    assert [child.id for child in view.children] == children
+    assert service.get_job(children[1]).state is JobState.CANCELLED
+    running = service.get_job(children[0])
+    assert running.state is JobState.RUNNING and running.cancel_requested
+
+
+def test_only_json_messages_are_accepted():
+    from jobs.celery_app import app
+
+    assert app.conf.accept_content == ["json"] and app.conf.task_serializer == "json"
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert (app.conf.worker_prefetch_multiplier, app.conf.worker_concurrency, app.conf.worker_max_tasks_per_child) == (
+        1,
+        1,
+        1,
+    )
