@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
-from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages  # noqa: F401  (job_env is a fixture)
+from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
 
 from jobs import service
 from jobs.schemas import JobState
@@ -144,3 +146,41 @@ def test_cancel_of_a_queued_job_prints_its_state(job_env):  # noqa: F811
     job_id = invoke("submit", "train").stdout.strip()
     result = invoke("cancel", job_id)
     assert result.exit_code == 0 and "CANCELLED" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _status(url: str, auth: tuple[str, str] | None = None) -> int | None:
+    import httpx
+
+    try:
+        return httpx.get(url, auth=auth, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+@pytest.mark.parametrize("service_name", ["flower", "api"])
+def test_the_service_commands_start_the_services(job_env, service_name):  # noqa: F811
+    port = _free_port()
+    env = {**os.environ, **job_env.variables, "FLOWER_BASIC_AUTH": "admin:s3cret", "API_TOKEN": "t0ken"}
+    process = subprocess.Popen(
+        [str(REPO / ".venv/bin/jobs"), service_name, "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        if service_name == "flower":
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(lambda: _status(url) is not None, 30, "Flower to listen")
+            assert _status(url) == 401
+            assert _status(url, ("admin", "s3cret")) == 200
+        else:
+            url = f"http://127.0.0.1:{port}/healthz"
+            wait_for(lambda: _status(url) is not None, 30, "the API to listen")
+            assert _status(url) == 200
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
