@@ -110,3 +110,13 @@ def test_evaluate_refuses_a_checkpoint_of_another_stage(smoke_config, trained):
 
     with pytest.raises(ValueError, match="not a train-full checkpoint"):
         evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.siglip_checkpoint)
+
+
+def test_evaluate_without_java_fails_before_generating(smoke_config, trained, monkeypatch):
+    from worker.reportgen import evaluate as evaluate_module
+    from worker.textmetrics import SystemDependencyMissing, deps
+
+    monkeypatch.setattr(deps.shutil, "which", lambda name: None)
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("generated before the check"))
+    with pytest.raises(SystemDependencyMissing, match="default-jre-headless"):
+        evaluate_module.evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])

@@ -10,7 +10,7 @@ from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.reportgen.predict import Predictions, output_dir, predict
 from worker.result import StageResult
-from worker.textmetrics import all_metrics
+from worker.textmetrics import all_metrics, check_system_dependencies
 
 STAGE = "evaluate"
 
@@ -18,11 +18,12 @@ STAGE = "evaluate"
 def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: str = "test") -> StageResult:
     """bleu1..4, rouge1/2/L, meteor, coco_* metrics, SigLIP-space cosines, timing; predictions as JSONL.
 
-    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing."""
+    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, before any
+    generation work."""
+    nltk_data = config.var_path("nltk_data")
+    check_system_dependencies(nltk_data)
     predictions = predict(config, checkpoint, split)
-    metrics: dict[str, Any] = all_metrics(
-        predictions.references, predictions.generated, nltk_data_dir=config.var_path("nltk_data")
-    )
+    metrics: dict[str, Any] = all_metrics(predictions.references, predictions.generated, nltk_data_dir=nltk_data)
     count = len(predictions.generated)
     metrics |= {
         "cosine_generated": _mean(s["cosine_generated"] for s in predictions.scores),

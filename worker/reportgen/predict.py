@@ -49,10 +49,10 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     """Load the report model and its SigLIP, generate for every study of ``split``, score each study."""
     from worker.data import load_prepared
 
+    data = load_prepared(config).split(split)  # first: on the smoke preset it also builds the tiny models
     device = torch_device(resolve_accelerator(config.train))
     loaded = load_report_model(checkpoint, config, device=device)
     gen = loaded.config.generation
-    data = load_prepared(config).split(split)
     studies = select_studies(data)
     if not len(studies):
         raise ValueError(f"the {split} split has no studies; choose another split or a larger dataset")

@@ -6,8 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker.textmetrics.coco import coco_scores
+from worker.textmetrics.deps import require_java
 from worker.textmetrics.nltk_metrics import bleu_scores, meteor_score, sentence_bleu4
 from worker.textmetrics.rouge import rouge_scores, sentence_rouge_l
+from worker.textmetrics.wordnet import load_wordnet
+
+
+def check_system_dependencies(nltk_data_dir: Path) -> None:
+    """Fail fast, before any generation work, when METEOR could not be computed (WordNet or Java missing)."""
+    load_wordnet(Path(nltk_data_dir))
+    require_java()
 
 
 def all_metrics(references: Sequence[str], hypotheses: Sequence[str], *, nltk_data_dir: Path) -> dict[str, float]:
