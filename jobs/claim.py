@@ -14,6 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
@@ -25,6 +26,7 @@ from jobs.settings import Settings, get_settings
 from jobs.stages import Stage
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_TIME_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,22 @@ class Claim:
     takeover: bool = False
 
 
+def max_time_s(config: dict[str, Any] | None) -> int:
+    """The job's time limit (config.train.max_time_s), read from the stored config without the worker package."""
+    return int((config or {}).get("train", {}).get("max_time_s", DEFAULT_MAX_TIME_S))
+
+
+def _died_at_time_limit(
+    started_at: datetime | None, heartbeat_at: datetime | None, config: dict[str, Any] | None
+) -> bool:
+    """The last attempt beat until its time limit: Celery's hard limit killed it; running it again would too."""
+    return (
+        started_at is not None
+        and heartbeat_at is not None
+        and heartbeat_at - started_at >= timedelta(seconds=max_time_s(config))
+    )
+
+
 def _stale(job: Job, now: datetime, settings: Settings) -> bool:
     beat = job.heartbeat_at or job.started_at
     return beat is None or now - beat > timedelta(seconds=settings.stale_after_s)
@@ -71,14 +89,10 @@ def claim(job_id: int, worker: WorkerIdentity, settings: Settings | None = None)
         takeover = state is JobState.RUNNING
         if takeover and not _stale(job, now, settings):
             return Claim(job_id, False, f"job is running on {job.worker_id} (heartbeat is fresh)")
-        cancel_requested = job.cancel_requested
+        snapshot = _Snapshot.of(job)
     stale_before = now - timedelta(seconds=settings.stale_after_s) if takeover else None
-    if cancel_requested:
-        _guarded_update(job_id, state, attempts, stale_before=stale_before, **_cancelled_values())
-        return Claim(job_id, False, "job was cancelled")
-    if attempts >= settings.max_attempts:
-        _give_up(job_id, state, attempts, settings, stale_before)
-        return Claim(job_id, False, f"gave up after {attempts} attempts")
+    if (settled := _settle_if_over(snapshot, settings, stale_before)) is not None:
+        return Claim(job_id, False, settled)
     claimed = _guarded_update(
         job_id,
         state,
@@ -111,24 +125,60 @@ def _guarded_update(
         return session.execute(query.values(**values)).rowcount == 1
 
 
-def _cancelled_values() -> dict[str, object]:
-    return {"state": JobState.CANCELLED.value, "finished_at": utcnow(), "error": "cancelled"}
+@dataclass(frozen=True)
+class _Snapshot:
+    """A job row as read before a guarded update."""
+
+    job_id: int
+    state: JobState
+    attempts: int
+    cancel_requested: bool
+    config: dict[str, Any] | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> _Snapshot:
+        return cls(
+            job.id,
+            JobState(job.state),
+            job.attempts,
+            job.cancel_requested,
+            job.config,
+            job.started_at,
+            job.heartbeat_at,
+        )
 
 
-def _give_up(job_id: int, state: JobState, attempts: int, settings: Settings, stale_before: datetime | None) -> None:
-    message = (
-        f"worker lost: the job was started {attempts} times (JOBS_MAX_ATTEMPTS={settings.max_attempts}) "
-        "and its worker died each time; check the worker logs (out of memory?) and submit it again"
-    )
+def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime | None) -> str | None:
+    """End a job that must not run again: cancelled, killed at its time limit, or out of attempts.
+
+    Returns why (None: the job may run). `stale_before` guards a takeover: the row changes only if its
+    heartbeat is still stale.
+    """
+    if job.cancel_requested:  # the user asked it to stop (before its worker died, if it was running)
+        state, error = JobState.CANCELLED, "cancelled"
+    elif job.state is JobState.RUNNING and _died_at_time_limit(job.started_at, job.heartbeat_at, job.config):
+        state = JobState.FAILED
+        error = f"time limit: the job ran longer than train.max_time_s={max_time_s(job.config)}s"
+    elif job.attempts >= settings.max_attempts:
+        state = JobState.FAILED
+        error = (
+            f"worker lost: the job was started {job.attempts} times (JOBS_MAX_ATTEMPTS={settings.max_attempts}) "
+            "and its worker died each time; check the worker logs (out of memory?) and submit it again"
+        )
+    else:
+        return None
     _guarded_update(
-        job_id,
-        state,
-        attempts,
+        job.job_id,
+        job.state,
+        job.attempts,
         stale_before=stale_before,
-        state=JobState.FAILED.value,
-        error=message,
+        state=state.value,
+        error=error,
         finished_at=utcnow(),
     )
+    return error
 
 
 @retry_write
@@ -184,28 +234,29 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
     settings = settings or get_settings()
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_s)
     with transaction() as session:
-        rows = session.execute(
-            select(Job.id, Job.stage, Job.attempts, Job.config, Job.cancel_requested).where(
+        stale = session.scalars(
+            select(Job).where(
                 Job.state == JobState.RUNNING.value,
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()
+        jobs = [(_Snapshot.of(job), Stage(job.stage)) for job in stale]
     requeued = []
-    for job_id, stage, attempts, config, cancel_requested in rows:
-        if cancel_requested:  # the user asked it to stop before its worker died: nothing to resume
-            _guarded_update(job_id, JobState.RUNNING, attempts, stale_before=cutoff, **_cancelled_values())
-            continue
-        if attempts >= settings.max_attempts:
-            _give_up(job_id, JobState.RUNNING, attempts, settings, cutoff)
+    for job, stage in jobs:
+        if _settle_if_over(job, settings, cutoff) is not None:
             continue
         task_id = str(uuid.uuid4())
-        max_time_s = int((config or {}).get("train", {}).get("max_time_s", 24 * 3600))
         # Send first, then flip the row: if the send fails the job stays stale and the next sweep retries;
         # if another worker took the job meanwhile, the guarded update fails and the message does nothing.
-        queue.enqueue(job_id, Stage(stage), task_id, max_time_s)
+        queue.enqueue(job.job_id, stage, task_id, max_time_s(job.config))
         if _guarded_update(
-            job_id, JobState.RUNNING, attempts, stale_before=cutoff, state=JobState.QUEUED.value, celery_task_id=task_id
+            job.job_id,
+            job.state,
+            job.attempts,
+            stale_before=cutoff,
+            state=JobState.QUEUED.value,
+            celery_task_id=task_id,
         ):
-            log.warning("job %s: worker gone (no heartbeat for %ss); re-queued", job_id, settings.stale_after_s)
-            requeued.append(job_id)
+            log.warning("job %s: worker gone (no heartbeat for %ss); re-queued", job.job_id, settings.stale_after_s)
+            requeued.append(job.job_id)
     return requeued

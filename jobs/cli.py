@@ -214,13 +214,20 @@ def submit(
         raise typer.Exit(EXIT_FAILED)
 
 
+NO_WORKER_HINT_S = 15.0
+
+
 def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
+    begun, hinted = time.monotonic(), quiet
     with display.JobProgress(enabled=not quiet) as progress:
         while True:
             job = service.get_job(job_id)
             progress.update(job)
             if job.state.finished:
                 return job
+            if not hinted and job.state is JobState.QUEUED and time.monotonic() - begun > NO_WORKER_HINT_S:
+                typer.echo(f"job {job_id} is still queued: is a worker running? (`jobs worker`)", err=True)
+                hinted = True
             time.sleep(poll_s)
 
 

@@ -86,11 +86,19 @@ class DatabaseRecorder:
 
 
 def json_safe(value: Any) -> Any:
-    """JSON columns refuse NaN and infinity on PostgreSQL: store them as null."""
+    """What a JSON column takes: NaN/infinity (refused by PostgreSQL) become null, numpy/torch scalars
+    plain numbers, paths and other objects their text."""
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, Mapping | list | tuple):
+        try:
+            value = value.item()  # numpy or one-element torch scalar
+        except (TypeError, ValueError):
+            return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    return value
+    return str(value)

@@ -19,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 
 from db.models import Experiment, Job, utcnow
-from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim
+from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.database import retry_write, transaction
 from jobs.joblog import capture_job_log
 from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
@@ -75,33 +75,49 @@ def execute_job(job_id: int, worker: WorkerIdentity, *, on_progress: ProgressCal
         return _run_claimed(job_id, claimed, worker, heartbeat, on_progress)
 
 
-def _run_claimed(
-    job_id: int, claimed: Claim, worker: WorkerIdentity, heartbeat: Heartbeat, on_progress: ProgressCallback | None
-) -> JobOutcome:
+@dataclass
+class _Prepared:
+    stage: Stage
+    params: dict[str, Any]
+    config: RunConfig
+    experiment_id: int
+
+
+def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
+    """The job's config with its run folder (resuming after a takeover), and its experiment row."""
     from worker.config import RunConfig
 
     with transaction() as session:
         job = session.get_one(Job, job_id)
         stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
         run_dir = job.run_dir or str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
-    config = RunConfig.model_validate(config_dict)
+    submitted = RunConfig.model_validate(config_dict)
+    config = submitted.model_copy(deep=True)
     config.paths.run_dir = run_dir
     if claimed.attempt > 1:
         # A takeover continues from the last checkpoint the dead worker wrote in the same run_dir.
         config.train.resume = True
     _update_job(job_id, worker, run_dir=run_dir)
     # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
-    experiment_id = _ensure_experiment(job_id, stage, config, RunConfig.model_validate(config_dict).config_hash())
-    recorder = DatabaseRecorder(
-        job_id, experiment_id, worker_id=worker.worker_id, lost=heartbeat.lost, on_progress=on_progress
-    )
+    experiment_id = _ensure_experiment(job_id, stage, config, submitted.config_hash())
+    return _Prepared(stage, params, config, experiment_id)
+
+
+def _run_claimed(
+    job_id: int, claimed: Claim, worker: WorkerIdentity, heartbeat: Heartbeat, on_progress: ProgressCallback | None
+) -> JobOutcome:
+    experiment_id: int | None = None
     try:
-        function = stage_function(stage)
+        prepared = _prepare(job_id, claimed, worker)
+        experiment_id = prepared.experiment_id
+        recorder = DatabaseRecorder(
+            job_id, experiment_id, worker_id=worker.worker_id, lost=heartbeat.lost, on_progress=on_progress
+        )
+        function = stage_function(prepared.stage)
         _update_job(job_id, worker, gpu_name=_gpu_name())
-        result = function(config, recorder, **params)
+        result = function(prepared.config, recorder, **prepared.params)
     except SoftTimeLimitExceeded:
-        message = f"time limit: the job ran longer than train.max_time_s={config.train.max_time_s}s"
-        return _finish_failed(job_id, experiment_id, worker, heartbeat, message)
+        return _finish_failed(job_id, experiment_id, worker, heartbeat, _time_limit_message(job_id))
     except KeyboardInterrupt:
         _finish(job_id, experiment_id, worker, heartbeat, JobState.CANCELLED, error="interrupted")
         raise
@@ -112,6 +128,12 @@ def _run_claimed(
     return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
 
 
+def _time_limit_message(job_id: int) -> str:
+    with transaction() as session:
+        config = session.scalar(select(Job.config).where(Job.id == job_id)) or {}
+    return f"time limit: the job ran longer than train.max_time_s={max_time_s(config)}s"
+
+
 def _describe(exc: BaseException) -> str:
     lines = traceback.format_exception(exc)
     tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
@@ -119,7 +141,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _finish_failed(
-    job_id: int, experiment_id: int, worker: WorkerIdentity, heartbeat: Heartbeat, error: str
+    job_id: int, experiment_id: int | None, worker: WorkerIdentity, heartbeat: Heartbeat, error: str
 ) -> JobOutcome:
     log.error("job %s failed: %s", job_id, error)
     _finish(job_id, experiment_id, worker, heartbeat, JobState.FAILED, error=error)
@@ -140,7 +162,7 @@ def _update_job(job_id: int, worker: WorkerIdentity, **values: Any) -> bool:
 
 def _finish(
     job_id: int,
-    experiment_id: int,
+    experiment_id: int | None,
     worker: WorkerIdentity,
     heartbeat: Heartbeat,
     state: JobState,
@@ -153,7 +175,8 @@ def _finish(
         log.warning("job %s: this run lost the job to another worker; leaving its state alone", job_id)
         return
     now = utcnow()
-    _record_result(experiment_id, state, result, now)
+    if experiment_id is not None:
+        _record_result(experiment_id, state, result, now)
     values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
     if result is not None:
         values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})

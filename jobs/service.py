@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from db.models import Experiment, Job, Metric, utcnow
 from jobs import queue
+from jobs.claim import max_time_s
 from jobs.database import engine, retry_write, transaction
 from jobs.queue import BrokerUnavailable
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
@@ -109,9 +110,8 @@ def submit(request: SubmitRequest) -> JobView:
     job, created = create_job(request, task_id=task_id)
     if not created:
         return job
-    max_time_s = int((job.config or {}).get("train", {}).get("max_time_s", 24 * 3600))
     try:
-        queue.enqueue(job.id, Stage(job.stage), task_id, max_time_s)
+        queue.enqueue(job.id, Stage(job.stage), task_id, max_time_s(job.config))
     except BrokerUnavailable as exc:
         _finish_unqueued(job.id, JobState.FAILED, str(exc))
         raise

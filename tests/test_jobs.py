@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from jobs_fixtures import job_env, starts, use_fake_stages  # noqa: F401  (job_env is a fixture)
@@ -408,3 +409,34 @@ def test_only_json_messages_are_accepted():
         1,
         1,
     )
+
+
+def test_a_job_killed_at_its_time_limit_is_not_run_again(job_env):  # noqa: F811
+    job, _ = service.create_job(SubmitRequest(stage=Stage.train, overrides={"train.max_time_s": "60"}))
+    assert claim(job.id, WorkerIdentity.current()).acquired
+    started = utcnow() - timedelta(seconds=200)
+    with transaction() as session:  # it beat for its whole 60 s, then Celery's hard limit killed it
+        session.execute(
+            update(Job).where(Job.id == job.id).values(started_at=started, heartbeat_at=started + timedelta(seconds=61))
+        )
+    assert sweep_stale_jobs() == []
+    failed = service.get_job(job.id)
+    assert failed.state is JobState.FAILED and failed.error.startswith("time limit")
+
+
+def test_a_job_whose_config_no_longer_loads_ends_failed_with_the_reason(fake):
+    job_id = new_job()
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(config={"train": {"epochs": "many"}}))
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    error = service.get_job(job_id).error
+    assert error.startswith("ValidationError") and "epochs" in error
+
+
+def test_result_values_are_stored_as_json_whatever_their_type():
+    import numpy as np
+
+    from jobs.recorder import json_safe
+
+    raw = {"loss": np.float32(0.5), "bad": float("inf"), "path": Path("/x"), "n": [np.int64(3), None, True]}
+    assert json_safe(raw) == {"loss": 0.5, "bad": None, "path": "/x", "n": [3, None, True]}
