@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from worker.config import RunConfig
 from worker.reportgen.datamodule import TargetCollator, encode_targets
 from worker.reportgen.generate import generate_reports
-from worker.reportgen.model import IGNORE_INDEX, build_captioner
+from worker.reportgen.model import IGNORE_INDEX, build_captioner, pool_patches
 
 FEATURE_DIM = 12
 TEXTS = ["no acute cardiopulmonary abnormality.", "right pleural effusion."]
@@ -186,3 +186,10 @@ def test_checkpoint_reloads_the_trained_captioner(smoke_config, tiny_biogpt, tmp
         expected = captioner(b["features"], b["input_ids"], b["attention_mask"], b["labels"])
         reloaded = loaded.captioner(b["features"], b["input_ids"], b["attention_mask"], b["labels"])
     assert float(reloaded) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_pool_patches_averages_quadrants_of_a_square_grid_else_raster_runs():
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # a 4x4 grid, row-major
+    assert pool_patches(grid, 4).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert pool_patches(grid, 2).flatten().tolist() == [3.5, 11.5]  # not square: two runs of 8
+    assert pool_patches(grid, 16) is grid

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from worker.config import GenerationConfig
+from worker.reportgen.model import pool_patches
 from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
 
 
@@ -14,11 +16,14 @@ def load_siglip(checkpoint: str, device: str) -> FinetunedSiglip:
 
 
 @torch.no_grad()
-def image_features(siglip: FinetunedSiglip, images: np.ndarray, kind: str, batch_size: int) -> torch.Tensor:
-    """Pooled [N, D] or patch [N, P, D] vision features (fp32, on the CPU) of uint8 images [N, S, S]."""
+def image_features(siglip: FinetunedSiglip, images: np.ndarray, gen: GenerationConfig) -> torch.Tensor:
+    """Vision features (fp32, on the CPU) of uint8 images [N, S, S], per ``gen.features``: pooled [N, D],
+    or patch states already averaged to K = gen.prefix_tokens regions [N, K, D] (the projector's first
+    step, done here so that a split of 448 px images does not hold N x 1024 x D floats in memory)."""
     chunks = []
-    for start in range(0, len(images), batch_size):
-        pixels = siglip.normalizer.from_uint8(np.asarray(images[start : start + batch_size]))
+    for start in range(0, len(images), gen.eval_batch_size):
+        pixels = siglip.normalizer.from_uint8(np.asarray(images[start : start + gen.eval_batch_size]))
         pooled, patches = siglip.vision_features(pixels)
-        chunks.append((pooled if kind == "pooled" else patches).float().cpu())
+        chunk = pooled if gen.features == "pooled" else pool_patches(patches, gen.prefix_tokens)
+        chunks.append(chunk.float().cpu())
     return torch.cat(chunks)

@@ -25,12 +25,27 @@ BIOGPT_LORA_TARGETS = r"biogpt\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o
 BIOGPT_SKIP_4BIT = ["output_projection"]
 
 
+def pool_patches(patches: torch.Tensor, regions: int) -> torch.Tensor:
+    """[N, P, D] patch states -> [N, regions, D] averages.
+
+    A square patch grid and a square number of regions pool in 2-D (K=4: the image's quadrants, in
+    row-major order); otherwise consecutive patches in raster order are averaged."""
+    n, count, dim = patches.shape
+    if count == regions:
+        return patches
+    side, region_side = math.isqrt(count), math.isqrt(regions)
+    if side * side == count and region_side * region_side == regions and region_side <= side:
+        grid = patches.transpose(1, 2).reshape(n, dim, side, side)
+        return nn.functional.adaptive_avg_pool2d(grid, region_side).flatten(2).transpose(1, 2)
+    return nn.functional.adaptive_avg_pool1d(patches.transpose(1, 2), regions).transpose(1, 2)
+
+
 class PrefixProjector(nn.Module):
     """SigLIP features -> [N, K, H] prefix embeddings.
 
     pooled features [N, D]: one MLP (or Linear) maps D to K*H.
-    patch features [N, P, D]: patches are average-pooled to K groups in order, then each group is
-    mapped D -> H by the same MLP (or Linear).
+    patch features [N, P, D]: patches are average-pooled to K regions (``pool_patches``), then each
+    region is mapped D -> H by the same MLP (or Linear).
     Features are first standardised per dimension with training-set statistics (``fit_normalization``):
     a SigLIP's pooled embeddings of different X-rays are nearly parallel (mean pairwise cosine about 0.98
     for the tiny model), so the signal is in small deviations that a raw MLP input would drown.
@@ -68,8 +83,7 @@ class PrefixProjector(nn.Module):
         else:
             if features.ndim != 3:
                 raise ValueError(f"patch features must be [N, P, D], got {tuple(features.shape)}")
-            groups = nn.functional.adaptive_avg_pool1d(features.transpose(1, 2), self.prefix_tokens)
-            prefix = self.net(groups.transpose(1, 2))
+            prefix = self.net(pool_patches(features, self.prefix_tokens))
         return self.norm(prefix) * self.gain
 
 

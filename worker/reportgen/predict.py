@@ -58,7 +58,7 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
         raise ValueError(f"the {split} split has no studies; choose another split or a larger dataset")
     images = studies.images(data)
     siglip = load_siglip(loaded.siglip_checkpoint, device)
-    features = image_features(siglip, images, gen.features, gen.eval_batch_size)
+    features = image_features(siglip, images, gen)
 
     started = time.perf_counter()
     generated = generate_reports(loaded.captioner, features, loaded.tokenizer, gen, gen.eval_batch_size)

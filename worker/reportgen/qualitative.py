@@ -67,7 +67,8 @@ def choose_studies(scores: list[float], num_samples: int, seed: int) -> list[Sho
     n_worst = min(n // 3, len(order) - n_best)
     best, worst = order[:n_best], order[len(order) - n_worst :] if n_worst else []
     middle = order[n_best : len(order) - n_worst]
-    drawn = sorted(random.Random(seed).sample(middle, n - n_best - n_worst), key=lambda i: order.index(i))
+    rank = {index: position for position, index in enumerate(order)}
+    drawn = sorted(random.Random(seed).sample(middle, n - n_best - n_worst), key=rank.__getitem__)
     return [Shown("best", i) for i in best] + [Shown("random", i) for i in drawn] + [Shown("worst", i) for i in worst]
 
 
