@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery
+from celery import Celery, Signature
 
 from jobs.celery_app import app_for, declare_queues, queue_for
 from jobs.settings import get_settings
@@ -17,22 +17,33 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not take the message; the job could not be queued."""
 
 
+def stage_signature(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> Signature:
+    """The message that runs one job: its stage's task on the stage's queue, with the job's time limits.
+
+    Canvas building block (a comparison's chord): create the child job with `service.create_job(request,
+    task_id=...)`, then put `stage_signature(job.id, ...)` in the group. It ignores a parent's result.
+    """
+    settings = get_settings()
+    return _ready(app_for(settings)).signature(
+        stage.value,
+        args=(job_id,),
+        immutable=True,
+        task_id=task_id,
+        queue=queue_for(stage),
+        soft_time_limit=max_time_s,
+        time_limit=max_time_s + settings.time_limit_grace_s,
+    )
+
+
 def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
     """Send the stage's task for a job; its time limits come from the job's config.train.max_time_s."""
-    settings = get_settings()
     try:
-        _ready(app_for(settings)).send_task(
-            stage.value,
-            args=[job_id],
-            task_id=task_id,
-            queue=queue_for(stage),
-            soft_time_limit=max_time_s,
-            time_limit=max_time_s + settings.time_limit_grace_s,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        stage_signature(job_id, stage, task_id, max_time_s).apply_async(
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
         )
     except Exception as exc:  # kombu raises transport-specific errors
-        raise BrokerUnavailable(f"broker {_safe(settings.broker)} did not accept the job: {exc}") from exc
+        broker = _safe(get_settings().broker)
+        raise BrokerUnavailable(f"broker {broker} did not accept the job: {exc}") from exc
 
 
 _declared: set[int] = set()

@@ -365,7 +365,10 @@ def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F8
     from jobs.celery_app import app_for
 
     sent = {}
-    monkeypatch.setattr(type(app_for()), "send_task", lambda self, name, **kwargs: sent.update(name=name, **kwargs))
+    def send_task(self, name, args=None, kwargs=None, **options):
+        sent.update(name=name, args=list(args), **options)
+
+    monkeypatch.setattr(type(app_for()), "send_task", send_task)
     job = service.submit(SubmitRequest(stage=Stage.train, overrides={"train.max_time_s": "600"}))
     assert sent["name"] == "train" and sent["queue"] == "gpu" and sent["args"] == [job.id]
     assert sent["soft_time_limit"] == 600 and sent["time_limit"] == 600 + 120

@@ -165,3 +165,25 @@ def test_a_job_whose_worker_is_killed_is_taken_over_and_resumed(queue_env, start
         assert session.scalar(select(func.count()).select_from(Experiment)) == 1
     assert metric_count(job_id) == 30  # 10 epochs x 3 names: no point recorded twice
     assert "took over" in rescuer.output() or "re-queued" in rescuer.output()
+
+
+def test_a_chord_of_stage_jobs_runs_its_callback_after_the_header(queue_env, start_worker):
+    """What the comparison job builds on: a group of jobs, then one job once all of them are done."""
+    from celery import chord
+
+    from jobs.queue import stage_signature
+
+    worker = start_worker(epoch_s="0.05")
+    signatures = []
+    for epochs in ("2", "3", "1"):
+        task_id = str(uuid.uuid4())
+        job, _ = service.create_job(
+            SubmitRequest(stage=Stage.train, overrides={"train.epochs": epochs}), task_id=task_id
+        )
+        signatures.append((job.id, stage_signature(job.id, Stage.train, task_id, 600)))
+    (first, header_a), (second, header_b), (last, body) = signatures
+    chord([header_a, header_b])(body)
+    wait_for(lambda: state(last).finished, 90, "the chord's body job", worker)
+    jobs = {job_id: service.get_job(job_id) for job_id in (first, second, last)}
+    assert all(job.state is JobState.SUCCEEDED for job in jobs.values())
+    assert jobs[last].started_at > max(jobs[first].finished_at, jobs[second].finished_at)
