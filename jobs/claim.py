@@ -209,8 +209,13 @@ class Heartbeat:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating (before the run writes its final state, which ends the row's RUNNING)."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -219,7 +224,7 @@ class Heartbeat:
             except Exception:  # the database is away for over a minute: keep working, try again
                 log.exception("job %s: heartbeat failed", self.job_id)
                 continue
-            if not still_ours:
+            if not still_ours and not self._stop.is_set():
                 log.error("job %s: no longer owned by %s; stopping this run", self.job_id, self.worker.worker_id)
                 self.lost.set()
                 return

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,16 +38,16 @@ log = logging.getLogger(__name__)
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lightning", "celery", "sqlalchemy")
 TRACEBACK_LINES = 15
 # StageResult metric names (issue 3) stored as experiment columns, so SQL can sort and compare them.
-RESULT_COLUMNS = {
-    "train_time_s": "train_time_s",
-    "samples_per_s": "samples_per_s",
-    "peak_gpu_mem_mb": "peak_gpu_mem_mb",
-    "peak_gpu_reserved_mb": "peak_gpu_reserved_mb",
-    "peak_ram_mb": "peak_ram_mb",
-    "trainable_params": "trainable_params",
-    "total_params": "total_params",
-    "best_val_loss": "best_val_loss",
-}
+RESULT_COLUMNS = (
+    "train_time_s",
+    "samples_per_s",
+    "peak_gpu_mem_mb",
+    "peak_gpu_reserved_mb",
+    "peak_ram_mb",
+    "trainable_params",
+    "total_params",
+    "best_val_loss",
+)
 PEFT_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}
 
 
@@ -170,20 +171,44 @@ def _finish(
     error: str | None = None,
     result: StageResult | None = None,
 ) -> None:
+    heartbeat.stop()
     if heartbeat.lost.is_set():
         # Another worker owns the job now: its run writes the final state, not this one.
         log.warning("job %s: this run lost the job to another worker; leaving its state alone", job_id)
         return
     now = utcnow()
-    if experiment_id is not None:
-        _record_result(experiment_id, state, result, now)
-    values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
+    job_values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
     if result is not None:
-        values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})
+        job_values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})
     if state is JobState.SUCCEEDED:
-        values["progress"] = _completed_progress(job_id)
-    if not _update_job(job_id, worker, **values):
+        job_values["progress"] = _completed_progress(job_id)
+    experiment_values = _experiment_result(state, result, now)
+    if not _write_final(job_id, worker, experiment_id, job_values, experiment_values):
         log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)
+
+
+@retry_write
+def _write_final(
+    job_id: int,
+    worker: WorkerIdentity,
+    experiment_id: int | None,
+    job_values: dict[str, Any],
+    experiment_values: dict[str, Any],
+) -> bool:
+    """The job's final state and its experiment's results in one transaction, only while the job is ours
+    (a run that lost its job must not overwrite the experiment its new owner is writing)."""
+    with transaction() as session:
+        owned = (
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+                .values(**job_values)
+            ).rowcount
+            == 1
+        )
+        if owned and experiment_id is not None:
+            session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**experiment_values))
+        return owned
 
 
 def _completed_progress(job_id: int) -> dict[str, Any]:
@@ -195,22 +220,19 @@ def _completed_progress(job_id: int) -> dict[str, Any]:
     return progress
 
 
-@retry_write
-def _record_result(experiment_id: int, state: JobState, result: StageResult | None, now: Any) -> None:
+def _experiment_result(state: JobState, result: StageResult | None, now: datetime) -> dict[str, Any]:
+    """The experiment columns for a finished run: status, the StageResult's metrics and the known result fields."""
     values: dict[str, Any] = {"status": state.value.lower(), "finished_at": now}
-    if result is not None:
-        metrics = json_safe(result.metrics)
-        values["metrics"] = metrics
-        values["artifacts"] = json_safe(result.artifacts)
-        values.update({column: metrics.get(name) for name, column in RESULT_COLUMNS.items() if name in metrics})
-        checkpoint = (
-            metrics.get("best_checkpoint")
-            or result.artifacts.get("best_checkpoint")
-            or _first_checkpoint(result.artifacts)
-        )
-        values["checkpoint_path"] = checkpoint
-    with transaction() as session:
-        session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**values))
+    if result is None:
+        return values
+    metrics = json_safe(result.metrics)
+    artifacts = json_safe(result.artifacts)
+    values.update(metrics=metrics, artifacts=artifacts)
+    values.update({name: metrics[name] for name in RESULT_COLUMNS if name in metrics})
+    values["checkpoint_path"] = (
+        metrics.get("best_checkpoint") or artifacts.get("best_checkpoint") or _first_checkpoint(artifacts)
+    )
+    return values
 
 
 def _first_checkpoint(artifacts: dict[str, str]) -> str | None:

@@ -290,6 +290,7 @@ def test_a_run_that_lost_its_job_does_not_write_the_final_state(fake, monkeypatc
     assert not runner.is_alive()
     job = service.get_job(job_id)
     assert job.state is JobState.RUNNING and job.finished_at is None  # left for its new owner
+    assert service.list_experiments()[0].status == "running"  # and so is the experiment
 
 
 # --- recorder ------------------------------------------------------------------------------------------
