@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from worker.config import RunConfig
 from worker.reportgen.checkpoint import load_report_model
 from worker.reportgen.encoder import image_features, load_siglip
 from worker.reportgen.generate import generate_reports
-from worker.reportgen.stage import torch_device
+from worker.reportgen.stage import short_hash, torch_device
 from worker.reportgen.studies import Studies, select_studies
 from worker.siglip.stage import resolve_accelerator
 from worker.textmetrics import per_sample_scores
@@ -41,8 +40,7 @@ def output_dir(config: RunConfig, stage: str, checkpoint: str) -> Path:
     """The job's run dir, or one folder per config and checkpoint (the config hash does not see the checkpoint)."""
     if config.paths.run_dir:
         return config.run_path(stage)
-    digest = hashlib.sha256(str(Path(checkpoint).resolve()).encode()).hexdigest()[:10]
-    return config.run_path(stage) / f"checkpoint-{digest}"
+    return config.run_path(stage) / f"checkpoint-{short_hash(str(Path(checkpoint).resolve()))}"
 
 
 def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
