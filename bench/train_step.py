@@ -132,6 +132,7 @@ class Mode:
     compile: bool
     full_depth: bool
     batch_override: int | None = None  # bench/fits.py searches batch sizes
+    fp32: bool = False  # keep fp32 weights on the GPU too (bench/generate.py: what the evaluate stage loads)
 
     @property
     def gpu(self) -> bool:
@@ -149,7 +150,7 @@ class Mode:
     def dtype(self):
         import torch
 
-        return torch.bfloat16 if self.gpu else torch.float32
+        return torch.bfloat16 if self.gpu and not self.fp32 else torch.float32
 
 
 @dataclass
@@ -628,6 +629,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         checkpoint = ensure_checkpoint(spec, mode)
         for variant_name in variant_names(spec):
             if wanted is not None and variant_name not in wanted:
+                continue
+            if "+compile" in variant_name and not mode.compile:
+                print(f"  {name} {variant_name}: skipped (torch.compile is off; --compile on to include it)")
                 continue
             row = measure_variant(spec, Variant.parse(variant_name), checkpoint, mode)
             print(f"  {name} {variant_name}: " + (row.get("error") or
