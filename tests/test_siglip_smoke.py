@@ -11,17 +11,11 @@ from worker.recorder import MemoryRecorder
 from worker.siglip.stage import train_siglip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared cores: extra threads only contend
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(smoke_config, smoke_prepared, tmp_path_factory):
     """Both methods trained once on the smoke preset: {method: (result, recorder)}."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared cores: extra threads only contend (and change the numerics)
     runs = {}
     for method in ("lora", "qlora"):
         config = load_config("smoke", {
@@ -31,6 +25,7 @@ def trained(smoke_config, smoke_prepared, tmp_path_factory):
         })
         recorder = MemoryRecorder()
         runs[method] = (train_siglip(config, recorder), recorder)
+    torch.set_num_threads(threads)
     return runs
 
 
