@@ -19,6 +19,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+# typer vendors click and exports only BadParameter; the base of every usage error lives here.
+from typer._click.exceptions import UsageError
+
 from jobs import display, service
 from jobs.schemas import JobState, JobView, SubmitRequest
 from jobs.settings import get_settings
@@ -180,7 +183,7 @@ def with_stage_options(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-StageArg = Annotated[Stage, typer.Argument(help="The stage to run.", case_sensitive=False)]
+StageArg = Annotated[Stage, typer.Argument(help="The stage to run.", case_sensitive=False, show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -273,7 +276,9 @@ def status(job_id: Annotated[int, typer.Argument(help="Job id.")], as_json: Json
 
 @command(name="list")
 def list_(
-    state: Annotated[JobState | None, typer.Option("--state", help="Only jobs in this state.")] = None,
+    state: Annotated[
+        JobState | None, typer.Option("--state", case_sensitive=False, help="Only jobs in this state.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -414,7 +419,16 @@ def flower(port: Annotated[int, typer.Option("--port", help="Port.")] = 5555) ->
 
 
 def main() -> None:
-    app()
+    """The console script: usage errors are one line too (click's own format is a boxed paragraph)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        code = 130
+    except UsageError as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

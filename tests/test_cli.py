@@ -39,11 +39,18 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa
     assert completed.stdout.strip() == "[]"
 
 
-def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env):  # noqa: F811
-    completed = run_cli(job_env, "submit", "train", "--peft", "dora")
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["submit", "train", "--peft", "dora"], ["'peft.method'", "'lora' or 'qlora'"]),  # a config error
+        (["list", "--state", "nope"], ["'--state'", "'queued', 'running'"]),  # a usage error
+    ],
+)
+def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env, args, fragments):  # noqa: F811
+    completed = run_cli(job_env, *args)
     assert completed.returncode == 2
-    assert completed.stderr.strip().count("\n") == 0, completed.stderr
-    assert "'peft.method'" in completed.stderr and "'lora' or 'qlora'" in completed.stderr
+    assert completed.stderr.startswith("error: ") and completed.stderr.strip().count("\n") == 0, completed.stderr
+    assert all(fragment in completed.stderr for fragment in fragments), completed.stderr
     assert "Traceback" not in completed.stderr and completed.stdout == ""
 
 
