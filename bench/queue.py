@@ -315,12 +315,15 @@ def drain(backend: Backend, url: str, count: int, timeout: float) -> dict[str, A
     for path in (backend.root / "artifacts").rglob(RUNS_FILE):
         runs[len(path.read_text().split())] += 1
     succeeded = states.get("SUCCEEDED", 0)
+    unfinished = count - sum(states[s] for s in FINAL)
     return {
         "jobs": count, "seconds": round(elapsed, 1), "jobs_per_s": succeeded / elapsed if elapsed else None,
-        "states": dict(states), "succeeded": succeeded, "lost": count - sum(states[s] for s in FINAL),
+        "states": dict(states), "succeeded": succeeded, "unfinished": unfinished,
+        # A job is lost when the worker went idle with it never run; a timed-out drain cannot tell.
+        "lost": None if unfinished else count - succeeded - states.get("FAILED", 0) - states.get("CANCELLED", 0),
         "ran_once": runs.get(1, 0), "ran_more_than_once": sum(n for k, n in runs.items() if k > 1),
         "attempts_over_1": sum(1 for j in jobs.values() if j["attempts"] > 1),
-        "timed_out": sum(states[s] for s in FINAL) < count,
+        "timed_out": unfinished > 0,
     }
 
 
@@ -366,8 +369,9 @@ def summary(phase: str, values: dict[str, Any]) -> str:
     if phase == "submit_load":
         return (f"{values['requests']} requests, p50 {values['p50_ms']:.0f} ms, p99 {values['p99_ms']:.0f} ms, "
                 f"{values['requests_per_s']:.1f}/s, outcomes {values['outcomes']}")
-    return (f"{values['succeeded']}/{values['jobs']} succeeded in {values['seconds']} s, lost {values['lost']}, "
-            f"ran twice {values['ran_more_than_once']}")
+    lost = "unknown (timed out)" if values["timed_out"] else values["lost"]
+    return (f"{values['succeeded']}/{values['jobs']} succeeded in {values['seconds']} s, lost {lost}, "
+            f"unfinished {values['unfinished']}, ran twice {values['ran_more_than_once']}")
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

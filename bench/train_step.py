@@ -133,6 +133,7 @@ class Mode:
     full_depth: bool
     batch_override: int | None = None  # bench/fits.py searches batch sizes
     fp32: bool = False  # keep fp32 weights on the GPU too (bench/generate.py: what the evaluate stage loads)
+    reference_targets: str = "qkvo"  # or "product": the reference loops adapt the same layers as the product
 
     @property
     def gpu(self) -> bool:
@@ -383,7 +384,7 @@ def reference_model(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: M
             gc_on = True
         elif gc_on:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        targets = SIGLIP_REFERENCE_TARGETS if spec.kind == "siglip" else BIOGPT_REFERENCE_TARGETS
+        targets = reference_targets(spec, mode.reference_targets)
         lora = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=targets, bias="none",
                           lora_dropout=0.0 if tuned else PLAIN_DROPOUT)
         model = get_peft_model(model, lora)
@@ -398,6 +399,16 @@ def reference_model(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: M
                         precision="bf16 autocast" if mode.gpu else "fp32")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     return model, optimizer
+
+
+def reference_targets(spec: ModelSpec, choice: str) -> str:
+    """q/k/v/out of every encoder/decoder layer (the issue's reference loops), or the product's own regex."""
+    if choice == "product":
+        from worker.config import PeftConfig
+        from worker.reportgen.model import BIOGPT_LORA_TARGETS
+
+        return BIOGPT_LORA_TARGETS if spec.kind == "biogpt" else PeftConfig().target_modules
+    return BIOGPT_REFERENCE_TARGETS if spec.kind == "biogpt" else SIGLIP_REFERENCE_TARGETS
 
 
 def reference_steps(spec: ModelSpec, variant: Variant, model, optimizer, batch: dict[str, Any], mode: Mode,
@@ -603,13 +614,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile in the tuned loops (auto: on a GPU only; on the CPU it costs minutes).")
     p.add_argument("--full-depth", action="store_true", help="Every layer on the CPU too (slow; the GPU always is).")
+    p.add_argument("--reference-targets", choices=("qkvo", "product"), default="qkvo",
+                   help="Layers the plain/tuned loops adapt: q/k/v/out (as the issue's reference figures), or the "
+                        "product's own set (q/k/v/out + fc1/fc2).")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
     gpu = device == "cuda"
     mode = Mode(device=device, warmup=args.warmup if args.warmup is not None else (3 if gpu else 1),
                 steps=args.steps if args.steps is not None else (10 if gpu else 2),
-                compile=args.compile == "on" or (args.compile == "auto" and gpu), full_depth=gpu or args.full_depth)
+                compile=args.compile == "on" or (args.compile == "auto" and gpu), full_depth=gpu or args.full_depth,
+                reference_targets=args.reference_targets)
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in MODELS]
     if unknown:
@@ -651,6 +666,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup_steps": mode.warmup,
         "timed_steps": mode.steps,
         "compile_in_tuned": mode.compile,
+        "reference_targets": mode.reference_targets,
         "dtype": str(mode.dtype).removeprefix("torch."),
         "wall_s": round(time.perf_counter() - started, 1),
         "rows": rows,
