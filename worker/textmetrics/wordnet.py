@@ -57,16 +57,21 @@ def ensure_wordnet_data(nltk_data_dir: Path, source: Path | None = None) -> Path
             f"METEOR needs WordNet 3.0 with synonyms, but {source} lacks {', '.join(missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''}; {INSTALL_HINT}"
         )
-    staging = target.with_name("wordnet.partial")
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete copy (say, from an interrupted run)
+    staging = target.with_name(f"wordnet.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name in REQUIRED_FILES:
         shutil.copyfile(source / name, staging / name)
     lines = (f"{i:02d}\t{name}\t{pos}\n" for i, (name, pos) in enumerate(LEXNAMES))
     (staging / "lexnames").write_text("".join(lines))
-    # A rename makes the copy appear whole or not at all, even with two processes racing here.
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    # A rename makes the copy appear whole or not at all; a process that loses the race keeps the winner's.
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _missing_files(target) or not (target / "lexnames").is_file():
+            raise
     return target
 
 
