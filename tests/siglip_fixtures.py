@@ -95,3 +95,32 @@ def tiny_config(model_dir: Path, run_dir: Path, **overrides: object) -> RunConfi
         "data.num_workers": 0,
     }
     return load_config("smoke", {**base, **overrides})
+
+
+def ddp_main(model_dir: str, run_dir: str, out_dir: str) -> None:
+    """Entry point of the two-process DDP test. Lightning's "ddp" strategy starts the other ranks by
+    re-running this script, so each rank rebuilds the same fake splits and writes its own result file."""
+    import json
+    import os
+
+    from worker.recorder import MemoryRecorder
+    from worker.siglip.stage import run_training
+
+    torch.set_num_threads(1)
+    config = tiny_config(Path(model_dir), Path(run_dir), **{
+        "peft.method": "qlora", "train.devices": 2, "train.epochs": 1, "train.batch_size": 8,
+    })
+    recorder = MemoryRecorder()
+    result = run_training(config, recorder, fake_splits({"train": 48, "val": 24}))
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    Path(out_dir, f"rank-{rank}.json").write_text(json.dumps({
+        "result": result.to_dict(),
+        "progress_events": len(recorder.progress_events),
+        "metric_rows": len(recorder.rows),
+    }))
+
+
+if __name__ == "__main__":
+    import sys
+
+    ddp_main(*sys.argv[1:4])
