@@ -15,6 +15,9 @@ from db.migrate import upgrade
 from jobs.settings import get_settings
 
 _engines: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
+# Databases this process (or the parent it was forked from) brought to head: a worker's fresh child per
+# task skips the check.
+_migrated: set[str] = set()
 
 
 def engine() -> Engine:
@@ -25,7 +28,9 @@ def _connect() -> tuple[Engine, sessionmaker[Session]]:
     url = get_settings().database
     if url not in _engines:
         new_engine = create_db_engine(url)
-        upgrade(new_engine)
+        if url not in _migrated:
+            upgrade(new_engine)
+            _migrated.add(url)
         _engines[url] = (new_engine, session_factory(new_engine))
     return _engines[url]
 
