@@ -56,6 +56,9 @@ def test_stage_returns_and_records_every_named_metric(model_dir, splits, tmp_pat
     assert result.metrics["best_val_loss"] == pytest.approx(min(recorder.series("val_loss")))
     assert len(recorder.series("train_loss", split="train")) == 2
     assert len(recorder.series("i2t_recall@1", split="val")) == 2
+    times = recorder.series("train_time_s", split="train")
+    assert len(times) == 2 and times[0] < times[1] <= result.metrics["train_time_s"]
+    assert len(recorder.series("peak_ram_mb", split="train")) == 2
     _, steps, totals = zip(*recorder.progress_events, strict=True)
     assert steps[-1] == totals[-1] == 2 * (48 // 24)
     assert result.artifacts["best_checkpoint"] == result.metrics["best_checkpoint"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ class RecorderCallback(L.Callback):
     """Reports progress every step and the epoch's metrics at its end (rank 0 only); stops the run, after
     saving ``cancel_checkpoint``, once any rank's recorder says the user cancelled."""
 
-    def __init__(self, recorder: Recorder, cancel_checkpoint: Path):
+    def __init__(self, recorder: Recorder, cancel_checkpoint: Path, cost: Callable[[], dict[str, float | None]]):
         self.recorder = recorder
         self.cancel_checkpoint = cancel_checkpoint
+        self.cost = cost  # time, throughput and peak memory so far, added to each epoch's metrics
         self.cancelled = False
         self.epoch_metrics: list[dict[str, float]] = []
 
@@ -41,6 +43,7 @@ class RecorderCallback(L.Callback):
             for name, value in trainer.callback_metrics.items()
             if value.numel() == 1 and math.isfinite(float(value))
         }
+        metrics.update({name: value for name, value in self.cost().items() if value is not None})
         self.epoch_metrics.append(metrics)
         if trainer.is_global_zero:
             for split in ("train", "val"):
@@ -50,17 +53,32 @@ class RecorderCallback(L.Callback):
 
 
 def _split_of(metric: str) -> str:
-    """Training-side values (loss, learning rates) go under "train", everything measured on val under "val"."""
-    return "train" if metric.startswith(("train_", "lr-")) else "val"
+    """Retrieval and val_loss go under "val"; losses, learning rates and costs of training under "train"."""
+    return "val" if metric.startswith(("val_", "i2t_", "t2i_", "pos_", "neg_")) else "train"
 
 
 class ThroughputCallback(L.Callback):
-    """Time spent in training batches (validation excluded) and the samples they held, summed over ranks."""
+    """Time spent in training epochs (validation excluded) and the samples they held, summed over ranks."""
 
     def __init__(self):
         self.train_seconds = 0.0
         self.samples = 0
         self._epoch_start: float | None = None
+        self._fit_start: float | None = None
+        self._fit_end: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_end = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time of fit so far, validation included."""
+        if self._fit_start is None:
+            return 0.0
+        return (self._fit_end or time.perf_counter()) - self._fit_start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -83,3 +101,6 @@ class ThroughputCallback(L.Callback):
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+    def cost(self) -> dict[str, float]:
+        return {"train_time_s": self.elapsed_s, "samples_per_s": self.samples_per_s}

@@ -102,7 +102,7 @@ class SiglipContrastiveModule(L.LightningModule):
         no_decay = [p for n, p in named if n.endswith(LOGIT_PARAMS)]
         decay = [p for n, p in named if not n.endswith(LOGIT_PARAMS)]
         optimizer = torch.optim.AdamW(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "name": "adapters"}, {"params": no_decay, "weight_decay": 0.0, "name": "logit"}],
             lr=self.config.train.lr,
             weight_decay=self.config.train.weight_decay,
         )

@@ -42,9 +42,10 @@ class PeakMemory:
         self._peak_rss = max(self._peak_rss, self._process.memory_info().rss)
 
     def metrics(self) -> dict[str, float | None]:
+        """Peaks so far (also valid while the block still runs)."""
         cuda = torch.cuda.is_available()
         return {
-            "peak_ram_mb": self._peak_rss / MB,
+            "peak_ram_mb": max(self._peak_rss, self._process.memory_info().rss) / MB,
             "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / MB if cuda else None,
             "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved() / MB if cuda else None,
         }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,10 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         checkpointing = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
         )
-        reporting = RecorderCallback(recorder, cancel_checkpoint=last_ckpt)
         throughput = ThroughputCallback()
+        reporting = RecorderCallback(
+            recorder, cancel_checkpoint=last_ckpt, cost=lambda: {**throughput.cost(), **peak.metrics()}
+        )
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=config.train.devices,
@@ -120,15 +121,12 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
             enable_model_summary=False,
         )
         resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
-        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        train_time = time.perf_counter() - started
 
     trainable, total = count_parameters(module.model)
     metrics: dict[str, Any] = {
         **_best_epoch_metrics(reporting.epoch_metrics),
-        "train_time_s": train_time,
-        "samples_per_s": throughput.samples_per_s,
+        **throughput.cost(),
         **peak.metrics(),
         "trainable_params": trainable,
         "total_params": total,
