@@ -3,8 +3,8 @@
 Everything is the product's: the HTTP API (``uvicorn api.app:app``) and ``jobs worker`` (Celery, prefork,
 one task per child) as subprocesses on 127.0.0.1, with a no-op stage registered for the ``train`` stage
 in the benchmark's worker only (the way tests/jobs_fixtures.py registers its fake stage), so what is
-measured is the queue, the worker and the database, not the ML. Each backend gets its own folder (and
-Redis database 13, emptied first); nothing outside this run is touched.
+measured is the queue, the worker and the database, not the ML. Each phase gets its own folder (and an
+empty Redis database among 12-15, claimed with a key and emptied afterwards); nothing else is touched.
 
   embedded  SQLite database + SQLite broker (the offline default)
   redis     Redis broker at 127.0.0.1:6379, PostgreSQL at 127.0.0.1:5432 (a schema of its own) if it answers,
@@ -41,7 +41,9 @@ from bench._common import REPO, check, parser, percentile, print_checks, print_t
 
 NOOP_STAGE = "bench.queue:noop_stage"
 WORKER_COMMAND = "_worker"
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_SERVER = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DATABASES = range(12, 16)  # tests use 0 and 11; a run claims a free one of these for itself
+CLAIM_KEY = "medvl-bench-claim"
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TOKEN = "bench-token"
 BODY = {"stage": "train", "preset": "smoke"}
@@ -110,20 +112,30 @@ def embedded_backend(root: Path) -> Backend:
     }, database="sqlite")
 
 
-def redis_backend(root: Path) -> Backend:
-    """Redis db 13 (emptied), and a PostgreSQL schema of our own if the server answers (else SQLite)."""
+def claim_redis_database() -> tuple[str, Any]:
+    """A Redis database of this run's own: empty, and claimed with a key so a concurrent run skips it."""
     import redis
+
+    for number in REDIS_DATABASES:
+        url = f"{REDIS_SERVER.rstrip('/')}/{number}"
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            if client.dbsize() == 0 and client.set(CLAIM_KEY, os.getpid(), nx=True, ex=6 * 3600):
+                return url, client
+        except redis.RedisError as exc:
+            message = f"Redis at {REDIS_SERVER} does not answer ({exc}); start it or pass --backends embedded"
+            raise RuntimeError(message) from None
+    raise RuntimeError(f"Redis databases {REDIS_DATABASES.start}-{REDIS_DATABASES.stop - 1} are all in use; "
+                       "wait for the other benchmark run or empty one")
+
+
+def redis_backend(root: Path) -> Backend:
+    """A Redis database of our own, and a PostgreSQL schema of our own if the server answers (else SQLite)."""
     from sqlalchemy import create_engine, text
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.flushdb()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} does not answer ({exc}); start it or pass --backends embedded"
-        raise RuntimeError(message) from None
-    backend = Backend("redis", root, {"CELERY_BROKER_URL": REDIS_URL, "CELERY_RESULT_BACKEND": REDIS_URL},
-                      database="sqlite")
-    backend.cleanup.append(client.flushdb)
+    url, client = claim_redis_database()
+    backend = Backend("redis", root, {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}, database="sqlite")
+    backend.cleanup.append(client.flushdb)  # our database only: the queue, results and the claim
     schema = f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
         engine = create_engine(POSTGRES_URL)
