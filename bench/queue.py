@@ -362,15 +362,15 @@ def measure_backend(name: str, args: Any) -> dict[str, Any]:
             else:
                 result[phase] = drain(backend, url, amount, args.drain_timeout)
             print(f"  {name} {phase}: {summary(phase, result[phase])}", flush=True)
-        except Exception as exc:  # report it and go on with the next phase
-            result[phase] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
-            print(f"  {name} {phase}: FAILED {result[phase]['error'][:300]}", flush=True)
+        except Exception as exc:  # report it, keep its folder (logs, databases) and go on with the next phase
+            result[phase] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}", "kept": str(root)}
+            print(f"  {name} {phase}: FAILED {result[phase]['error'][:300]} (logs kept in {root})", flush=True)
         finally:
             for service in (worker, api):
                 if service is not None:
                     service.stop()
             backend.close()
-            if not args.keep:
+            if not args.keep and "error" not in result.get(phase, {}):
                 shutil.rmtree(root, ignore_errors=True)
     return result
 
