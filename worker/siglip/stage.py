@@ -119,6 +119,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
             ],
             enable_progress_bar=sys.stderr.isatty(),
             enable_model_summary=False,
+            log_every_n_steps=1,  # metrics are per epoch; this only silences the "fewer batches" warning
         )
         resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
