@@ -1,2 +1,16 @@
-"""SigLIP fine-tuning with LoRA / QLoRA: model loading, losses, retrieval metrics, the Lightning pieces,
-and the `train` stage. Import the submodules directly; this package import stays cheap."""
+"""SigLIP fine-tuning with LoRA / QLoRA (the `train` stage).
+
+Modules, one concern each:
+- ``model``       load the base (full precision or 4-bit NF4), pick LoRA targets, wrap with PEFT
+- ``losses``      pairwise sigmoid (SigLIP) and InfoNCE losses
+- ``retrieval``   duplicate-aware recall@K, strict recall, chance levels, cosine summaries
+- ``preprocess``  grayscale uint8 -> SigLIP pixel values; train-time augmentation
+- ``datamodule``  the LightningDataModule over the data stage's splits
+- ``module``      the LightningModule (optimizer, schedule, adapter-only checkpoints)
+- ``callbacks``   recorder progress/metrics/cancellation, throughput
+- ``profiling``   peak RAM and GPU memory
+- ``checkpoint``  ``load_finetuned_siglip``: rebuild a fine-tuned model for inference or report generation
+- ``stage``       ``train_siglip(config, recorder) -> StageResult``
+
+Import the submodules directly; importing this package pulls in nothing heavy.
+"""

@@ -68,8 +68,7 @@ def read_checkpoint(checkpoint_path: str | Path) -> dict:
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"SigLIP checkpoint {path} does not exist; pass the best_checkpoint of a train run")
-    # Our own Lightning checkpoint: it also pickles loop and callback state, so weights_only cannot read it.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
     if RUN_CONFIG_KEY not in checkpoint or LORA_TARGETS_KEY not in checkpoint:
         raise ValueError(f"{path} is not a SigLIP adapter checkpoint from the train stage (no run config in it)")
     return checkpoint
