@@ -126,3 +126,16 @@ def test_a_bad_checkpoint_path_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not a SigLIP adapter checkpoint"):
         load_finetuned_siglip(str(tmp_path / "other.ckpt"))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"train.loss": "infonce"},
+    {"peft.method": "qlora", "train.gradient_checkpointing": True},
+    {"peft.method": "qlora", "train.precision": "bf16-mixed"},  # the GPU recipe's dtypes, under CPU autocast
+], ids=["infonce", "qlora-checkpointing", "qlora-bf16-mixed"])
+def test_the_config_switches_train(model_dir, splits, tmp_path, overrides):
+    config = tiny_config(model_dir, tmp_path, **{"train.epochs": 1, **overrides})
+    result = run_training(config, MemoryRecorder(), splits)
+    assert result.status == "succeeded"
+    assert result.metrics["precision"] == overrides.get("train.precision", "32-true")
+    assert torch.isfinite(torch.tensor(result.metrics["val_loss"]))
