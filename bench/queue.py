@@ -304,23 +304,32 @@ def submit_many(url: str, count: int) -> list[int]:
     return ids
 
 
-def drain(backend: Backend, url: str, count: int, timeout: float) -> dict[str, Any]:
-    """Queue ``count`` jobs, then let one worker run them all; count outcomes and runs per job."""
-    ids = submit_many(url, count)
+def drain(backend: Backend, url: str, count: int, timeout: float, stall: float) -> dict[str, Any]:
+    """Queue ``count`` jobs, then let one worker run them all; count outcomes and runs per job. Gives up
+    after ``timeout`` seconds, or after ``stall`` seconds without a job finishing (a wedged worker)."""
+    ids = set(submit_many(url, count))
     worker = start_worker(backend)
     started = time.perf_counter()
     states: Counter[str] = Counter()
+    stalled = False
     try:
         with _client(url) as client:
             deadline = time.monotonic() + timeout
+            finished, last_progress = 0, time.monotonic()
             while time.monotonic() < deadline:
                 jobs = client.get("/jobs", params={"limit": 1000}).json()
-                states = Counter(j["state"] for j in jobs if j["id"] in set(ids))
-                if sum(states[s] for s in FINAL) >= count:
+                states = Counter(j["state"] for j in jobs if j["id"] in ids)
+                done = sum(states[s] for s in FINAL)
+                if done >= count:
+                    break
+                if done > finished:
+                    finished, last_progress = done, time.monotonic()
+                elif time.monotonic() - last_progress > stall:
+                    stalled = True
                     break
                 time.sleep(1.0)
             elapsed = time.perf_counter() - started
-            jobs = {j["id"]: j for j in client.get("/jobs", params={"limit": 1000}).json() if j["id"] in set(ids)}
+            jobs = {j["id"]: j for j in client.get("/jobs", params={"limit": 1000}).json() if j["id"] in ids}
     finally:
         worker.stop()
     runs = Counter()
@@ -336,6 +345,8 @@ def drain(backend: Backend, url: str, count: int, timeout: float) -> dict[str, A
         "ran_once": runs.get(1, 0), "ran_more_than_once": sum(n for k, n in runs.items() if k > 1),
         "attempts_over_1": sum(1 for j in jobs.values() if j["attempts"] > 1),
         "timed_out": unfinished > 0,
+        "stalled": stalled,
+        "first_unfinished": min((i for i, j in jobs.items() if j["state"] not in FINAL), default=None),
     }
 
 
@@ -360,17 +371,20 @@ def measure_backend(name: str, args: Any) -> dict[str, Any]:
             elif phase == "submit_load":
                 result[phase] = submit_load(url, args.clients, amount)
             else:
-                result[phase] = drain(backend, url, amount, args.drain_timeout)
+                result[phase] = drain(backend, url, amount, args.drain_timeout, args.stall_timeout)
             print(f"  {name} {phase}: {summary(phase, result[phase])}", flush=True)
         except Exception as exc:  # report it, keep its folder (logs, databases) and go on with the next phase
-            result[phase] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}", "kept": str(root)}
+            result[phase] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
             print(f"  {name} {phase}: FAILED {result[phase]['error'][:300]} (logs kept in {root})", flush=True)
         finally:
             for service in (worker, api):
                 if service is not None:
                     service.stop()
             backend.close()
-            if not args.keep and "error" not in result.get(phase, {}):
+            outcome = result.get(phase, {})
+            if args.keep or "error" in outcome or outcome.get("timed_out"):
+                outcome["kept"] = str(root)  # logs and databases, for a look at what went wrong
+            else:
                 shutil.rmtree(root, ignore_errors=True)
     return result
 
@@ -381,9 +395,12 @@ def summary(phase: str, values: dict[str, Any]) -> str:
     if phase == "submit_load":
         return (f"{values['requests']} requests, p50 {values['p50_ms']:.0f} ms, p99 {values['p99_ms']:.0f} ms, "
                 f"{values['requests_per_s']:.1f}/s, outcomes {values['outcomes']}")
-    lost = "unknown (timed out)" if values["timed_out"] else values["lost"]
-    return (f"{values['succeeded']}/{values['jobs']} succeeded in {values['seconds']} s, lost {lost}, "
-            f"unfinished {values['unfinished']}, ran twice {values['ran_more_than_once']}")
+    ended = " (STALLED: no job finished for --stall-timeout)" if values["stalled"] else ""
+    if values["timed_out"] and not values["stalled"]:
+        ended = " (timed out)"
+    return (f"{values['succeeded']}/{values['jobs']} succeeded in {values['seconds']} s{ended}, "
+            f"unfinished {values['unfinished']} (first: job {values['first_unfinished']}), "
+            f"ran twice {values['ran_more_than_once']}")
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -406,6 +423,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--load-seconds", type=float, default=20, help="Length of the submit load (0: skip).")
     p.add_argument("--drain-jobs", type=int, default=500, help="Jobs through one worker (0: skip).")
     p.add_argument("--drain-timeout", type=float, default=900, help="Give up draining after this many seconds.")
+    p.add_argument("--stall-timeout", type=float, default=180,
+                   help="Stop draining when no job has finished for this many seconds (a wedged worker).")
     p.add_argument("--job-timeout", type=float, default=60, help="Longest wait for one job in the latency phase.")
     p.add_argument("--keep", action="store_true", help="Keep each phase's temporary folder (logs, databases).")
     args = p.parse_args(argv)
@@ -419,7 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in results:
         drained = r.get("drain", {})
         if "succeeded" in drained:
-            checks.append(check(f"{r['backend']}: {drained['jobs']} no-op jobs through one worker, none lost",
+            checks.append(check(f"{r['backend']}: all {drained['jobs']} no-op jobs through one worker SUCCEEDED "
+                                "(none lost or stuck)",
                                 float(drained["succeeded"]), float(drained["jobs"]), unit="jobs"))
             checks.append(check(f"{r['backend']}: no job ran twice", float(drained["ran_more_than_once"]), 0.0,
                                 higher_is_better=False, unit="jobs"))
