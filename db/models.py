@@ -84,6 +84,9 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The Celery message that runs the job, with its place in a canvas (chain, chord): re-sent as it was
+    # when the job's worker dies, so the steps after it still run.
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -60,8 +60,9 @@ def create_app(broker: str, backend: str) -> Celery:
         # A fresh child per task: GPU memory goes back to the driver and torch/CUDA start clean in the child.
         worker_max_tasks_per_child=1,
         broker_transport_options=_transport_options(broker),
-        # STARTED and progress states show in Flower and in AsyncResult.
-        task_track_started=True,
+        # No STARTED state: a duplicate delivery would write it over the finished job's result (same task id).
+        # Running jobs report PROGRESS instead (jobs/tasks.py), which Flower and AsyncResult show.
+        task_track_started=False,
         result_extended=True,
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -72,11 +72,14 @@ def _stale(job: Job, now: datetime, settings: Settings) -> bool:
     return beat is None or now - beat > timedelta(seconds=settings.stale_after_s)
 
 
-def claim(job_id: int, worker: WorkerIdentity, settings: Settings | None = None) -> Claim:
+def claim(
+    job_id: int, worker: WorkerIdentity, settings: Settings | None = None, delivery: dict[str, Any] | None = None
+) -> Claim:
     """Take the job for `worker` if it is QUEUED, or RUNNING with a stale heartbeat (its worker died).
 
     A finished job, or one running elsewhere with a fresh heartbeat, is left alone (a redelivered
     message does nothing). A job that has used up its attempts ends FAILED instead of running again.
+    `delivery` (the Celery message running it, see jobs/tasks.py) is kept for a re-queue.
     """
     settings = settings or get_settings()
     with transaction() as session:
@@ -105,6 +108,7 @@ def claim(job_id: int, worker: WorkerIdentity, settings: Settings | None = None)
         attempts=attempts + 1,
         started_at=now,
         error=None,
+        **({"delivery": delivery} if delivery is not None else {}),
     )
     if not claimed:
         return Claim(job_id, False, "another worker claimed the job first")
@@ -245,15 +249,19 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()
-        jobs = [(_Snapshot.of(job), Stage(job.stage)) for job in stale]
+        jobs = [(_Snapshot.of(job), Stage(job.stage), job.delivery) for job in stale]
     requeued = []
-    for job, stage in jobs:
+    for job, stage, delivery in jobs:
         if _settle_if_over(job, settings, cutoff) is not None:
             continue
-        task_id = str(uuid.uuid4())
         # Send first, then flip the row: if the send fails the job stays stale and the next sweep retries;
         # if another worker took the job meanwhile, the guarded update fails and the message does nothing.
-        queue.enqueue(job.job_id, stage, task_id, max_time_s(job.config))
+        if delivery:
+            # The message as it was (same task id, same chain/chord): the canvas continues after this job.
+            task_id = queue.resend(delivery)
+        else:
+            task_id = str(uuid.uuid4())
+            queue.enqueue(job.job_id, stage, task_id, max_time_s(job.config))
         if _guarded_update(
             job.job_id,
             job.state,

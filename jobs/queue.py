@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery, Signature
 
@@ -46,7 +47,19 @@ def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
         raise BrokerUnavailable(f"broker {broker} did not accept the job: {exc}") from exc
 
 
+def resend(delivery: dict[str, Any]) -> str:
+    """Send a stored delivery (jobs/tasks.py `delivery_of`) again, same task id and canvas; returns the task id."""
+    options = dict(delivery["options"])
+    _ready(app_for()).send_task(delivery["task"], args=delivery["args"], kwargs=delivery["kwargs"], **options)
+    return str(options["task_id"])
+
+
 _declared: set[int] = set()
+
+
+def ready_app() -> Celery:
+    """The app for the current settings, its queues declared (once per process)."""
+    return _ready(app_for())
 
 
 def _ready(app: Celery) -> Celery:

@@ -65,9 +65,15 @@ class JobOutcome:
         return {"job_id": self.job_id, "state": state, "ran": self.ran, "reason": self.reason}
 
 
-def execute_job(job_id: int, worker: WorkerIdentity, *, on_progress: ProgressCallback | None = None) -> JobOutcome:
+def execute_job(
+    job_id: int,
+    worker: WorkerIdentity,
+    *,
+    on_progress: ProgressCallback | None = None,
+    delivery: dict[str, Any] | None = None,
+) -> JobOutcome:
     """Claim the job and run it to a final state, unless another worker has it or it is already done."""
-    claimed = claim(job_id, worker)
+    claimed = claim(job_id, worker, delivery=delivery)
     if not claimed.acquired:
         log.info("job %s: not run (%s)", job_id, claimed.reason)
         return JobOutcome(job_id, _current_state(job_id), ran=False, reason=claimed.reason)

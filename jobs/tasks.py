@@ -10,15 +10,33 @@ import logging
 from typing import Any
 
 from celery import Task, bootsteps
+from celery.exceptions import Ignore
 from celery.signals import worker_process_init
 
 from jobs.celery_app import app
 from jobs.claim import WorkerIdentity, sweep_stale_jobs
 from jobs.database import dispose_engines
+from jobs.schemas import JobState
 from jobs.settings import get_settings
 from jobs.stages import Stage
 
 log = logging.getLogger(__name__)
+
+
+# The parts of a message that place it in a canvas, kept so a re-queued job continues its chain or chord.
+CANVAS_OPTIONS = (
+    "task_id", "root_id", "parent_id", "group_id", "group_index", "chord", "chain", "link", "link_error",
+    "soft_time_limit", "time_limit",
+)  # fmt: skip
+
+
+def delivery_of(request: Any) -> dict[str, Any]:
+    """The message a task is running, as JSON: what `jobs.queue.resend` sends again."""
+    options = {k: v for k, v in request.as_execution_options().items() if k in CANVAS_OPTIONS and v is not None}
+    queue = (request.delivery_info or {}).get("routing_key")
+    if queue:
+        options["queue"] = queue
+    return {"task": request.task, "args": list(request.args), "kwargs": dict(request.kwargs), "options": options}
 
 
 def _make_task(stage: Stage) -> Task:
@@ -29,7 +47,12 @@ def _make_task(stage: Stage) -> Task:
             # Shows in Flower and AsyncResult.info; the job row has the same numbers for the CLI and API.
             self.update_state(state="PROGRESS", meta={"job_id": job_id, **progress})
 
-        return execute_job(job_id, WorkerIdentity.current(), on_progress=report).to_dict()
+        outcome = execute_job(job_id, WorkerIdentity.current(), on_progress=report, delivery=delivery_of(self.request))
+        if not outcome.ran and outcome.state is not JobState.CANCELLED:
+            # A duplicate (the job runs elsewhere, or already ran): store no state under this task id and
+            # trigger no chain step or chord part, or a canvas would move on before (or twice after) the job.
+            raise Ignore()
+        return outcome.to_dict()
 
     run_stage.__name__ = f"run_{stage.name}"
     run_stage.__doc__ = f"Run job <job_id> of stage '{stage.value}'."

@@ -366,6 +366,7 @@ def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F8
     from jobs.celery_app import app_for
 
     sent = {}
+
     def send_task(self, name, args=None, kwargs=None, **options):
         sent.update(name=name, args=list(args), **options)
 
@@ -444,3 +445,26 @@ def test_result_values_are_stored_as_json_whatever_their_type():
 
     raw = {"loss": np.float32(0.5), "bad": float("inf"), "path": Path("/x"), "n": [np.int64(3), None, True]}
     assert json_safe(raw) == {"loss": 0.5, "bad": None, "path": "/x", "n": [3, None, True]}
+
+
+def test_sweep_resends_the_stored_delivery_so_a_canvas_continues(job_env, monkeypatch):  # noqa: F811
+    from jobs.celery_app import app_for
+
+    job_id = new_job()
+    delivery = {
+        "task": "train",
+        "args": [job_id],
+        "kwargs": {},
+        "options": {"task_id": "original-id", "chord": {"task": "report"}, "group_id": "g-1", "queue": "gpu"},
+    }
+    assert claim(job_id, WorkerIdentity.current(), delivery=delivery).acquired
+    make_stale(job_id)
+    sent = {}
+
+    def send_task(self, name, args=None, kwargs=None, **options):
+        sent.update(name=name, args=list(args), **options)
+
+    monkeypatch.setattr(type(app_for()), "send_task", send_task)
+    assert sweep_stale_jobs() == [job_id]
+    assert sent == {"name": "train", "args": [job_id], **delivery["options"]}
+    assert service.get_job(job_id).celery_task_id == "original-id"
