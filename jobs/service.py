@@ -31,6 +31,7 @@ __all__ = [
     "cancel",
     "create_job",
     "experiment_metrics",
+    "get_experiment",
     "get_job",
     "health",
     "list_experiments",
