@@ -246,6 +246,8 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
         stale = session.scalars(
             select(Job).where(
                 Job.state == JobState.RUNNING.value,
+                # A comparison has no worker of its own: its report job settles it (jobs/compare.py).
+                Job.stage != Stage.compare.value,
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()

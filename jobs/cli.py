@@ -25,7 +25,7 @@ from typer._click.exceptions import UsageError
 from jobs import display, service
 from jobs.schemas import JobState, JobView, SubmitRequest
 from jobs.settings import get_settings
-from jobs.stages import Stage, StageParams
+from jobs.stages import ORCHESTRATED_STAGES, Stage, StageParams
 
 app = typer.Typer(
     name="jobs",
@@ -246,6 +246,9 @@ def run(
     from jobs.claim import WorkerIdentity
     from jobs.runner import execute_job
 
+    if stage in ORCHESTRATED_STAGES:
+        _run_comparison(options.to_request(stage), as_json)
+        return
     job, _ = service.create_job(options.to_request(stage))
     if not as_json:
         typer.echo(f"job {job.id}: running {stage.value} in this process", err=True)
@@ -260,6 +263,18 @@ def run(
         typer.echo(display.job_summary_line(final))
         if final.error:
             typer.echo(final.error, err=True)
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _run_comparison(request: SubmitRequest, as_json: bool) -> None:
+    """`jobs run compare`: every child in this process, one after another."""
+    from jobs.compare import run_compare_inline
+
+    config, _ = service.validate(request)
+    with contextlib.redirect_stdout(sys.stderr):
+        final = run_compare_inline(request, config)
+    typer.echo(final.model_dump_json(indent=2) if as_json else display.job_summary_line(final))
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
 
@@ -349,6 +364,22 @@ def results(
         typer.echo(json.dumps([e.model_dump(mode="json") for e in experiments], indent=2))
     else:
         display.print_experiments(experiments)
+
+
+@command()
+def report(
+    job_id: Annotated[int | None, typer.Option("--job", help="A report job's id (default: the newest).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a LoRA/QLoRA comparison report: its table and conclusions, and where its HTML page is."""
+    job = service.get_job(job_id) if job_id else service.latest_report_job()
+    if job.stage != Stage.report.value or "json" not in job.artifacts:
+        raise service.JobNotFound(f"job {job.id} is not a finished report job; `jobs list` shows the jobs")
+    if as_json:
+        typer.echo(Path(job.artifacts["json"]).read_text())
+        return
+    typer.echo(Path(job.artifacts["markdown"]).read_text())
+    typer.echo(f"HTML report: {job.artifacts['html']}")
 
 
 @command()

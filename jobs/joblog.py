@@ -23,15 +23,19 @@ class _Tee:
         self._copy = copy
 
     def write(self, text: str) -> int:
-        self._copy.write(text)
-        self._copy.flush()
+        # A handler created during an earlier job in this process (Lightning makes some) may still hold this
+        # Tee after that job's file closed; the text then goes only to the terminal.
+        if not self._copy.closed:
+            self._copy.write(text)
+            self._copy.flush()
         try:
             return self._primary.write(text)
         except ValueError:  # the terminal stream was closed; the log file still has it
             return len(text)
 
     def flush(self) -> None:
-        self._copy.flush()
+        if not self._copy.closed:
+            self._copy.flush()
         self._primary.flush()
 
     def isatty(self) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from db.models import Experiment, Job, utcnow
 from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
+from jobs.compare import resolve_job_refs
 from jobs.database import retry_write, transaction
 from jobs.joblog import capture_job_log
 from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
@@ -98,6 +99,8 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
         job = session.get_one(Job, job_id)
         stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
         run_dir = job.run_dir or str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
+    # A comparison's child names its input as job:<id>; it becomes that job's checkpoint now that it ran.
+    params = resolve_job_refs(params)
     submitted = RunConfig.model_validate(config_dict)
     config = submitted.model_copy(deep=True)
     config.paths.run_dir = run_dir

@@ -20,7 +20,7 @@ from jobs.claim import max_time_s
 from jobs.database import engine, retry_write, transaction
 from jobs.queue import BrokerUnavailable
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
-from jobs.stages import STAGE_FUNCTIONS, Stage
+from jobs.stages import ORCHESTRATED_STAGES, Stage
 from jobs.views import experiment_view, job_log_path, job_view, metric_view
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "get_experiment",
     "get_job",
     "health",
+    "latest_report_job",
     "list_experiments",
     "list_jobs",
     "read_logs",
@@ -61,9 +62,6 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     """The resolved config and the stage's params, or InvalidRequest naming what is wrong."""
     from worker.config import ConfigError, load_config  # torch-free; lazy keeps `jobs --help` fast
 
-    if request.stage not in STAGE_FUNCTIONS:
-        runnable = ", ".join(stage.value for stage in STAGE_FUNCTIONS)
-        raise InvalidRequest(f"stage '{request.stage.value}' cannot run yet; runnable stages: {runnable}")
     try:
         params = request.params.for_stage(request.stage)
     except ValueError as exc:
@@ -107,6 +105,8 @@ def create_job(request: SubmitRequest, *, task_id: str | None = None) -> tuple[J
 
 def submit(request: SubmitRequest) -> JobView:
     """Record the job and enqueue it; the same idempotency key returns the first job, enqueued once."""
+    if request.stage in ORCHESTRATED_STAGES:
+        return _submit_comparison(request)
     task_id = str(uuid.uuid4())
     job, created = create_job(request, task_id=task_id)
     if not created:
@@ -117,6 +117,16 @@ def submit(request: SubmitRequest) -> JobView:
         _finish_unqueued(job.id, JobState.FAILED, str(exc))
         raise
     return job
+
+
+def _submit_comparison(request: SubmitRequest) -> JobView:
+    """A comparison is a parent row plus a canvas of child jobs (jobs/compare.py)."""
+    from jobs.compare import submit_compare
+
+    config, _ = validate(request)
+    if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+        return existing
+    return submit_compare(request, config)
 
 
 def _finish_unqueued(job_id: int, state: JobState, error: str | None) -> None:
@@ -175,6 +185,26 @@ def cancel(job_id: int) -> JobView:
         )
     for task_id in task_ids:
         queue.revoke(task_id)
+    if job.stage in ORCHESTRATED_STAGES:
+        # No worker runs the parent itself, so nothing else would end it.
+        from jobs.compare import settle_parent
+
+        settle_parent(job_id, JobState.CANCELLED, "cancelled")
+    return get_job(job_id)
+
+
+def latest_report_job() -> JobView:
+    """The newest report job that succeeded; JobNotFound when there is none yet."""
+    query = (
+        select(Job.id)
+        .where(Job.stage == Stage.report.value, Job.state == JobState.SUCCEEDED.value)
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    with transaction() as session:
+        job_id = session.scalar(query)
+    if job_id is None:
+        raise JobNotFound("no report yet: `jobs submit compare` (or `jobs submit report`) makes one")
     return get_job(job_id)
 
 

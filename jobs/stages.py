@@ -32,7 +32,11 @@ STAGE_FUNCTIONS: dict[Stage, str] = {
     Stage.train_full: "worker.reportgen.stage:train_full",
     Stage.evaluate: "worker.reportgen.evaluate:evaluate",
     Stage.qualitative: "worker.reportgen.qualitative:qualitative",
+    # The report reads the experiments table, so its stage function is in jobs, not worker.
+    Stage.report: "jobs.reporting:report_stage",
 }
+# A comparison is not one stage function but a canvas of child jobs (jobs/compare.py).
+ORCHESTRATED_STAGES = {Stage.compare}
 
 # Which Celery queue a stage goes to: GPU work apart from CPU work.
 GPU_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}

@@ -63,7 +63,7 @@ def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(
         (["submit", "train", "--projection", "Oblique"], "'data.projection'"),
         (["run", "evaluate"], "needs --checkpoint"),
         (["submit", "qualitative", "--checkpoint", "x", "--split", "all"], "invalid value for 'split'"),
-        (["submit", "compare"], "cannot run yet"),
+        (["submit", "report", "--compare-job", "0"], "invalid value for 'compare_job'"),
         (["results", "--stage", "nope"], "--stage: unknown stage 'nope'"),
         (["worker", "--queues", "gpu,tpu"], "--queues: unknown queue ['tpu']"),
     ],

@@ -76,7 +76,7 @@ def test_the_same_idempotency_key_returns_the_first_job(job_env):  # noqa: F811
         ({"stage": Stage.train, "overrides": {"train.nope": "1"}}, "unknown config key 'train.nope'"),
         ({"stage": Stage.train, "preset": "nope"}, "unknown preset 'nope'"),
         ({"stage": Stage.evaluate}, "needs --checkpoint"),
-        ({"stage": Stage.compare}, "cannot run yet"),
+        ({"stage": Stage.compare, "overrides": {"peft.r": "0"}}, "'peft.r'"),
         ({"stage": Stage.train, "parent_id": 999}, "parent_id"),
     ],
 )

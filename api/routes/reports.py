@@ -18,8 +18,6 @@ from jobs import service
 router = APIRouter(prefix="/reports", tags=["reports"])
 
 REPORT_STAGE = "report"
-# How far back /reports/latest looks among finished jobs for the newest report.
-LATEST_SCAN = 500
 
 
 def prefers_html(accept: str | None) -> bool:
@@ -71,10 +69,10 @@ AcceptHeader = Annotated[str | None, Header(description="text/html for the page,
 @router.get("/latest", response_class=Response, responses=REPORT_RESPONSES)
 def latest_report(settings: SettingsDep, accept: AcceptHeader = None) -> Response:
     """The newest finished report."""
-    finished = service.list_jobs(state=JobState.SUCCEEDED, limit=LATEST_SCAN)
-    job = next((job for job in finished if job.stage == REPORT_STAGE), None)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no report yet: `jobs submit report` (or compare) makes one")
+    try:
+        job = service.latest_report_job()
+    except service.JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return _serve(job, accept, settings)
 
 

@@ -1,0 +1,194 @@
+"""The comparison job: one parent, children for each step, and a Celery canvas that runs them.
+
+    prepare-data -> ( train lora  [-> train-full lora  -> evaluate lora ]  )  -> report
+                    ( train qlora [-> train-full qlora -> evaluate qlora]  )
+
+The two branches run in parallel where two workers are free; the report is the chord's callback. Every
+child is an ordinary job row (parent_id = the comparison), so it is claimed, heartbeated, recorded and
+cancelled like any other. A child that needs an earlier child's output names it as ``job:<id>`` in its
+params; the runner resolves that to the earlier job's checkpoint when the child starts (resolve_job_refs).
+
+The parent is not run by a worker: it is RUNNING from submission until its report job settles it
+(settle_parent), and the stale-job sweep leaves it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from db.models import Experiment, Job, utcnow
+from jobs.database import transaction
+from jobs.schemas import JobState, JobView, SubmitRequest
+from jobs.stages import Stage
+
+log = logging.getLogger(__name__)
+
+METHODS = ("lora", "qlora")
+JOB_REF = "job:"
+
+
+class JobRefError(ValueError):
+    """A child's input job did not produce what the child needs."""
+
+
+@dataclass
+class ComparePlan:
+    """The parent's id and its children's ids, in the shape of the canvas."""
+
+    parent_id: int
+    prepare_id: int
+    branches: dict[str, list[tuple[Stage, int]]] = field(default_factory=dict)  # method -> [(stage, job id)]
+    report_id: int = 0
+
+    def child_ids(self) -> list[int]:
+        branch_ids = [job_id for steps in self.branches.values() for _, job_id in steps]
+        return [self.prepare_id, *branch_ids, self.report_id]
+
+
+def _child(session: Any, parent: Job, stage: Stage, params: dict[str, Any], config: dict[str, Any]) -> int:
+    job = Job(
+        stage=stage.value,
+        params=params,
+        request={"stage": stage.value, "parent_id": parent.id},
+        config=config,
+        state=JobState.QUEUED.value,
+        celery_task_id=str(uuid.uuid4()),
+        parent_id=parent.id,
+    )
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def create_plan(request: SubmitRequest, config: dict[str, Any], *, with_generation: bool) -> ComparePlan:
+    """Insert the parent (RUNNING) and every child (QUEUED) in one transaction.
+
+    The children share the parent's config; only peft.method differs between the branches, so data,
+    seed and hyperparameters are identical by construction.
+    """
+    with transaction() as session:
+        parent = Job(
+            stage=Stage.compare.value,
+            params={"with_generation": with_generation},
+            request=request.model_dump(mode="json", exclude={"params"}),
+            config=config,
+            state=JobState.RUNNING.value,
+            started_at=utcnow(),
+            idempotency_key=request.idempotency_key,
+        )
+        session.add(parent)
+        session.flush()
+        plan = ComparePlan(parent_id=parent.id, prepare_id=_child(session, parent, Stage.prepare_data, {}, config))
+        for method in METHODS:
+            method_config = {**config, "peft": {**config["peft"], "method": method}}
+            train_id = _child(session, parent, Stage.train, {}, method_config)
+            steps = [(Stage.train, train_id)]
+            if with_generation:
+                full_id = _child(
+                    session, parent, Stage.train_full, {"siglip_checkpoint": f"{JOB_REF}{train_id}"}, method_config
+                )
+                eval_params = {"checkpoint": f"{JOB_REF}{full_id}", "split": "test"}
+                eval_id = _child(session, parent, Stage.evaluate, eval_params, method_config)
+                steps += [(Stage.train_full, full_id), (Stage.evaluate, eval_id)]
+            plan.branches[method] = steps
+        plan.report_id = _child(session, parent, Stage.report, {"compare_job": parent.id}, config)
+    return plan
+
+
+def canvas(plan: ComparePlan) -> Any:
+    """prepare -> group(branch per method) -> report: Celery turns a group followed by a task into a chord."""
+    from celery import chain, group
+
+    from jobs.claim import max_time_s
+    from jobs.queue import stage_signature
+
+    with transaction() as session:
+        jobs = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(plan.child_ids())))}
+        steps = {job_id: (job.celery_task_id, max_time_s(job.config)) for job_id, job in jobs.items()}
+
+    def step(stage: Stage, job_id: int) -> Any:
+        task_id, limit = steps[job_id]
+        return stage_signature(job_id, stage, task_id, limit)
+
+    branches = [chain(*(step(stage, job_id) for stage, job_id in branch)) for branch in plan.branches.values()]
+    return chain(step(Stage.prepare_data, plan.prepare_id), group(branches), step(Stage.report, plan.report_id))
+
+
+def submit_compare(request: SubmitRequest, config: dict[str, Any]) -> JobView:
+    """Create the comparison's rows and send its canvas; a broker failure fails the parent and its children."""
+    from jobs import queue
+    from jobs.service import get_job
+
+    plan = create_plan(request, config, with_generation=request.params.with_generation)
+    try:
+        canvas(plan).apply_async()
+    except Exception as exc:  # kombu raises transport-specific errors
+        settle_parent(plan.parent_id, JobState.FAILED, f"broker did not accept the comparison: {exc}")
+        _fail_queued_children(plan.parent_id, f"broker did not accept the comparison: {exc}")
+        raise queue.BrokerUnavailable(str(exc)) from exc
+    log.info("comparison %s queued with children %s", plan.parent_id, plan.child_ids())
+    return get_job(plan.parent_id)
+
+
+def run_compare_inline(request: SubmitRequest, config: dict[str, Any]) -> JobView:
+    """`jobs run compare`: the same rows, run one after another in this process (no broker)."""
+    from jobs.claim import WorkerIdentity
+    from jobs.runner import execute_job
+    from jobs.service import get_job
+
+    plan = create_plan(request, config, with_generation=request.params.with_generation)
+    worker = WorkerIdentity.current()
+    for job_id in plan.child_ids():
+        if get_job(plan.parent_id).state.finished:  # cancelled meanwhile
+            break
+        execute_job(job_id, worker)
+    return get_job(plan.parent_id)
+
+
+def resolve_job_refs(params: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``job:<id>`` values by that job's checkpoint; a job that did not succeed is a JobRefError."""
+    resolved = dict(params)
+    for name, value in params.items():
+        if isinstance(value, str) and value.startswith(JOB_REF):
+            resolved[name] = _checkpoint_of(int(value.removeprefix(JOB_REF)), name)
+    return resolved
+
+
+def _checkpoint_of(job_id: int, param: str) -> str:
+    with transaction() as session:
+        job = session.get(Job, job_id)
+        checkpoint = session.scalar(
+            select(Experiment.checkpoint_path).where(Experiment.job_id == job_id).order_by(Experiment.id.desc())
+        )
+        state, error = (job.state, job.error) if job else (None, None)
+    if state != JobState.SUCCEEDED.value:
+        reason = f": {error.splitlines()[0]}" if error else ""
+        raise JobRefError(f"{param}: input job {job_id} ended {state}{reason}; nothing to continue from")
+    if not checkpoint:
+        raise JobRefError(f"{param}: input job {job_id} succeeded but recorded no checkpoint")
+    return checkpoint
+
+
+def settle_parent(parent_id: int, state: JobState, error: str | None = None, artifacts: dict | None = None) -> None:
+    """Give the comparison its final state (called by its report job, or when it could not be queued)."""
+    values: dict[str, Any] = {"state": state.value, "finished_at": utcnow(), "error": error}
+    if artifacts is not None:
+        values["artifacts"] = artifacts
+    with transaction() as session:
+        session.execute(
+            update(Job).where(Job.id == parent_id, Job.state == JobState.RUNNING.value).values(**values)
+        )
+
+
+def _fail_queued_children(parent_id: int, error: str) -> None:
+    with transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.parent_id == parent_id, Job.state == JobState.QUEUED.value)
+            .values(state=JobState.FAILED.value, error=error, finished_at=utcnow())
+        )
