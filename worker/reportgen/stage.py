@@ -95,8 +95,10 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         checkpointing = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
         )
-        reporting = RecorderCallback(recorder, cancel_checkpoint=last_ckpt)
         throughput = ThroughputCallback()
+        reporting = RecorderCallback(
+            recorder, cancel_checkpoint=last_ckpt, cost=lambda: {**throughput.cost(), **peak.metrics()}
+        )
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=config.train.devices,
