@@ -98,10 +98,13 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     with transaction() as session:
         job = session.get_one(Job, job_id)
         stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
-        run_dir = job.run_dir or str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
+        run_dir = job.run_dir
+        fresh_dir = str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
     # A comparison's child names its input as job:<id>; it becomes that job's checkpoint now that it ran.
     params = resolve_job_refs(params)
     submitted = RunConfig.model_validate(config_dict)
+    if run_dir is None:
+        run_dir = (submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)) or fresh_dir
     config = submitted.model_copy(deep=True)
     config.paths.run_dir = run_dir
     if claimed.attempt > 1:
@@ -111,6 +114,31 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
     experiment_id = _ensure_experiment(job_id, stage, config, submitted.config_hash())
     return _Prepared(stage, params, config, experiment_id)
+
+
+def _earlier_run_dir(job_id: int, stage: Stage, submitted: RunConfig) -> str | None:
+    """`--resume` on a new job: the run folder of the latest earlier job of this stage with the same config
+    (apart from the resume flag), so training continues from that job's last checkpoint."""
+    unflagged = submitted.model_copy(deep=True)
+    unflagged.train.resume = False
+    with transaction() as session:
+        run_dir = session.scalar(
+            select(Job.run_dir)
+            .join(Experiment, Experiment.job_id == Job.id)
+            .where(
+                Job.id < job_id,
+                Job.stage == stage.value,
+                Job.run_dir.is_not(None),
+                Experiment.config_hash == unflagged.config_hash(),
+            )
+            .order_by(Job.id.desc())
+            .limit(1)
+        )
+    if run_dir:
+        log.info("job %s: resuming in the run folder of an earlier job with the same config: %s", job_id, run_dir)
+    else:
+        log.info("job %s: --resume found no earlier job with the same config; starting fresh", job_id)
+    return run_dir
 
 
 def _run_claimed(

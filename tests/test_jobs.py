@@ -275,6 +275,22 @@ def test_a_takeover_resumes_from_the_checkpoint_without_duplicating_rows(fake, m
     assert count(Metric, name="train_loss") == 4 and count(Metric) == 12
 
 
+def test_resume_on_a_new_job_continues_the_latest_job_with_the_same_config(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
+    failed = new_job(epochs=4)
+    assert execute_job(failed, WorkerIdentity.current()).state is JobState.FAILED
+    monkeypatch.delenv("FAKE_FAIL_EPOCH")
+    requests = (SubmitRequest(stage=Stage.train, overrides={"train.epochs": n, "train.resume": "true"}) for n in "54")
+    other, resumed = (service.create_job(request)[0].id for request in requests)
+    assert execute_job(resumed, WorkerIdentity.current()).state is JobState.SUCCEEDED
+    run_dir = service.get_job(failed).artifacts["run_dir"]
+    assert service.get_job(resumed).artifacts["run_dir"] == run_dir
+    assert starts(run_dir) == [0, 2]  # the second job began where the failed one stopped
+    # A different config has nothing to resume: it starts fresh in its own folder.
+    assert execute_job(other, WorkerIdentity.current()).state is JobState.SUCCEEDED
+    assert starts(service.get_job(other).artifacts["run_dir"]) == [0]
+
+
 def test_a_run_that_lost_its_job_does_not_write_the_final_state(fake, monkeypatch):
     monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
     job_id = new_job(epochs=30)
