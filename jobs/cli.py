@@ -427,6 +427,14 @@ def worker(
     )
 
 
+@app.command(name="_rank", hidden=True)
+def rank_follower() -> None:
+    """A DDP rank > 0 of a multi-device job (started by Lightning's launcher; see jobs/ranks.py)."""
+    from jobs.ranks import run_follower
+
+    run_follower()
+
+
 @command()
 def api(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",

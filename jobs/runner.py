@@ -24,6 +24,7 @@ from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.compare import resolve_job_refs
 from jobs.database import retry_write, transaction
 from jobs.joblog import capture_job_log
+from jobs.ranks import follower_launch
 from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
 from jobs.schemas import JobState
 from jobs.settings import PROJECT_ROOT, get_settings
@@ -153,7 +154,8 @@ def _run_claimed(
         )
         function = stage_function(prepared.stage)
         _update_job(job_id, worker, gpu_name=_gpu_name())
-        result = function(prepared.config, recorder, **prepared.params)
+        with follower_launch(prepared.stage, prepared.config, prepared.params):
+            result = function(prepared.config, recorder, **prepared.params)
     except SoftTimeLimitExceeded:
         return _finish_failed(job_id, experiment_id, worker, heartbeat, _time_limit_message(job_id))
     except KeyboardInterrupt:
