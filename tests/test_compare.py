@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, job_env, run_cli  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, embedded_variables, job_env, run_cli  # noqa: F401  (job_env: fixture)
 from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
@@ -121,8 +121,15 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
 def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_config, tmp_path, monkeypatch):
     for name in CONFIGURED:
         monkeypatch.delenv(name, raising=False)
-    var_dir = str(Path(smoke_config.paths.var_dir))
-    env = JobEnv(tmp_path, {"MEDVL_VAR_DIR": var_dir, **FAST_TIMINGS})
+    # Data and tiny models from the session's smoke folder; a database and broker of this test's own.
+    variables = {
+        **embedded_variables(tmp_path),
+        "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "JOBS_LOG_DIR": str(tmp_path / "logs"),
+        "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
+        **FAST_TIMINGS,
+    }
+    env = JobEnv(tmp_path, variables)
     for name, value in env.variables.items():
         monkeypatch.setenv(name, value)
     reset_settings()
