@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
@@ -28,10 +24,10 @@ from worker.reportgen.model import ReportCaptioner, build_captioner
 from worker.reportgen.module import ReportGenModule
 from worker.reportgen.studies import select_studies
 from worker.result import StageResult
-from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.model import count_parameters
 from worker.siglip.profiling import PeakMemory
 from worker.siglip.stage import _best_epoch_metrics, resolve_accelerator, resolve_precision
+from worker.siglip.trainer import build_trainer, resume_checkpoint
 
 STAGE = "train-full"
 
@@ -92,34 +88,12 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         datamodule = ReportDataModule(datasets["train"], datasets["val"], collate, gen.batch_size)
         initial_val_loss = mean_loss(captioner, datamodule.val_dataloader(), device)
         module = ReportGenModule(config, captioner, str(Path(siglip_checkpoint).resolve()), feature_dim)
-        checkpointing = ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
-        )
-        throughput = ThroughputCallback()
-        reporting = RecorderCallback(
-            recorder, cancel_checkpoint=last_ckpt, cost=lambda: {**throughput.cost(), **peak.metrics()}
-        )
-        trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=config.train.devices,
-            strategy="ddp" if config.train.devices > 1 else "auto",
-            precision=precision,
+        trainer, callbacks = build_trainer(
+            config, recorder, peak, ckpt_dir=ckpt_dir, accelerator=accelerator, precision=precision,
             max_epochs=gen.epochs,
-            max_time=timedelta(seconds=config.train.max_time_s),
-            limit_train_batches=config.train.limit_train_batches,
-            num_sanity_val_steps=0,
-            logger=CSVLogger(ckpt_dir.parent, name="logs"),
-            callbacks=[
-                checkpointing,
-                EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
-                LearningRateMonitor(logging_interval="epoch"),
-                reporting,
-                throughput,
-            ],
-            enable_progress_bar=sys.stderr.isatty(),
-            enable_model_summary=False,
-        )
-        resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
+        )  # fmt: skip
+        checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
+        resume_from = resume_checkpoint(config, ckpt_dir)
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         train_time = time.perf_counter() - fit_started

@@ -9,26 +9,22 @@ stay fp32 (autocast bridges them). On the CPU everything is fp32.
 from __future__ import annotations
 
 import os
-import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from worker.config import RunConfig, TrainConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.datamodule import SiglipDataModule, Splits
 from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, weight_memory_bytes, weights_dtype_for
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.siglip.profiling import MB, PeakMemory
+from worker.siglip.trainer import build_trainer, resume_checkpoint
 
 STAGE = "train"
 
@@ -93,35 +89,12 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
 
     with PeakMemory() as peak:
         module, datamodule = setup_training(config, splits, plan)
-        checkpointing = ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
-        )
-        throughput = ThroughputCallback()
-        reporting = RecorderCallback(
-            recorder, cancel_checkpoint=last_ckpt, cost=lambda: {**throughput.cost(), **peak.metrics()}
-        )
-        trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=config.train.devices,
-            strategy="ddp" if config.train.devices > 1 else "auto",
-            precision=precision,
+        trainer, callbacks = build_trainer(
+            config, recorder, peak, ckpt_dir=ckpt_dir, accelerator=accelerator, precision=precision,
             max_epochs=config.train.epochs,
-            max_time=timedelta(seconds=config.train.max_time_s),
-            limit_train_batches=config.train.limit_train_batches,
-            num_sanity_val_steps=0,
-            logger=CSVLogger(ckpt_dir.parent, name="logs"),
-            callbacks=[
-                checkpointing,
-                EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
-                LearningRateMonitor(logging_interval="epoch"),
-                reporting,
-                throughput,
-            ],
-            enable_progress_bar=sys.stderr.isatty(),
-            enable_model_summary=False,
-            log_every_n_steps=1,  # metrics are per epoch; this only silences the "fewer batches" warning
-        )
-        resume_from = last_ckpt if config.train.resume and last_ckpt.is_file() else None
+        )  # fmt: skip
+        checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
+        resume_from = resume_checkpoint(config, ckpt_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
     trainable, total = count_parameters(module.model)

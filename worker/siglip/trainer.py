@@ -1,0 +1,81 @@
+"""The Lightning Trainer both training stages use (SigLIP `train` and report-generation `train-full`).
+
+One place for what every run gets: the best and last checkpoints, early stopping on val_loss, LR
+monitoring, per-epoch reporting to the recorder with cooperative cancel, and throughput/memory accounting.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from worker.config import RunConfig
+from worker.recorder import Recorder
+from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
+from worker.siglip.profiling import PeakMemory
+
+
+@dataclass
+class RunCallbacks:
+    """The callbacks a stage reads its results from after `fit`."""
+
+    checkpointing: ModelCheckpoint
+    throughput: ThroughputCallback
+    reporting: RecorderCallback
+
+
+def build_trainer(
+    config: RunConfig,
+    recorder: Recorder,
+    peak: PeakMemory,
+    *,
+    ckpt_dir: Path,
+    accelerator: str,
+    precision: str,
+    max_epochs: int,
+) -> tuple[L.Trainer, RunCallbacks]:
+    """A Trainer writing `best-*.ckpt` and `last.ckpt` under ckpt_dir (cancel saves `last.ckpt` too)."""
+    throughput = ThroughputCallback()
+    callbacks = RunCallbacks(
+        checkpointing=ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+        ),
+        throughput=throughput,
+        reporting=RecorderCallback(
+            recorder, cancel_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
+        ),
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=config.train.devices,
+        strategy="ddp" if config.train.devices > 1 else "auto",
+        precision=precision,
+        max_epochs=max_epochs,
+        max_time=timedelta(seconds=config.train.max_time_s),
+        limit_train_batches=config.train.limit_train_batches,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(ckpt_dir.parent, name="logs"),
+        callbacks=[
+            callbacks.checkpointing,
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
+            LearningRateMonitor(logging_interval="epoch"),
+            callbacks.reporting,
+            callbacks.throughput,
+        ],
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        log_every_n_steps=1,  # metrics are per epoch; this only silences the "fewer batches" warning
+    )
+    return trainer, callbacks
+
+
+def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
+    """The run's last checkpoint when the config asks to resume and one exists."""
+    last = ckpt_dir / "last.ckpt"
+    return last if config.train.resume and last.is_file() else None
