@@ -372,9 +372,9 @@ def reference_model(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: M
     loader = AutoModelForCausalLM if spec.kind == "biogpt" else AutoModel
     model = loader.from_pretrained(str(checkpoint), **kwargs)
     if quantize and not mode.gpu:
-        from worker.siglip.model import _disable_cpu_inference_packing
+        from worker.siglip.model import disable_cpu_inference_packing
 
-        _disable_cpu_inference_packing(model)  # bitsandbytes' CPU packing has no backward
+        disable_cpu_inference_packing(model)  # bitsandbytes' CPU packing has no backward
     gc_on = bool(variant.gc)
     if variant.method == "full":
         model.requires_grad_(True)

@@ -108,9 +108,9 @@ def _load_biogpt(config: RunConfig, quantize: bool, compute_dtype: torch.dtype, 
             " or set model.build_tiny_fixtures=true for the offline smoke preset"
         ) from exc
     if quantize and device == "cpu":
-        from worker.siglip.model import _disable_cpu_inference_packing
+        from worker.siglip.model import disable_cpu_inference_packing
 
-        _disable_cpu_inference_packing(model)
+        disable_cpu_inference_packing(model)
     return model
 
 

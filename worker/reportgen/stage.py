@@ -26,8 +26,8 @@ from worker.reportgen.studies import select_studies
 from worker.result import StageResult
 from worker.siglip.model import count_parameters
 from worker.siglip.profiling import PeakMemory
-from worker.siglip.stage import _best_epoch_metrics, resolve_accelerator, resolve_precision
-from worker.siglip.trainer import build_trainer, resume_checkpoint
+from worker.siglip.stage import resolve_accelerator, resolve_precision
+from worker.siglip.trainer import best_epoch_metrics, build_trainer, resume_checkpoint
 
 STAGE = "train-full"
 
@@ -100,7 +100,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
 
     trainable, total = count_parameters(captioner)
     metrics: dict[str, Any] = {
-        **_best_epoch_metrics(reporting.epoch_metrics),
+        **best_epoch_metrics(reporting.epoch_metrics),
         "initial_val_loss": initial_val_loss,
         "train_time_s": train_time,
         "feature_time_s": feature_time,

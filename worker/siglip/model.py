@@ -77,11 +77,11 @@ def load_base_model(config: RunConfig, plan: LoadPlan) -> SiglipModel:
         kind = type(model).__name__
         raise RuntimeError(f"'{config.model.siglip}' is a {kind}, not a SiglipModel; point model.siglip at SigLIP")
     if plan.quantize:
-        _disable_cpu_inference_packing(model)
+        disable_cpu_inference_packing(model)
     return model
 
 
-def _disable_cpu_inference_packing(model: nn.Module) -> None:
+def disable_cpu_inference_packing(model: nn.Module) -> None:
     """bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs on the first no-grad eval forward, in place;
     the packed layout has no backward (training after validation would stop getting input gradients)
     and fails for layers narrower than the 64-value quantization block."""

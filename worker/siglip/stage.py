@@ -24,7 +24,7 @@ from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, w
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.siglip.profiling import MB, PeakMemory
-from worker.siglip.trainer import build_trainer, resume_checkpoint
+from worker.siglip.trainer import best_epoch_metrics, build_trainer, resume_checkpoint
 
 STAGE = "train"
 
@@ -99,7 +99,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
 
     trainable, total = count_parameters(module.model)
     metrics: dict[str, Any] = {
-        **_best_epoch_metrics(reporting.epoch_metrics),
+        **best_epoch_metrics(reporting.epoch_metrics),
         **throughput.cost(),
         **peak.metrics(),
         "trainable_params": trainable,
@@ -119,13 +119,6 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
     return StageResult(
         stage=STAGE, metrics=metrics, artifacts=artifacts, status="cancelled" if reporting.cancelled else "succeeded"
     )
-
-
-def _best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
-    """The metrics of the epoch with the lowest val_loss (the one the best checkpoint holds)."""
-    with_val = [m for m in epochs if "val_loss" in m]
-    best = min(with_val, key=lambda m: m["val_loss"]) if with_val else (epochs[-1] if epochs else {})
-    return {k: v for k, v in best.items() if not k.startswith("lr-")}
 
 
 def _as_float(value: torch.Tensor | None) -> float | None:

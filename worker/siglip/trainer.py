@@ -79,3 +79,10 @@ def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
     """The run's last checkpoint when the config asks to resume and one exists."""
     last = ckpt_dir / "last.ckpt"
     return last if config.train.resume and last.is_file() else None
+
+
+def best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
+    """The metrics of the epoch with the lowest val_loss (the one the best checkpoint holds)."""
+    with_val = [m for m in epochs if "val_loss" in m]
+    best = min(with_val, key=lambda m: m["val_loss"]) if with_val else (epochs[-1] if epochs else {})
+    return {k: v for k, v in best.items() if not k.startswith("lr-")}
