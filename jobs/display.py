@@ -66,8 +66,17 @@ def _progress_text(job: JobView) -> str:
     progress = job.progress or {}
     if progress.get("percent") is None:
         return "-"
-    step = f"{progress.get('step')}/{progress.get('total')}"
-    return f"{progress['percent']:.0f}% (epoch {progress.get('epoch')}, step {step})"
+    percent = f"{progress['percent']:.0f}%"
+    if progress.get("epoch") is None:  # stages without epochs (evaluate, report) report only completion
+        return percent
+    return f"{percent} (epoch {progress['epoch']}, step {progress.get('step')}/{progress.get('total')})"
+
+
+def _method(job: JobView) -> str:
+    """The PEFT method of a training job, so a comparison's two branches can be told apart."""
+    if job.stage in ("prepare-data", "compare", "report"):
+        return "-"
+    return str(((job.config or {}).get("peft") or {}).get("method") or "-")
 
 
 def job_summary_line(job: JobView) -> str:
@@ -111,12 +120,13 @@ def print_job(job: JobView) -> None:
 
 
 def print_jobs(jobs: Iterable[JobView]) -> None:
-    table = Table("id", "stage", "state", "progress", "attempts", "submitted", "worker", "error")
+    table = Table("id", "stage", "peft", "state", "progress", "attempts", "submitted", "worker", "error")
     for job in jobs:
         error = (job.error or "").splitlines()[0][:60] if job.error else ""
         table.add_row(
             str(job.id),
             job.stage,
+            _method(job),
             _state(job.state),
             _progress_text(job),
             str(job.attempts),
