@@ -14,7 +14,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
-from jobs.stages import Stage, StageParams
+from jobs.stages import GPU_CLASS_PATTERN, Stage, StageParams
 
 __all__ = [
     "NOT_FOUND",
@@ -83,6 +83,9 @@ class JobSubmission(BaseModel):
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="The same key again returns the first job, not a new one."
     )
+    gpu_class: str | None = Field(
+        None, pattern=GPU_CLASS_PATTERN, description="Run GPU stages on the workers of queue gpu.<class> (e.g. a100)."
+    )
 
     @classmethod
     def shortcut_keys(cls) -> dict[str, str]:
@@ -113,6 +116,7 @@ class JobSubmission(BaseModel):
             overrides=self.config_overrides(),
             params=self.params,
             idempotency_key=self.idempotency_key,
+            gpu_class=self.gpu_class,
         )
 
 

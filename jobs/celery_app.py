@@ -7,7 +7,8 @@ uses `app_for(settings)`, so tests that point the settings at another broker get
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from celery import Celery
 from kombu import Queue
 
 from jobs.settings import Settings, get_settings
-from jobs.stages import GPU_STAGES, Stage
+from jobs.stages import GPU_CLASS_PATTERN, GPU_STAGES, Stage
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
@@ -25,8 +26,18 @@ LONGEST_JOB_S = 14 * 24 * 3600
 VISIBILITY_TIMEOUT_S = LONGEST_JOB_S + 3600
 
 
-def queue_for(stage: Stage) -> str:
-    return GPU_QUEUE if stage in GPU_STAGES else CPU_QUEUE
+def queue_for(stage: Stage, gpu_class: str | None = None) -> str:
+    if stage not in GPU_STAGES:
+        return CPU_QUEUE
+    return f"{GPU_QUEUE}.{gpu_class}" if gpu_class else GPU_QUEUE
+
+
+def is_queue_name(name: str) -> bool:
+    """gpu, cpu, or gpu.<class>."""
+    if name in (GPU_QUEUE, CPU_QUEUE):
+        return True
+    prefix, dot, gpu_class = name.partition(".")
+    return prefix == GPU_QUEUE and bool(dot) and re.match(GPU_CLASS_PATTERN, gpu_class) is not None
 
 
 def _transport_options(broker: str) -> dict[str, object]:
@@ -76,7 +87,7 @@ def create_app(broker: str, backend: str) -> Celery:
     return app
 
 
-def declare_queues(app: Celery) -> None:
+def declare_queues(app: Celery, extra: Iterable[str] = ()) -> None:
     """Create the queues before first use; on the SQLite broker, under a file lock.
 
     Kombu's SQL transport creates a queue's row on first use and fails with an IntegrityError when two
@@ -87,7 +98,7 @@ def declare_queues(app: Celery) -> None:
     with _file_lock(lock_path), app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
         channel = connection.default_channel
-        for queue in app.conf.task_queues:
+        for queue in [*app.conf.task_queues, *(Queue(name) for name in extra)]:
             queue(channel).declare()
 
 

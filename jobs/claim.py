@@ -251,9 +251,11 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()
-        jobs = [(_Snapshot.of(job), Stage(job.stage), job.delivery) for job in stale]
+        jobs = [
+            (_Snapshot.of(job), Stage(job.stage), job.delivery, (job.request or {}).get("gpu_class")) for job in stale
+        ]
     requeued = []
-    for job, stage, delivery in jobs:
+    for job, stage, delivery, gpu_class in jobs:
         if _settle_if_over(job, settings, cutoff) is not None:
             continue
         # Send first, then flip the row: if the send fails the job stays stale and the next sweep retries;
@@ -263,7 +265,7 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
             task_id = queue.resend(delivery)
         else:
             task_id = str(uuid.uuid4())
-            queue.enqueue(job.job_id, stage, task_id, max_time_s(job.config))
+            queue.enqueue(job.job_id, stage, task_id, max_time_s(job.config), gpu_class)
         if _guarded_update(
             job.job_id,
             job.state,

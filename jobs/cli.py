@@ -38,7 +38,6 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-QUEUE_NAMES = ("gpu", "cpu")
 
 
 def _die(message: str, code: int) -> None:
@@ -100,7 +99,9 @@ class StageOptions:
     with_generation: bool
     compare_job: int | None
 
-    def to_request(self, stage: Stage, idempotency_key: str | None = None) -> SubmitRequest:
+    def to_request(
+        self, stage: Stage, idempotency_key: str | None = None, gpu_class: str | None = None
+    ) -> SubmitRequest:
         from worker.config import SHORTCUTS, parse_set_options  # torch-free
 
         overrides = parse_set_options(self.set_)
@@ -124,6 +125,7 @@ class StageOptions:
             overrides=overrides,
             params=params,
             idempotency_key=idempotency_key,
+            gpu_class=gpu_class,
         )
 
 
@@ -198,12 +200,16 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")
     ] = None,
+    gpu_class: Annotated[
+        str | None,
+        typer.Option("--gpu-class", help="Run GPU stages on workers of queue gpu.<class> (e.g. a100)."),
+    ] = None,
     as_json: JsonOpt = False,
     *,
     options: StageOptions,
 ) -> None:
     """Queue a stage for a worker; prints the job id."""
-    job = service.submit(options.to_request(stage, idempotency_key))
+    job = service.submit(options.to_request(stage, idempotency_key, gpu_class))
     if not wait:
         typer.echo(job.model_dump_json(indent=2) if as_json else str(job.id))
         return
@@ -394,7 +400,9 @@ def metrics(experiment_id: Annotated[int, typer.Argument(help="Experiment id.")]
 
 @command()
 def worker(
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated: gpu, cpu or both.")] = "gpu,cpu",
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated: gpu, cpu, gpu.<class> (e.g. gpu.a100).")
+    ] = "gpu,cpu",
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Jobs at once; keep 1 per GPU (one worker per GPU).")
     ] = 1,
@@ -404,15 +412,18 @@ def worker(
 ) -> None:
     """Start a Celery worker for this project's broker and database."""
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(chosen) - set(QUEUE_NAMES))
+    from jobs.celery_app import CPU_QUEUE, GPU_QUEUE, declare_queues, is_queue_name
+
+    unknown = sorted(name for name in chosen if not is_queue_name(name))
     if not chosen or unknown:
-        raise service.InvalidRequest(f"--queues: unknown queue {unknown or chosen}; allowed: gpu, cpu (e.g. gpu,cpu)")
+        raise service.InvalidRequest(
+            f"--queues: unknown queue {unknown or chosen}; allowed: gpu, cpu, gpu.<class> (e.g. gpu,cpu or gpu.a100)"
+        )
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from jobs.celery_app import declare_queues
     from jobs.tasks import app as celery_app
 
-    declare_queues(celery_app)
+    declare_queues(celery_app, [name for name in chosen if name not in (GPU_QUEUE, CPU_QUEUE)])
     name = hostname or f"{'-'.join(chosen)}{'-gpu' + gpu if gpu else ''}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main(
         [

@@ -100,7 +100,7 @@ def create_plan(request: SubmitRequest, config: dict[str, Any], *, with_generati
     return plan
 
 
-def canvas(plan: ComparePlan) -> Any:
+def canvas(plan: ComparePlan, gpu_class: str | None = None) -> Any:
     """prepare -> group(branch per method) -> report: Celery turns a group followed by a task into a chord."""
     from celery import chain, group
 
@@ -113,7 +113,7 @@ def canvas(plan: ComparePlan) -> Any:
 
     def step(stage: Stage, job_id: int) -> Any:
         task_id, limit = steps[job_id]
-        return stage_signature(job_id, stage, task_id, limit)
+        return stage_signature(job_id, stage, task_id, limit, gpu_class)
 
     branches = [chain(*(step(stage, job_id) for stage, job_id in branch)) for branch in plan.branches.values()]
     return chain(step(Stage.prepare_data, plan.prepare_id), group(branches), step(Stage.report, plan.report_id))
@@ -126,7 +126,7 @@ def submit_compare(request: SubmitRequest, config: dict[str, Any]) -> JobView:
 
     plan = create_plan(request, config, with_generation=request.params.with_generation)
     try:
-        canvas(plan).apply_async()
+        canvas(plan, request.gpu_class).apply_async()
     except Exception as exc:  # kombu raises transport-specific errors
         settle_parent(plan.parent_id, JobState.FAILED, f"broker did not accept the comparison: {exc}")
         _fail_queued_children(plan.parent_id, f"broker did not accept the comparison: {exc}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery, Signature
 
-from jobs.celery_app import app_for, declare_queues, queue_for
+from jobs.celery_app import CPU_QUEUE, GPU_QUEUE, app_for, declare_queues, queue_for
 from jobs.settings import get_settings
 from jobs.stages import Stage
 
@@ -18,28 +18,31 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not take the message; the job could not be queued."""
 
 
-def stage_signature(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> Signature:
+def stage_signature(
+    job_id: int, stage: Stage, task_id: str, max_time_s: int, gpu_class: str | None = None
+) -> Signature:
     """The message that runs one job: its stage's task on the stage's queue, with the job's time limits.
 
     Canvas building block (a comparison's chord): create the child job with `service.create_job(request,
     task_id=...)`, then put `stage_signature(job.id, ...)` in the group. It ignores a parent's result.
     """
     settings = get_settings()
-    return _ready(app_for(settings)).signature(
+    queue = queue_for(stage, gpu_class)
+    return _ready(app_for(settings), queue).signature(
         stage.value,
         args=(job_id,),
         immutable=True,
         task_id=task_id,
-        queue=queue_for(stage),
+        queue=queue,
         soft_time_limit=max_time_s,
         time_limit=max_time_s + settings.time_limit_grace_s,
     )
 
 
-def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
+def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int, gpu_class: str | None = None) -> None:
     """Send the stage's task for a job; its time limits come from the job's config.train.max_time_s."""
     try:
-        stage_signature(job_id, stage, task_id, max_time_s).apply_async(
+        stage_signature(job_id, stage, task_id, max_time_s, gpu_class).apply_async(
             retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
         )
     except Exception as exc:  # kombu raises transport-specific errors
@@ -50,11 +53,12 @@ def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int) -> None:
 def resend(delivery: dict[str, Any]) -> str:
     """Send a stored delivery (jobs/tasks.py `delivery_of`) again, same task id and canvas; returns the task id."""
     options = dict(delivery["options"])
-    _ready(app_for()).send_task(delivery["task"], args=delivery["args"], kwargs=delivery["kwargs"], **options)
+    app = _ready(app_for(), options.get("queue"))
+    app.send_task(delivery["task"], args=delivery["args"], kwargs=delivery["kwargs"], **options)
     return str(options["task_id"])
 
 
-_declared: set[int] = set()
+_declared: set[tuple[int, str | None]] = set()
 
 
 def ready_app() -> Celery:
@@ -62,10 +66,12 @@ def ready_app() -> Celery:
     return _ready(app_for())
 
 
-def _ready(app: Celery) -> Celery:
-    if id(app) not in _declared:
-        declare_queues(app)
-        _declared.add(id(app))
+def _ready(app: Celery, queue: str | None = None) -> Celery:
+    """The app with its queues declared once per process, plus `queue` when it is a GPU-class queue."""
+    extra = queue if queue and queue not in (GPU_QUEUE, CPU_QUEUE) else None
+    if (id(app), extra) not in _declared:
+        declare_queues(app, [extra] if extra else [])
+        _declared.add((id(app), extra))
     return app
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.stages import Stage, StageParams
+from jobs.stages import GPU_CLASS_PATTERN, Stage, StageParams
 
 
 class JobState(StrEnum):
@@ -41,6 +41,11 @@ class SubmitRequest(BaseModel):
         default_factory=dict, description='Dotted config keys to raw values, e.g. {"train.epochs": "3"}.'
     )
     params: StageParams = Field(default_factory=StageParams)
+    gpu_class: str | None = Field(
+        None,
+        pattern=GPU_CLASS_PATTERN,
+        description="Send GPU stages to the queue gpu.<class> (e.g. a100), taken by workers started with it.",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="The same key again returns the first job."
     )

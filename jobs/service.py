@@ -112,7 +112,7 @@ def submit(request: SubmitRequest) -> JobView:
     if not created:
         return job
     try:
-        queue.enqueue(job.id, Stage(job.stage), task_id, max_time_s(job.config))
+        queue.enqueue(job.id, Stage(job.stage), task_id, max_time_s(job.config), request.gpu_class)
     except BrokerUnavailable as exc:
         _finish_unqueued(job.id, JobState.FAILED, str(exc))
         raise

@@ -40,6 +40,9 @@ ORCHESTRATED_STAGES = {Stage.compare}
 
 # Which Celery queue a stage goes to: GPU work apart from CPU work.
 GPU_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}
+# A GPU class names a kind of GPU (a100, h100, l4...): its jobs go to the queue gpu.<class>, which only the
+# workers started with `--queues gpu.<class>` take, so a job that needs 80 GB never lands on a 24 GB card.
+GPU_CLASS_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 
 def stage_function(stage: Stage) -> Callable[..., Any]:

@@ -208,14 +208,22 @@ def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatc
 class Worker:
     """A `jobs worker` subprocess in its own process group (so a test can SIGKILL it with its children)."""
 
-    def __init__(self, env: JobEnv, *, fake: bool = True, extra_env: dict[str, str] | None = None, name: str = "w"):
+    def __init__(
+        self,
+        env: JobEnv,
+        *,
+        fake: bool = True,
+        extra_env: dict[str, str] | None = None,
+        name: str = "w",
+        queues: str = "gpu,cpu",
+    ):
         command = [sys.executable, str(TESTS / "jobs_fixtures.py")] if fake else [str(REPO / ".venv/bin/jobs")]
         environment = {**os.environ, **env.variables, **(extra_env or {})}
         environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), environment.get("PYTHONPATH", "")])
         self.log_path = env.root / f"worker-{name}-{uuid.uuid4().hex[:4]}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [*command, "worker", "--queues", "gpu,cpu", "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@test"],
+            [*command, "worker", "--queues", queues, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@test"],
             cwd=REPO,
             env=environment,
             stdout=self._log,
