@@ -181,6 +181,24 @@ def job_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]
     yield from activate(tmp_path, embedded_variables(tmp_path), monkeypatch)
 
 
+# Parameters of a fixture that runs a test on both backends; `both_backends` gives the environment.
+BACKENDS = ["embedded", pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres])]
+
+
+def both_backends(kind: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
+    """The embedded default, or a real Redis broker + a fresh PostgreSQL schema (dropped afterwards)."""
+    if kind == "embedded":
+        yield from activate(root, embedded_variables(root), monkeypatch)
+        return
+    broker = redis_broker_url()
+    schema = postgres_schema()
+    try:
+        variables = {"DATABASE_URL": schema.url, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker}
+        yield from activate(root, variables, monkeypatch)
+    finally:
+        drop_postgres_schema(schema)
+
+
 def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
     from jobs.database import dispose_engines
     from jobs.settings import reset_settings

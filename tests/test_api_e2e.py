@@ -13,13 +13,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from jobs_fixtures import (
+    BACKENDS,
     JobEnv,
     Worker,
-    activate,
-    drop_postgres_schema,
-    embedded_variables,
-    postgres_schema,
-    redis_broker_url,
+    both_backends,
     wait_for,
 )
 
@@ -29,23 +26,9 @@ from api.deps import ApiSettings
 TOKEN = "e2e-token"
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("embedded", id="sqlite"),
-        pytest.param("servers", id="redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres]),
-    ]
-)
+@pytest.fixture(params=BACKENDS, ids=["sqlite", "redis-postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
-    if request.param == "embedded":
-        yield from activate(tmp_path, embedded_variables(tmp_path), monkeypatch)
-        return
-    broker = redis_broker_url()
-    schema = postgres_schema()
-    try:
-        variables = {"DATABASE_URL": schema.url, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker}
-        yield from activate(tmp_path, variables, monkeypatch)
-    finally:
-        drop_postgres_schema(schema)
+    yield from both_backends(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture

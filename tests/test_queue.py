@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 from jobs_fixtures import (
+    BACKENDS,
     JobEnv,
     Worker,
-    activate,
-    drop_postgres_schema,
-    embedded_variables,
+    both_backends,
     invoke,
-    postgres_schema,
-    redis_broker_url,
     run_cli,
     starts,
     wait_for,
@@ -38,18 +35,9 @@ pytestmark = pytest.mark.slow
 EPOCH_S = "0.25"
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres])])
+@pytest.fixture(params=BACKENDS)
 def queue_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
-    if request.param == "embedded":
-        yield from activate(tmp_path, embedded_variables(tmp_path), monkeypatch)
-        return
-    broker = redis_broker_url()
-    schema = postgres_schema()
-    try:
-        backend = {"DATABASE_URL": schema.url, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker}
-        yield from activate(tmp_path, backend, monkeypatch)
-    finally:
-        drop_postgres_schema(schema)
+    yield from both_backends(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture

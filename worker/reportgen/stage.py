@@ -27,7 +27,7 @@ from worker.result import StageResult
 from worker.siglip.model import count_parameters
 from worker.siglip.profiling import PeakMemory
 from worker.siglip.stage import resolve_accelerator, resolve_precision
-from worker.siglip.trainer import best_epoch_metrics, build_trainer, resume_checkpoint
+from worker.siglip.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train-full"
 
@@ -60,7 +60,6 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
     device = torch_device(accelerator)
     gen = config.generation
     ckpt_dir = checkpoint_dir(config, siglip_checkpoint)
-    last_ckpt = ckpt_dir / "last.ckpt"
 
     with PeakMemory() as peak:
         started = time.perf_counter()
@@ -115,14 +114,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         "val_studies": len(studies["val"]),
         "precision": precision,
     }
-    artifacts = {"checkpoint_dir": str(ckpt_dir)}
-    if checkpointing.best_model_path:
-        artifacts["best_checkpoint"] = checkpointing.best_model_path
-    if last_ckpt.is_file():
-        artifacts["last_checkpoint"] = str(last_ckpt)
-    return StageResult(
-        stage=STAGE, metrics=metrics, artifacts=artifacts, status="cancelled" if reporting.cancelled else "succeeded"
-    )
+    return fit_result(STAGE, callbacks, ckpt_dir, metrics)
 
 
 @torch.no_grad()

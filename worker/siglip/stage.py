@@ -24,7 +24,7 @@ from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, w
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.siglip.profiling import MB, PeakMemory
-from worker.siglip.trainer import best_epoch_metrics, build_trainer, resume_checkpoint
+from worker.siglip.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train"
 
@@ -85,7 +85,6 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         device_map={"": local_rank if accelerator == "gpu" else "cpu"},
     )
     ckpt_dir = checkpoint_dir(config)
-    last_ckpt = ckpt_dir / "last.ckpt"
 
     with PeakMemory() as peak:
         module, datamodule = setup_training(config, splits, plan)
@@ -111,14 +110,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         "resumed_from": str(resume_from) if resume_from else None,
         "precision": precision,
     }
-    artifacts = {"checkpoint_dir": str(ckpt_dir)}
-    if checkpointing.best_model_path:
-        artifacts["best_checkpoint"] = checkpointing.best_model_path
-    if last_ckpt.is_file():
-        artifacts["last_checkpoint"] = str(last_ckpt)
-    return StageResult(
-        stage=STAGE, metrics=metrics, artifacts=artifacts, status="cancelled" if reporting.cancelled else "succeeded"
-    )
+    return fit_result(STAGE, callbacks, ckpt_dir, metrics)
 
 
 def _as_float(value: torch.Tensor | None) -> float | None:

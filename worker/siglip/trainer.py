@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -17,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from worker.config import RunConfig
 from worker.recorder import Recorder
+from worker.result import StageResult
 from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.profiling import PeakMemory
 
@@ -86,3 +88,15 @@ def best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
     with_val = [m for m in epochs if "val_loss" in m]
     best = min(with_val, key=lambda m: m["val_loss"]) if with_val else (epochs[-1] if epochs else {})
     return {k: v for k, v in best.items() if not k.startswith("lr-")}
+
+
+def fit_result(stage: str, callbacks: RunCallbacks, ckpt_dir: Path, metrics: dict[str, Any]) -> StageResult:
+    """A fit's StageResult: its checkpoints as artifacts, and cancelled when the user stopped it."""
+    artifacts = {"checkpoint_dir": str(ckpt_dir)}
+    if callbacks.checkpointing.best_model_path:
+        artifacts["best_checkpoint"] = callbacks.checkpointing.best_model_path
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        artifacts["last_checkpoint"] = str(last)
+    status = "cancelled" if callbacks.reporting.cancelled else "succeeded"
+    return StageResult(stage=stage, metrics=metrics, artifacts=artifacts, status=status)
