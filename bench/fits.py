@@ -50,8 +50,11 @@ def try_batch(spec, variant, checkpoint, batch_size: int, mode) -> dict[str, Any
         durations = fit_steps(module, batch, accelerator, precision, mode)
         return {"fits": True, "peak_alloc_mb": torch.cuda.max_memory_allocated() / 2**20,
                 "step_ms": 1000 * sorted(durations[mode.warmup:])[len(durations[mode.warmup:]) // 2]}
-    except torch.OutOfMemoryError:
-        return {"fits": False}
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        # bitsandbytes and some kernels report an allocation failure as a plain RuntimeError.
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            return {"fits": False}
+        raise
     finally:
         del module, batch
         _release()
