@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is not an installed package; its modules run from the repo root
-    sys.path.insert(0, str(REPO))
 SCRIPTS = ("data", "train_step", "fits", "generate", "queue")
 
 

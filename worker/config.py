@@ -21,6 +21,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = PROJECT_ROOT / "configs"
 
 
+# libyaml's C parser when PyYAML has it: ten times faster than the pure-Python one, and every API
+# submission parses a preset.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and what is allowed."""
 
@@ -206,7 +215,7 @@ def available_presets() -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the file") from exc
     if not isinstance(data, dict):
@@ -244,7 +253,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 def _parse_scalar(raw: str) -> Any:
     """CLI values arrive as strings; YAML parsing gives numbers, booleans, null and lists their types."""
     try:
-        return yaml.safe_load(raw)
+        return _yaml_load(raw)
     except yaml.YAMLError:
         return raw
 

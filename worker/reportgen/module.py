@@ -31,7 +31,9 @@ class ReportGenModule(L.LightningModule):
     def __init__(self, config: RunConfig, captioner: ReportCaptioner, siglip_checkpoint: str, feature_dim: int):
         super().__init__()
         self.config = config
-        self.captioner = captioner
+        # from_pretrained returns BioGPT in eval mode and Lightning keeps submodule modes as it finds them:
+        # without this, training would run with dropout off.
+        self.captioner = captioner.train()
         self.siglip_checkpoint = siglip_checkpoint
         self.feature_dim = feature_dim
         self.fingerprint = base_fingerprint(captioner)
