@@ -83,7 +83,7 @@ def test_checkpoint_holds_only_trainable_tensors_and_reloads_onto_a_fresh_base(m
     images = splits.split("val").images[:6]
     module.eval()
     with torch.no_grad():
-        batch = next(iter(datamodule.val_dataloader()))
+        batch = datamodule.model_inputs(next(iter(datamodule.val_dataloader())), augment_images=False)
         trained_image, trained_text = module.encode(batch["pixel_values"][:6], batch["input_ids"][:6])
     # merge=False rebuilds the training-time model (4-bit base for QLoRA): it reproduces the embeddings.
     exact = load_finetuned_siglip(str(path), merge=False)

@@ -31,8 +31,8 @@ class ImageNormalizer:
         if images.shape[-1] != self.size or images.shape[-2] != self.size:
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True)
         images = images.expand(-1, 3, -1, -1)
-        mean = torch.tensor(self.mean, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
     def from_uint8(self, images: np.ndarray) -> torch.Tensor:
@@ -44,7 +44,12 @@ class ImageNormalizer:
 
 def to_unit_float(images: np.ndarray) -> torch.Tensor:
     """[..., S, S] uint8 -> [N, 1, S, S] float32 in [0, 1]."""
-    tensor = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255.0)
+    return to_unit_float_tensor(torch.from_numpy(np.array(images, dtype=np.uint8)))
+
+
+def to_unit_float_tensor(images: torch.Tensor) -> torch.Tensor:
+    """[..., S, S] uint8 tensor (on any device) -> [N, 1, S, S] float32 in [0, 1]."""
+    tensor = images.float().div_(255.0)
     return tensor.reshape(-1, 1, *tensor.shape[-2:])
 
 
