@@ -70,6 +70,8 @@ def create_app(broker: str, backend: str) -> Celery:
         worker_concurrency=1,
         # A fresh child per task: GPU memory goes back to the driver and torch/CUDA start clean in the child.
         worker_max_tasks_per_child=1,
+        # Prefork, but a finished child is replaced within 0.5 s rather than 5 s (see jobs/pool.py).
+        worker_pool="jobs.pool:TaskPool",
         broker_transport_options=_transport_options(broker),
         # No STARTED state: a duplicate delivery would write it over the finished job's result (same task id).
         # Running jobs report PROGRESS instead (jobs/tasks.py), which Flower and AsyncResult show.

@@ -429,7 +429,6 @@ def worker(
         [
             "worker",
             f"--queues={','.join(chosen)}",
-            "--pool=prefork",
             f"--concurrency={concurrency}",
             "--max-tasks-per-child=1",
             f"--loglevel={loglevel}",
