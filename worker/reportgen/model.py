@@ -89,7 +89,10 @@ class PrefixProjector(nn.Module):
 
 def _load_biogpt(config: RunConfig, quantize: bool, compute_dtype: torch.dtype, device: str) -> PreTrainedModel:
     path = config.resolve_model_path(config.model.biogpt)
-    kwargs: dict = {"dtype": torch.float32}
+    # Frozen weights in the compute dtype (bf16 under bf16-mixed), as the SigLIP stage stores its frozen base,
+    # so LoRA and QLoRA differ only by quantization; fully tuned weights stay fp32 for the optimizer.
+    frozen = config.generation.biogpt_tuning != "full"
+    kwargs: dict = {"dtype": compute_dtype if frozen else torch.float32}
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
