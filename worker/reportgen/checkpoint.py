@@ -32,8 +32,11 @@ class LoadedReportModel:
     siglip_checkpoint: str
 
 
-def load_report_model(checkpoint: str, config: RunConfig, device: str = "cpu") -> LoadedReportModel:
-    """Rebuild the captioner of ``checkpoint`` on ``device``; raises ValueError for a foreign file."""
+def load_report_model(
+    checkpoint: str, config: RunConfig, device: str = "cpu", compute_dtype: torch.dtype = torch.float32
+) -> LoadedReportModel:
+    """Rebuild the captioner of ``checkpoint`` on ``device`` (frozen BioGPT weights in ``compute_dtype``);
+    raises ValueError for a foreign file."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"report-generation checkpoint {path} does not exist; pass the best_checkpoint "
@@ -50,7 +53,7 @@ def load_report_model(checkpoint: str, config: RunConfig, device: str = "cpu") -
         }
     )
     tokenizer = AutoTokenizer.from_pretrained(config.resolve_model_path(config.model.biogpt))
-    captioner = build_captioner(config, tokenizer, state[FEATURE_DIM_KEY], device=device)
+    captioner = build_captioner(config, tokenizer, state[FEATURE_DIM_KEY], compute_dtype=compute_dtype, device=device)
     if abs(base_fingerprint(captioner) - state[BASE_FINGERPRINT_KEY]) > 1e-3 * abs(state[BASE_FINGERPRINT_KEY]):
         raise ValueError(
             f"{path} was trained on a different {config.model.biogpt} than the one at "

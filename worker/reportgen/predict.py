@@ -16,7 +16,8 @@ from worker.reportgen.encoder import image_features, load_siglip
 from worker.reportgen.generate import generate_reports
 from worker.reportgen.stage import short_hash, torch_device
 from worker.reportgen.studies import Studies, select_studies
-from worker.siglip.stage import resolve_accelerator
+from worker.siglip.model import weights_dtype_for
+from worker.siglip.stage import resolve_accelerator, resolve_precision
 from worker.textmetrics import per_sample_scores
 
 
@@ -48,8 +49,11 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     from worker.data import load_prepared
 
     data = load_prepared(config).split(split)  # first: on the smoke preset it also builds the tiny models
-    device = torch_device(resolve_accelerator(config.train))
-    loaded = load_report_model(checkpoint, config, device=device)
+    accelerator = resolve_accelerator(config.train)
+    device = torch_device(accelerator)
+    # Decode in the training precision (bf16 on GPUs that support it), not fp32.
+    compute_dtype = weights_dtype_for(resolve_precision(config.train, accelerator))
+    loaded = load_report_model(checkpoint, config, device=device, compute_dtype=compute_dtype)
     gen = loaded.config.generation
     studies = select_studies(data)
     if not len(studies):

@@ -24,7 +24,7 @@ from worker.reportgen.model import ReportCaptioner, build_captioner
 from worker.reportgen.module import ReportGenModule
 from worker.reportgen.studies import select_studies
 from worker.result import StageResult
-from worker.siglip.model import count_parameters
+from worker.siglip.model import count_parameters, weights_dtype_for
 from worker.siglip.profiling import PeakMemory
 from worker.siglip.stage import resolve_accelerator, resolve_precision
 from worker.siglip.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
@@ -74,7 +74,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         feature_time = time.perf_counter() - started
 
         tokenizer = AutoTokenizer.from_pretrained(config.resolve_model_path(config.model.biogpt))
-        compute_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+        compute_dtype = weights_dtype_for(precision)
         feature_dim = features["train"].shape[-1]
         captioner = build_captioner(config, tokenizer, feature_dim, compute_dtype=compute_dtype, device=device)
         captioner.projector.fit_normalization(features["train"].to(device))
