@@ -21,43 +21,40 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def loss_curves(c: Comparison, path: Path) -> Path | None:
-    """Training and validation loss per epoch for both methods on one chart."""
-    if not c.curves:
+def _epoch_chart(
+    lines: list[tuple[str, list[tuple[int, float]], str, str]], title: str, ylabel: str, path: Path
+) -> Path | None:
+    """One line per (label, points, style, color) over whole epochs; None when there is nothing to draw."""
+    drawn = [line for line in lines if line[1]]
+    if not drawn:
         return None
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
-    for method in METHODS:
-        for name, style in (("train_loss", "--"), ("val_loss", "-")):
-            points = c.curves.get(method, {}).get(name)
-            if points:
-                epochs, values = zip(*points, strict=True)
-                ax.plot(epochs, values, style, marker="o", color=COLORS[method], label=f"{method} {name}")
+    for label, points, style, color in drawn:
+        epochs, values = zip(*points, strict=True)
+        ax.plot(epochs, values, style, marker="o", color=color, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("Loss per epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def loss_curves(c: Comparison, path: Path) -> Path | None:
+    """Training and validation loss per epoch for both methods on one chart."""
+    lines = [
+        (f"{method} {name}", c.curves.get(method, {}).get(name, []), style, COLORS[method])
+        for method in METHODS
+        for name, style in (("train_loss", "--"), ("val_loss", "-"))
+    ]
+    return _epoch_chart(lines, "Loss per epoch", "loss", path)
 
 
 def recall_curves(c: Comparison, path: Path) -> Path | None:
     """Image-to-text recall@1 per epoch."""
-    series = {m: c.curves.get(m, {}).get("i2t_recall@1") for m in METHODS}
-    if not any(series.values()):
-        return None
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    for method, points in series.items():
-        if points:
-            epochs, values = zip(*points, strict=True)
-            ax.plot(epochs, values, marker="o", color=COLORS[method], label=method)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("image-to-text recall@1 (val)")
-    ax.set_title("Retrieval per epoch")
-    ax.legend()
-    return _save(fig, path)
+    lines = [(method, c.curves.get(method, {}).get("i2t_recall@1", []), "-", COLORS[method]) for method in METHODS]
+    return _epoch_chart(lines, "Retrieval per epoch", "image-to-text recall@1 (val)", path)
 
 
 def cost_bars(c: Comparison, path: Path) -> Path | None:
