@@ -11,6 +11,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import OperationalError
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; PostgreSQL advisory locks are keyed by a 64-bit integer.
@@ -58,6 +60,19 @@ def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _sqlite_busy(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
+# Several processes opening a fresh SQLite file at once (a worker, the API, the CLI on a new clone) can get
+# "database is locked" despite the busy timeout: switching the new file to WAL, or upgrading a read
+# transaction to a write, is refused at once when waiting could deadlock. A fresh try succeeds.
+@retry(
+    retry=retry_if_exception(_sqlite_busy),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    reraise=True,
+)
 def upgrade(engine: Engine) -> None:
     """Migrate to head unless already there (a cheap check, so every process can call it at start)."""
     head = head_revision()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from jobs_fixtures import REPO, drop_postgres_schema, postgres_schema
 from sqlalchemy import Engine, func, inspect, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from db import migrate
 from db.engine import create_db_engine, session_factory, transaction
 from db.migrate import current_revision, head_revision, upgrade
 from db.models import Base, Experiment, Job, Metric
@@ -101,6 +103,23 @@ def test_concurrent_first_starts_migrate_once(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
+    with create_db_engine(url).connect() as connection:
+        assert current_revision(connection) == head_revision()
+
+
+def test_a_database_busy_at_first_start_is_tried_again(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    calls: list[int] = []
+
+    def busy_once() -> str | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("PRAGMA journal_mode=WAL", {}, sqlite3.OperationalError("database is locked"))
+        return head_revision()
+
+    monkeypatch.setattr(migrate, "head_revision", busy_once)
+    upgrade(create_db_engine(url))
+    assert len(calls) >= 2
     with create_db_engine(url).connect() as connection:
         assert current_revision(connection) == head_revision()
 
