@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from jobs_fixtures import embedded_variables
 
 from api.app import create_app
 from api.deps import ApiSettings, AuthNotConfigured
@@ -25,9 +26,8 @@ def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     var = tmp_path / "var"
     var.mkdir()
     monkeypatch.setenv("MEDVL_VAR_DIR", str(var))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'experiments.db'}")
-    monkeypatch.setenv("CELERY_BROKER_URL", f"sqla+sqlite:///{tmp_path / 'broker.db'}")
-    monkeypatch.setenv("CELERY_RESULT_BACKEND", f"db+sqlite:///{tmp_path / 'results.db'}")
+    for name, value in embedded_variables(tmp_path).items():
+        monkeypatch.setenv(name, value)
     for name in ("JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR"):
         monkeypatch.delenv(name, raising=False)
     reset_settings()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from jobs_fixtures import embedded_variables
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
 from api.app import create_app
@@ -43,9 +44,8 @@ class BearerToken:
 def service_in_root() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDVL_VAR_DIR", str(ROOT / "var"))
-        patch.setenv("DATABASE_URL", f"sqlite:///{ROOT / 'experiments.db'}")
-        patch.setenv("CELERY_BROKER_URL", f"sqla+sqlite:///{ROOT / 'broker.db'}")
-        patch.setenv("CELERY_RESULT_BACKEND", f"db+sqlite:///{ROOT / 'results.db'}")
+        for name, value in embedded_variables(ROOT).items():
+            patch.setenv(name, value)
         for name in ("JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR"):
             patch.delenv(name, raising=False)
         reset_settings()

@@ -36,6 +36,18 @@ def new_job(epochs: int = 3, **request) -> int:
     return job.id
 
 
+def run_in_background(job_id: int, until_epochs: int) -> tuple[threading.Thread, dict]:
+    """Run the job in a thread; return once it recorded `until_epochs` train losses (or after 20 s).
+    The outcome lands in the returned dict under "o" when the run ends."""
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(o=execute_job(job_id, WorkerIdentity.current())))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while count(Metric, name="train_loss") < until_epochs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runner, outcome
+
+
 def make_stale(job_id: int, seconds: float = 60) -> None:
     with transaction() as session:
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(seconds=seconds)))
@@ -241,12 +253,7 @@ def test_a_failing_stage_ends_failed_with_the_traceback_and_keeps_its_metrics(fa
 def test_a_running_job_cancelled_stops_cooperatively_and_keeps_its_metrics(fake, monkeypatch):
     monkeypatch.setenv("FAKE_EPOCH_S", "0.3")
     job_id = new_job(epochs=30)
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(o=execute_job(job_id, WorkerIdentity.current())))
-    runner.start()
-    deadline = time.monotonic() + 20
-    while count(Metric, name="train_loss") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    runner, outcome = run_in_background(job_id, until_epochs=2)
     assert service.cancel(job_id).cancel_requested
     runner.join(20)
     assert outcome["o"].state is JobState.CANCELLED
@@ -294,12 +301,7 @@ def test_resume_on_a_new_job_continues_the_latest_job_with_the_same_config(fake,
 def test_a_run_that_lost_its_job_does_not_write_the_final_state(fake, monkeypatch):
     monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
     job_id = new_job(epochs=30)
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(o=execute_job(job_id, WorkerIdentity.current())))
-    runner.start()
-    deadline = time.monotonic() + 20
-    while count(Metric, name="train_loss") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    runner, _ = run_in_background(job_id, until_epochs=1)
     with transaction() as session:  # another worker took the job over
         session.execute(update(Job).where(Job.id == job_id).values(worker_id="other", attempts=2))
     runner.join(20)
