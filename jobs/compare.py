@@ -128,9 +128,10 @@ def submit_compare(request: SubmitRequest, config: dict[str, Any]) -> JobView:
     try:
         canvas(plan, request.gpu_class).apply_async()
     except Exception as exc:  # kombu raises transport-specific errors
-        settle_parent(plan.parent_id, JobState.FAILED, f"broker did not accept the comparison: {exc}")
-        _fail_queued_children(plan.parent_id, f"broker did not accept the comparison: {exc}")
-        raise queue.BrokerUnavailable(str(exc)) from exc
+        error = f"broker did not accept the comparison: {exc}"
+        settle_parent(plan.parent_id, JobState.FAILED, error)
+        _fail_queued_children(plan.parent_id, error)
+        raise queue.BrokerUnavailable(error) from exc
     log.info("comparison %s queued with children %s", plan.parent_id, plan.child_ids())
     return get_job(plan.parent_id)
 
