@@ -6,7 +6,7 @@ in the benchmark's worker only (the way tests/jobs_fixtures.py registers its fak
 measured is the queue, the worker and the database, not the ML. Each phase gets its own folder (and an
 empty Redis database among 12-15, claimed with a key and emptied afterwards); nothing else is touched.
 
-  embedded  SQLite database + SQLite broker (the offline default)
+  embedded  SQLite database + the local Redis broker on a unix socket (the offline default)
   redis     Redis broker at 127.0.0.1:6379, PostgreSQL at 127.0.0.1:5432 (a schema of its own) if it answers,
             else SQLite for the database
 
@@ -105,11 +105,15 @@ class Backend:
 
 
 def embedded_backend(root: Path) -> Backend:
-    return Backend("embedded", root, {
-        "DATABASE_URL": f"sqlite:///{root / 'experiments.db'}",
-        "CELERY_BROKER_URL": f"sqla+sqlite:///{root / 'broker.db'}",
-        "CELERY_RESULT_BACKEND": f"db+sqlite:///{root / 'results.db'}",
-    }, database="sqlite")
+    """SQLite and the local Redis the project starts (stopped with the backend)."""
+    from jobs import localbroker
+
+    broker_dir = root / "broker"
+    backend = Backend("embedded", root, {
+        "DATABASE_URL": f"sqlite:///{root / 'experiments.db'}", "JOBS_BROKER_DIR": str(broker_dir),
+    }, database="sqlite")  # fmt: skip
+    backend.cleanup.append(lambda: localbroker.stop(localbroker.LocalBroker(broker_dir)))
+    return backend
 
 
 def claim_redis_database() -> tuple[str, Any]:

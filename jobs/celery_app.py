@@ -6,16 +6,14 @@ uses `app_for(settings)`, so tests that point the settings at another broker get
 
 from __future__ import annotations
 
-import fcntl
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import lru_cache
-from pathlib import Path
 
 from celery import Celery
 from kombu import Queue
 
+from jobs import localbroker
 from jobs.settings import Settings, get_settings
 from jobs.stages import GPU_CLASS_PATTERN, GPU_STAGES, Stage
 
@@ -40,18 +38,27 @@ def is_queue_name(name: str) -> bool:
     return prefix == GPU_QUEUE and bool(dot) and re.match(GPU_CLASS_PATTERN, gpu_class) is not None
 
 
-def _transport_options(broker: str) -> dict[str, object]:
-    if broker.startswith(("redis://", "rediss://")):
-        # Redis redelivers unacknowledged messages after this; it must outlast the longest allowed job.
-        return {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-    if broker.startswith(("sqla+", "sqlalchemy+")):
-        # The SQL transport passes these to create_engine: wait for SQLite's write lock instead of failing.
-        # It never redelivers an unacknowledged message; the stale-job sweep (jobs/claim.py) covers that.
-        return {"connect_args": {"timeout": 30}} if "sqlite" in broker else {}
-    return {}
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://")
+
+
+class UnsupportedBroker(ValueError):
+    """The broker or result backend URL is not a Redis one."""
+
+
+def _require_redis(name: str, url: str) -> None:
+    # One broker technology everywhere: the re-queue sweep reads Redis's queues, and the SQL transport
+    # lost chord callbacks and deadlocked forked children.
+    if not url.startswith(REDIS_SCHEMES):
+        scheme = url.partition("://")[0] or url
+        raise UnsupportedBroker(
+            f"{name}: '{scheme}' is not supported; use a Redis URL (redis://HOST:6379/0, rediss://, "
+            "redis+socket:///PATH), or unset it to use the local Redis the project starts in var/broker"
+        )
 
 
 def create_app(broker: str, backend: str) -> Celery:
+    _require_redis("CELERY_BROKER_URL", broker)
+    _require_redis("CELERY_RESULT_BACKEND", backend)
     app = Celery("medvl", broker=broker, backend=backend)
     app.conf.update(
         # JSON only: a pickled message could run arbitrary code in the worker, so it is refused.
@@ -72,7 +79,9 @@ def create_app(broker: str, backend: str) -> Celery:
         worker_max_tasks_per_child=1,
         # Prefork, but a finished child is replaced within 0.5 s rather than 5 s (see jobs/pool.py).
         worker_pool="jobs.pool:TaskPool",
-        broker_transport_options=_transport_options(broker),
+        # Redis redelivers unacknowledged messages after this; it must outlast the longest allowed job.
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         # No STARTED state: a duplicate delivery would write it over the finished job's result (same task id).
         # Running jobs report PROGRESS instead (jobs/tasks.py), which Flower and AsyncResult show.
         task_track_started=False,
@@ -90,39 +99,20 @@ def create_app(broker: str, backend: str) -> Celery:
 
 
 def declare_queues(app: Celery, extra: Iterable[str] = ()) -> None:
-    """Create the queues before first use; on the SQLite broker, under a file lock.
-
-    Kombu's SQL transport creates a queue's row on first use and fails with an IntegrityError when two
-    processes (a worker starting, a CLI submitting) create the same row at once; a fresh clone hits that.
-    """
-    broker = app.conf.broker_url
-    lock_path = _sqlite_path(broker)
-    with _file_lock(lock_path), app.connection_for_write() as connection:
+    """Create the queues (and their exchange bindings) before first use, so a message sent before any
+    worker listened is routed, not dropped."""
+    with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
         channel = connection.default_channel
         for queue in [*app.conf.task_queues, *(Queue(name) for name in extra)]:
             queue(channel).declare()
 
 
-def _sqlite_path(broker: str) -> Path | None:
-    prefix = "sqla+sqlite:///"
-    if not broker.startswith(prefix) or broker == prefix:
-        return None
-    return Path(broker.removeprefix(prefix))
-
-
-@contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def ensure_broker(settings: Settings | None = None) -> None:
+    """Start the project's local Redis when the settings use it (no CELERY_BROKER_URL); else nothing."""
+    local = (settings or get_settings()).local_broker
+    if local is not None:
+        localbroker.ensure_running(local)
 
 
 _create_cached = lru_cache(maxsize=8)(create_app)

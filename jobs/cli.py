@@ -22,7 +22,9 @@ from pydantic import ValidationError
 # typer vendors click and exports only BadParameter; the base of every usage error lives here.
 from typer._click.exceptions import UsageError
 
-from jobs import display, service
+from jobs import display, queue, service
+from jobs.celery_app import UnsupportedBroker
+from jobs.localbroker import LocalBrokerError
 from jobs.schemas import JobState, JobView, SubmitRequest
 from jobs.settings import get_settings
 from jobs.stages import ORCHESTRATED_STAGES, Stage, StageParams
@@ -61,6 +63,8 @@ def _friendly_errors(function: F) -> F:
             key = ".".join(str(part) for part in first["loc"])
             _die(f"invalid value for '{key}': {first['msg']}", EXIT_BAD_INPUT)
         except (service.JobNotFound, service.ExperimentNotFound, service.BrokerUnavailable) as exc:
+            _die(str(exc), EXIT_FAILED)
+        except (LocalBrokerError, UnsupportedBroker) as exc:
             _die(str(exc), EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
@@ -224,10 +228,30 @@ def submit(
 
 
 NO_WORKER_HINT_S = 15.0
+WORKER_PING_EVERY_S = 5.0
+
+
+class WorkerWatch:
+    """When a worker last answered a ping; asked often enough that a live worker is never missed."""
+
+    def __init__(self, patience_s: float) -> None:
+        self.every_s = min(WORKER_PING_EVERY_S, patience_s / 4)
+        self.last_seen = self.last_asked = time.monotonic()
+
+    def silent_for(self) -> float:
+        now = time.monotonic()
+        if now - self.last_asked >= self.every_s:
+            self.last_asked = now
+            if queue.workers_answering():
+                self.last_seen = time.monotonic()
+        return time.monotonic() - self.last_seen
 
 
 def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
-    begun, hinted = time.monotonic(), quiet
+    """Follow the job to its end; give up, saying how to start a worker, once none has answered for
+    JOBS_STALE_AFTER_S (the job stays queued and runs when one starts)."""
+    patience = get_settings().stale_after_s
+    begun, hinted, watch = time.monotonic(), quiet, WorkerWatch(patience)
     with display.JobProgress(enabled=not quiet) as progress:
         while True:
             job = service.get_job(job_id)
@@ -237,6 +261,13 @@ def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
             if not hinted and job.state is JobState.QUEUED and time.monotonic() - begun > NO_WORKER_HINT_S:
                 typer.echo(f"job {job_id} is still queued: is a worker running? (`jobs worker`)", err=True)
                 hinted = True
+            if (silent := watch.silent_for()) > patience:
+                _die(
+                    f"no worker has answered for {silent:.0f}s (JOBS_STALE_AFTER_S={patience:g}); job {job_id} stays "
+                    f"{job.state.value} and runs once a worker starts: `jobs worker` (same DATABASE_URL and "
+                    f"CELERY_BROKER_URL), then `jobs status {job_id}`",
+                    EXIT_FAILED,
+                )
             time.sleep(poll_s)
 
 
@@ -412,7 +443,7 @@ def worker(
 ) -> None:
     """Start a Celery worker for this project's broker and database."""
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    from jobs.celery_app import CPU_QUEUE, GPU_QUEUE, declare_queues, is_queue_name
+    from jobs.celery_app import CPU_QUEUE, GPU_QUEUE, declare_queues, ensure_broker, is_queue_name
 
     unknown = sorted(name for name in chosen if not is_queue_name(name))
     if not chosen or unknown:
@@ -423,6 +454,7 @@ def worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from jobs.tasks import app as celery_app
 
+    ensure_broker()
     declare_queues(celery_app, [name for name in chosen if name not in (GPU_QUEUE, CPU_QUEUE)])
     name = hostname or f"{'-'.join(chosen)}{'-gpu' + gpu if gpu else ''}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main(
@@ -463,8 +495,67 @@ def flower(port: Annotated[int, typer.Option("--port", help="Port.")] = 5555) ->
     if not auth or ":" not in auth:
         raise service.InvalidRequest("FLOWER_BASIC_AUTH must be set to user:password (Flower is never started open)")
     from jobs.celery_app import app as celery_app
+    from jobs.celery_app import ensure_broker
 
+    ensure_broker()
     celery_app.start(["flower", f"--port={port}", f"--basic-auth={auth}"])
+
+
+broker_app = typer.Typer(help="The local Redis broker the embedded default runs on (var/broker).", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+
+def _local_broker():  # type: ignore[no-untyped-def]
+    local = get_settings().local_broker
+    if local is None:
+        _die(
+            f"CELERY_BROKER_URL is set ({queue.safe_url(get_settings().broker)}): that broker is not managed here; "
+            "unset it to use the local one",
+            EXIT_BAD_INPUT,
+        )
+    return local
+
+
+@broker_app.command("start")
+@_friendly_errors
+def broker_start() -> None:
+    """Start the local Redis (commands that need it start it anyway)."""
+    from jobs import localbroker
+
+    local = _local_broker()
+    localbroker.ensure_running(local)
+    typer.echo(f"local broker answering on {local.socket_path}")
+
+
+@broker_app.command("stop")
+@_friendly_errors
+def broker_stop() -> None:
+    """Stop the local Redis; queued messages stay in its append-only file for the next start."""
+    from jobs import localbroker
+
+    local = _local_broker()
+    typer.echo("local broker stopped" if localbroker.stop(local) else "local broker was not running")
+
+
+@broker_app.command("status")
+@_friendly_errors
+def broker_status(as_json: JsonOpt = False) -> None:
+    """Where the broker is and whether it answers (exit 1 when it does not)."""
+    from jobs import localbroker
+
+    local = get_settings().local_broker
+    if local is None:
+        info: dict[str, Any] = {"url": queue.safe_url(get_settings().broker), "managed": False}
+        info["answers"] = queue.broker_health() == "ok"
+    else:
+        info = {**localbroker.status(local), "managed": True}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:16} {value}")
+    if not info["answers"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -22,6 +22,6 @@ class QuickReplaceAsynPool(AsynPool):
 
 
 class TaskPool(prefork.TaskPool):
-    """`--pool=jobs.pool:TaskPool`; the blocking variant (SQLite broker) is Celery's own."""
+    """`--pool=jobs.pool:TaskPool` (Redis's event loop drives it)."""
 
     Pool = QuickReplaceAsynPool

@@ -1,7 +1,8 @@
 """Settings from the environment (and a `.env` file): where the database, broker and files live.
 
-With nothing set, everything is embedded under `var/`: SQLite for the experiments and for the broker,
-so a laptop needs no server. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
+With nothing set, everything is embedded under `var/`: SQLite for the experiments, and a local Redis the
+project starts itself on a unix socket for the broker and results (jobs/localbroker.py), so a laptop needs
+no server. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (its Redis).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.localbroker import LocalBroker
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,10 +23,10 @@ class Settings(BaseSettings):
 
     var_dir: Path = Field(PROJECT_ROOT / "var", alias="MEDVL_VAR_DIR", description="Root of data and artifacts.")
     database_url: str | None = Field(None, alias="DATABASE_URL", description="Default: SQLite in var/.")
-    celery_broker_url: str | None = Field(None, alias="CELERY_BROKER_URL", description="Default: SQLite in var/.")
-    celery_result_backend: str | None = Field(
-        None, alias="CELERY_RESULT_BACKEND", description="Default: the Redis broker, else SQLite in var/."
+    celery_broker_url: str | None = Field(
+        None, alias="CELERY_BROKER_URL", description="Default: a local Redis on a unix socket in var/broker."
     )
+    celery_result_backend: str | None = Field(None, alias="CELERY_RESULT_BACKEND", description="Default: the broker.")
     api_token: SecretStr | None = Field(None, alias="API_TOKEN")
     api_auth_disabled: bool = Field(False, alias="API_AUTH_DISABLED")
     flower_basic_auth: str | None = Field(None, alias="FLOWER_BASIC_AUTH", description="user:password[,...]")
@@ -33,12 +36,21 @@ class Settings(BaseSettings):
 
     artifacts_dir: Path | None = Field(None, alias="JOBS_ARTIFACTS_DIR", description="Default: var/artifacts.")
     logs_dir: Path | None = Field(None, alias="JOBS_LOG_DIR", description="Default: var/logs.")
+    broker_dir: Path | None = Field(
+        None, alias="JOBS_BROKER_DIR", description="The local Redis's folder (socket, AOF). Default: var/broker."
+    )
     heartbeat_s: float = Field(15.0, gt=0, alias="JOBS_HEARTBEAT_S", description="How often a running job beats.")
     stale_after_s: float = Field(
         120.0, gt=0, alias="JOBS_STALE_AFTER_S", description="A RUNNING job silent this long lost its worker."
     )
     sweep_interval_s: float = Field(
         60.0, gt=0, alias="JOBS_SWEEP_INTERVAL_S", description="How often a worker looks for stale jobs."
+    )
+    requeue_after_s: float = Field(
+        120.0,
+        gt=0,
+        alias="JOBS_REQUEUE_AFTER_S",
+        description="A QUEUED job whose message is in no queue this long after it became runnable is sent again.",
     )
     max_attempts: int = Field(3, ge=1, alias="JOBS_MAX_ATTEMPTS", description="Runs of a job before FAILED.")
     time_limit_grace_s: int = Field(
@@ -53,16 +65,18 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.resolved_var_dir() / 'experiments.db'}"
 
     @property
+    def local_broker(self) -> LocalBroker | None:
+        """The project-managed Redis, when no CELERY_BROKER_URL names another broker."""
+        return None if self.celery_broker_url else LocalBroker(self.broker_dir or self.resolved_var_dir() / "broker")
+
+    @property
     def broker(self) -> str:
-        return self.celery_broker_url or f"sqla+sqlite:///{self.resolved_var_dir() / 'broker.db'}"
+        local = self.local_broker
+        return local.url if local else str(self.celery_broker_url)
 
     @property
     def result_backend(self) -> str:
-        if self.celery_result_backend:
-            return self.celery_result_backend
-        if self.broker.startswith(("redis://", "rediss://")):
-            return self.broker
-        return f"db+sqlite:///{self.resolved_var_dir() / 'celery-results.db'}"
+        return self.celery_result_backend or self.broker
 
     @property
     def artifacts_root(self) -> Path:

@@ -19,6 +19,20 @@ import pytest
 from worker.config import RunConfig, load_config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_local_broker_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop every local Redis a test started under this session's temp folders (daemonized, they would
+    outlive pytest); fixtures stop their own, this catches the ones a subprocess started."""
+    yield
+    import psutil
+
+    root = str(tmp_path_factory.getbasetemp())
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "redis-server" in (process.info["name"] or "") and any(root in part for part in cmdline):
+            process.terminate()
+
+
 @pytest.fixture(scope="session")
 def smoke_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunConfig]:
     var_dir = tmp_path_factory.mktemp("var")

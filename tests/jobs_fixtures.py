@@ -41,6 +41,7 @@ FAST_TIMINGS = {
     "JOBS_STALE_AFTER_S": "2",
     "JOBS_SWEEP_INTERVAL_S": "0.5",
     "JOBS_MAX_ATTEMPTS": "3",
+    "JOBS_REQUEUE_AFTER_S": "3",
 }
 
 log = logging.getLogger("fake_stage")
@@ -168,16 +169,13 @@ class JobEnv:
 
 
 def embedded_variables(root: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": f"sqlite:///{root / 'experiments.db'}",
-        "CELERY_BROKER_URL": f"sqla+sqlite:///{root / 'broker.db'}",
-        "CELERY_RESULT_BACKEND": f"db+sqlite:///{root / 'results.db'}",
-    }
+    """SQLite in the folder, and the local Redis the project starts (no CELERY_BROKER_URL)."""
+    return {"DATABASE_URL": f"sqlite:///{root / 'experiments.db'}", "JOBS_BROKER_DIR": str(root / "broker")}
 
 
 @pytest.fixture
 def job_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
-    """The embedded default (SQLite database and broker) in a temp folder, with fast heartbeats."""
+    """The embedded default (SQLite database, local Redis broker) in a temp folder, with fast heartbeats."""
     yield from activate(tmp_path, embedded_variables(tmp_path), monkeypatch)
 
 
@@ -211,13 +209,22 @@ def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatc
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("FAKE_EPOCH_S", raising=False)
-    monkeypatch.delenv("FAKE_FAIL_EPOCH", raising=False)
+    for name in ("FAKE_EPOCH_S", "FAKE_FAIL_EPOCH", *({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} - set(backend))):
+        monkeypatch.delenv(name, raising=False)
     reset_settings()
     dispose_engines()
     yield JobEnv(root, variables)
     dispose_engines()
+    _stop_local_broker()
     reset_settings()
+
+
+def _stop_local_broker() -> None:
+    from jobs import localbroker
+    from jobs.settings import get_settings
+
+    if (local := get_settings().local_broker) is not None:
+        localbroker.stop(local)
 
 
 # --- workers -------------------------------------------------------------------------------------------

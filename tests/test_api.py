@@ -1,4 +1,4 @@
-"""The HTTP API against the real job service: SQLite database and SQLite broker in a temporary folder."""
+"""The HTTP API against the real job service: SQLite database and the local Redis broker in a temporary folder."""
 
 from __future__ import annotations
 

@@ -23,8 +23,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "MEDVL_VAR_DIR": str(tmp_path / "var"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'experiments.db'}",
-        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
-        "CELERY_RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'results.db'}",
+        "JOBS_BROKER_DIR": str(tmp_path / "broker"),
         "API_TOKEN": "",  # set empty, not unset: a developer's .env must not change what these tests see
         "API_AUTH_DISABLED": "0",
     }

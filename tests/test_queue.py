@@ -1,6 +1,6 @@
 """Jobs through the real queue: `jobs submit` in a subprocess, `jobs worker` subprocesses running the fake stage.
 
-Every scenario runs on the embedded default (SQLite database, SQLite broker) and on Redis + PostgreSQL.
+Every scenario runs on the embedded default (SQLite database, the local Redis broker) and on Redis + PostgreSQL.
 """
 
 from __future__ import annotations
@@ -158,15 +158,11 @@ def test_a_job_whose_worker_is_killed_is_taken_over_and_resumed(queue_env, start
     assert "took over" in rescuer.output() or "re-queued" in rescuer.output()
 
 
-@pytest.mark.redis
-@pytest.mark.postgres
-@pytest.mark.parametrize("queue_env", ["redis-postgres"], indirect=True)
 def test_a_chord_continues_after_a_header_job_is_taken_over(queue_env, start_worker):
     """A worker dies in a chord's header job; the re-queued job carries the chord on, so its body still runs.
 
-    Redis only: with Redis results a chord counts its parts in Redis. With the SQL result backend Celery
-    polls with a `chord_unlock` task instead, and the SQLite broker never redelivers the copy of it that the
-    killed worker was holding, so on the embedded default a chord does not survive a SIGKILLed worker.
+    Both backends are Redis (the embedded default starts a local one), where a chord counts its parts in
+    Redis itself: no `chord_unlock` task that a killed worker could take down with it.
     """
     from celery import chord
 

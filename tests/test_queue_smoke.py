@@ -34,7 +34,9 @@ def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_
         monkeypatch.setenv(name, value)
     reset_settings()
     dispose_engines()
-    assert get_settings().broker == f"sqla+sqlite:///{var_dir}/broker.db"
+    local = get_settings().local_broker
+    assert local is not None and local.directory == Path(var_dir) / "broker"
+    assert get_settings().broker == get_settings().result_backend == local.url
 
     worker = Worker(env, fake=False, name="smoke")
     try:
@@ -45,6 +47,7 @@ def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_
         assert completed.returncode == 0, completed.stderr + worker.output()[-4000:]
     finally:
         worker.stop()
+        run_cli(env, "broker", "stop", timeout=30)
     job = json.loads(completed.stdout)
     assert job["state"] == "SUCCEEDED" and job["attempts"] == 1
 
