@@ -50,11 +50,15 @@ class ComparePlan:
         return [self.prepare_id, *branch_ids, self.report_id]
 
 
-def _child(session: Any, parent: Job, stage: Stage, params: dict[str, Any], config: dict[str, Any]) -> int:
+def _child(
+    session: Any, parent: Job, stage: Stage, params: dict[str, Any], config: dict[str, Any], after: list[int]
+) -> int:
+    """A QUEUED child row. `after` names the jobs it waits for in the canvas: the sweep (jobs/recovery.py)
+    sends a child whose message was lost once those have ended."""
     job = Job(
         stage=stage.value,
         params=params,
-        request={"stage": stage.value, "parent_id": parent.id},
+        request={"stage": stage.value, "parent_id": parent.id, "after": after},
         config=config,
         state=JobState.QUEUED.value,
         celery_task_id=str(uuid.uuid4()),
@@ -83,20 +87,23 @@ def create_plan(request: SubmitRequest, config: dict[str, Any], *, with_generati
         )
         session.add(parent)
         session.flush()
-        plan = ComparePlan(parent_id=parent.id, prepare_id=_child(session, parent, Stage.prepare_data, {}, config))
+        prepare_id = _child(session, parent, Stage.prepare_data, {}, config, after=[])
+        plan = ComparePlan(parent_id=parent.id, prepare_id=prepare_id)
         for method in METHODS:
             method_config = {**config, "peft": {**config["peft"], "method": method}}
-            train_id = _child(session, parent, Stage.train, {}, method_config)
+            train_id = _child(session, parent, Stage.train, {}, method_config, after=[prepare_id])
             steps = [(Stage.train, train_id)]
             if with_generation:
-                full_id = _child(
-                    session, parent, Stage.train_full, {"siglip_checkpoint": f"{JOB_REF}{train_id}"}, method_config
-                )
+                full_params = {"siglip_checkpoint": f"{JOB_REF}{train_id}"}
+                full_id = _child(session, parent, Stage.train_full, full_params, method_config, after=[train_id])
                 eval_params = {"checkpoint": f"{JOB_REF}{full_id}", "split": "test"}
-                eval_id = _child(session, parent, Stage.evaluate, eval_params, method_config)
+                eval_id = _child(session, parent, Stage.evaluate, eval_params, method_config, after=[full_id])
                 steps += [(Stage.train_full, full_id), (Stage.evaluate, eval_id)]
             plan.branches[method] = steps
-        plan.report_id = _child(session, parent, Stage.report, {"compare_job": parent.id}, config)
+        branch_ids = [job_id for steps in plan.branches.values() for _, job_id in steps]
+        plan.report_id = _child(
+            session, parent, Stage.report, {"compare_job": parent.id}, config, after=[prepare_id, *branch_ids]
+        )
     return plan
 
 

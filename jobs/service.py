@@ -73,8 +73,15 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     return config.to_dict(), params
 
 
-def create_job(request: SubmitRequest, *, task_id: str | None = None) -> tuple[JobView, bool]:
-    """Validate and insert a QUEUED job; returns (job, created). An existing idempotency key returns its job."""
+def create_job(
+    request: SubmitRequest, *, task_id: str | None = None, after: list[int] | None = None
+) -> tuple[JobView, bool]:
+    """Validate and insert a QUEUED job; returns (job, created). An existing idempotency key returns its job.
+
+    `after` declares when the job's message should exist: [] as soon as it is submitted, or once those jobs
+    have ended. The sweep sends again a declared job whose message went missing (jobs/recovery.py); a job
+    without it belongs to a canvas of the caller's, which alone knows when it runs.
+    """
     config, params = validate(request)
     if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
         return existing, False
@@ -85,7 +92,10 @@ def create_job(request: SubmitRequest, *, task_id: str | None = None) -> tuple[J
             job = Job(
                 stage=request.stage.value,
                 params=params,
-                request=request.model_dump(mode="json", exclude={"params"}),
+                request={
+                    **request.model_dump(mode="json", exclude={"params"}),
+                    **({"after": after} if after is not None else {}),
+                },
                 config=config,
                 state=JobState.QUEUED.value,
                 celery_task_id=task_id,
@@ -108,7 +118,7 @@ def submit(request: SubmitRequest) -> JobView:
     if request.stage in ORCHESTRATED_STAGES:
         return _submit_comparison(request)
     task_id = str(uuid.uuid4())
-    job, created = create_job(request, task_id=task_id)
+    job, created = create_job(request, task_id=task_id, after=[])
     if not created:
         return job
     try:

@@ -6,6 +6,7 @@ row whether this delivery should run at all (see jobs/claim.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from celery.signals import worker_process_init
 from jobs.celery_app import app
 from jobs.claim import WorkerIdentity, sweep_stale_jobs
 from jobs.database import dispose_engines
+from jobs.recovery import requeue_lost_jobs, settle_finished_parents
 from jobs.schemas import JobState
 from jobs.settings import get_settings
 from jobs.stages import Stage
@@ -44,8 +46,12 @@ def _make_task(stage: Stage) -> Task:
         from jobs.runner import execute_job
 
         def report(progress: dict[str, Any]) -> None:
-            # Shows in Flower and AsyncResult.info; the job row has the same numbers for the CLI and API.
-            self.update_state(state="PROGRESS", meta={"job_id": job_id, **progress})
+            # AsyncResult.info and the result backend get the numbers; Flower, which follows events, gets a
+            # task-progress event whose result field it shows as the task's state PROGRESS and its result.
+            # The job row has the same numbers for the CLI and the API.
+            meta = {"job_id": job_id, **progress}
+            self.update_state(state="PROGRESS", meta=meta)
+            self.send_event("task-progress", result=json.dumps(meta))
 
         outcome = execute_job(job_id, WorkerIdentity.current(), on_progress=report, delivery=delivery_of(self.request))
         if not outcome.ran and outcome.state is not JobState.CANCELLED:
@@ -69,17 +75,21 @@ def _fresh_connections(**_: Any) -> None:
 
 
 def _sweep() -> None:
-    try:
-        requeued = sweep_stale_jobs()
-    except Exception:  # a database hiccup must not take the worker down; the next sweep tries again
-        log.exception("stale-job sweep failed")
-        return
-    if requeued:
-        log.warning("re-queued jobs whose worker is gone: %s", requeued)
+    """Each repair on its own: one failing (the database or the broker away) must not skip the others,
+    nor take the worker down; the next sweep tries again."""
+    for repair in (sweep_stale_jobs, requeue_lost_jobs, settle_finished_parents):
+        try:
+            repaired = repair()
+        except Exception:
+            log.exception("sweep step %s failed", repair.__name__)
+            continue
+        if repaired:
+            log.warning("sweep step %s repaired jobs %s", repair.__name__, repaired)
 
 
 class StaleJobSweep(bootsteps.StartStopStep):
-    """At worker start and every JOBS_SWEEP_INTERVAL_S: re-queue RUNNING jobs whose worker died.
+    """At worker start and every JOBS_SWEEP_INTERVAL_S: re-queue RUNNING jobs whose worker died, send again
+    QUEUED jobs whose message was lost, and settle parents whose children have all ended.
 
     Runs on the worker's timer in the main process, not in a thread of its own, so forking children
     never copies a thread that holds a lock.

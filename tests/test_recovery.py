@@ -1,0 +1,124 @@
+"""What the worker's sweep repairs: a job whose message never reached the broker, a comparison whose canvas
+was lost, and what a worker does when it cannot write (disk full, database unwritable)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobs_fixtures import BACKENDS, JobEnv, Worker, both_backends, run_cli, wait_for
+from sqlalchemy import func, select
+
+from db.models import Experiment, Job
+from jobs import queue, service
+from jobs.compare import create_plan
+from jobs.database import transaction
+from jobs.recovery import requeue_lost_jobs, settle_finished_parents
+from jobs.schemas import JobState, SubmitRequest
+from jobs.stages import Stage, StageParams
+from worker.config import load_config
+
+
+@pytest.fixture(params=BACKENDS)
+def queue_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
+    yield from both_backends(request.param, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def start_worker(queue_env: JobEnv) -> Iterator:
+    started: list[Worker] = []
+
+    def start(name: str = "w", **extra_env: str) -> Worker:
+        worker = Worker(queue_env, extra_env={"FAKE_EPOCH_S": "0.05", **extra_env}, name=name)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _state(job_id: int) -> JobState:
+    return service.get_job(job_id).state
+
+
+def test_a_job_whose_message_never_reached_the_broker_runs_once(queue_env, start_worker):
+    # The row is written and declared runnable, but no message is sent: what a publish lost in transit leaves.
+    job, _ = service.create_job(
+        SubmitRequest(stage=Stage.train, overrides={"train.epochs": "2"}), task_id=str(uuid.uuid4()), after=[]
+    )
+    assert job.celery_task_id not in queue.pending_task_ids(reserved_after=0)
+    worker = start_worker()
+    wait_for(lambda: _state(job.id).finished, 60, "the sweep to send the lost job again", worker)
+    final = service.get_job(job.id)
+    assert final.state is JobState.SUCCEEDED and final.attempts == 1
+    with transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Experiment).where(Experiment.job_id == job.id)) == 1
+    assert "sent again" in worker.output()
+
+
+def test_the_sweep_leaves_a_queued_job_alone_while_its_message_waits(queue_env):
+    job = service.submit(SubmitRequest(stage=Stage.train))  # no worker: the message waits in the queue
+    time.sleep(3.5)  # past JOBS_REQUEUE_AFTER_S
+    assert requeue_lost_jobs() == []
+    assert queue.pending_task_ids(reserved_after=0) == {job.celery_task_id}
+
+
+def test_a_comparison_whose_canvas_was_lost_runs_in_order_and_settles(queue_env, start_worker):
+    """Nothing of the canvas reaches the broker (as when the worker holding the chord callback dies): the
+    sweep sends each child once the ones it waits for have ended, and the report settles the parent."""
+    request = SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=False))
+    plan = create_plan(request, load_config("smoke", {"train.epochs": 1}).to_dict(), with_generation=False)
+    worker = start_worker()
+    wait_for(lambda: _state(plan.parent_id).finished, 120, "the comparison to settle", worker)
+    parent = service.get_job(plan.parent_id)
+    assert parent.state is JobState.SUCCEEDED, parent.error
+    children = {child.id: child for child in parent.children}
+    assert all(child.state is JobState.SUCCEEDED and child.attempts == 1 for child in children.values())
+    prepare, report = children[plan.prepare_id], children[plan.report_id]
+    trains = [children[job_id] for steps in plan.branches.values() for _, job_id in steps]
+    assert all(train.started_at >= prepare.finished_at for train in trains)
+    assert report.started_at >= max(train.finished_at for train in trains)
+    assert parent.artifacts["html"].endswith("report.html")
+
+
+def test_a_parent_whose_children_ended_without_a_report_is_settled_failed(queue_env):
+    request = SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=False))
+    plan = create_plan(request, load_config("smoke").to_dict(), with_generation=False)
+    assert settle_finished_parents() == []  # children still queued
+    with transaction() as session:
+        for child in session.scalars(select(Job).where(Job.parent_id == plan.parent_id)):
+            child.state = JobState.FAILED.value if child.id == plan.report_id else JobState.SUCCEEDED.value
+            child.error = "worker lost: the job was started 3 times" if child.id == plan.report_id else None
+    assert settle_finished_parents() == [plan.parent_id]
+    parent = service.get_job(plan.parent_id)
+    assert parent.state is JobState.FAILED
+    assert f"job {plan.report_id} (report) FAILED: worker lost" in parent.error
+
+
+def test_wait_gives_up_with_a_hint_when_no_worker_answers(queue_env):
+    started = time.monotonic()
+    completed = run_cli(queue_env, "submit", "train", "--preset", "smoke", "--wait", timeout=60)
+    assert completed.returncode == 1
+    assert "no worker has answered" in completed.stderr and "`jobs worker`" in completed.stderr
+    assert time.monotonic() - started < 30
+    [job] = service.list_jobs()
+    assert job.state is JobState.QUEUED  # still there for a worker that starts later
+
+
+def test_an_unwritable_artifacts_folder_fails_the_job_naming_the_path(queue_env, start_worker, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the artifacts folder should be")
+    worker = start_worker(JOBS_ARTIFACTS_DIR=str(blocker / "artifacts"))
+    job = service.submit(SubmitRequest(stage=Stage.train))
+    wait_for(lambda: _state(job.id).finished, 60, "the job to fail", worker)
+    final = service.get_job(job.id)
+    assert final.state is JobState.FAILED
+    assert str(blocker) in final.error
+    # The worker survived and takes the next job.
+    fine = service.submit(SubmitRequest(stage=Stage.prepare_data))
+    wait_for(lambda: _state(fine.id).finished, 60, "the next job", worker)
+    assert worker.process.poll() is None
