@@ -33,7 +33,8 @@ def upsert_metrics(
     epoch: int | None,
     step: int | None,
 ) -> int:
-    """Insert (name, value) pairs at one (split, epoch, step); a point recorded before is overwritten."""
+    """Insert (name, value) pairs at one (split, epoch, step); a point recorded before with another value is
+    overwritten, with the same value left as it was."""
     now = utcnow()
     rows = [
         {
@@ -53,6 +54,8 @@ def upsert_metrics(
     statement = statement.on_conflict_do_update(
         index_elements=_METRIC_KEY,
         set_={"value": statement.excluded.value, "recorded_at": statement.excluded.recorded_at},
+        # The same value again (a resumed run recording what its checkpoint held) leaves the row untouched.
+        where=Metric.__table__.c.value.is_distinct_from(statement.excluded.value),
     )
     session.execute(statement)
     return len(rows)

@@ -139,3 +139,54 @@ def test_the_config_switches_train(model_dir, splits, tmp_path, overrides):
     assert result.status == "succeeded"
     assert result.metrics["precision"] == overrides.get("train.precision", "32-true")
     assert torch.isfinite(torch.tensor(result.metrics["val_loss"]))
+
+
+class _Killed(Exception):
+    """Stands for a kill -9 between an epoch's checkpoint and its metric rows."""
+
+
+class _KillWhenValLossRises(MemoryRecorder):
+    """Dies recording the first epoch whose val_loss is above the best so far (last.ckpt is then not the best)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed_at: int | None = None
+
+    def log_metrics(self, metrics, *, split, epoch=None, step=None):
+        best = min(self.series("val_loss"), default=float("inf"))
+        if split == "val" and metrics["val_loss"] > best:
+            self.killed_at = epoch
+            raise _Killed(f"killed after epoch {epoch}")
+        super().log_metrics(metrics, split=split, epoch=epoch, step=step)
+
+
+class _CountingRecorder(MemoryRecorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, int]] = []
+
+    def log_metrics(self, metrics, *, split, epoch=None, step=None):
+        self.writes.append((split, epoch))
+        super().log_metrics(metrics, split=split, epoch=epoch, step=step)
+
+
+def test_a_kill_after_an_epoch_whose_val_loss_rose_resumes_at_the_next_epoch(model_dir, splits, tmp_path):
+    # A learning rate this high makes the validation loss jump within a few epochs.
+    settings = {"train.epochs": 8, "train.lr": 0.3, "train.warmup_steps": 0, "train.early_stopping_patience": 20}
+    dying = _KillWhenValLossRises()
+    with pytest.raises(_Killed):
+        run_training(tiny_config(model_dir, tmp_path, **settings), dying, splits)
+    killed_at = dying.killed_at
+    assert killed_at is not None and killed_at >= 1
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == killed_at  # last.ckpt is the finished epoch, although its val_loss was not the best
+
+    resumed = _CountingRecorder()
+    result = run_training(tiny_config(model_dir, tmp_path, **settings, **{"train.resume": True}), resumed, splits)
+    assert result.status == "succeeded"
+    first_epoch_trained = resumed.progress_events[0][0]
+    assert first_epoch_trained == killed_at + 1  # no finished epoch trained again
+    # The killed epoch's rows come from its checkpoint, once; no earlier epoch is written again.
+    assert resumed.writes.count(("val", killed_at)) == 1
+    assert all(epoch >= killed_at for _, epoch in resumed.writes)
+    assert resumed.series("val_loss")[0] > min(dying.series("val_loss"))

@@ -15,15 +15,32 @@ from worker.recorder import Recorder
 
 
 class RecorderCallback(L.Callback):
-    """Reports progress every step and the epoch's metrics at its end (rank 0 only); stops the run, after
-    saving ``cancel_checkpoint``, once any rank's recorder says the user cancelled."""
+    """Reports progress every step; at each epoch's end writes ``last_checkpoint`` and then records the
+    epoch's metrics (rank 0 only); stops the run, after saving ``last_checkpoint``, once any rank's recorder
+    says the user cancelled.
 
-    def __init__(self, recorder: Recorder, cancel_checkpoint: Path, cost: Callable[[], dict[str, float | None]]):
+    Checkpoint first, metrics second, with the epoch's metrics inside the checkpoint: a run killed between
+    the two resumes at the next epoch and records what the checkpoint holds, so no finished epoch is
+    trained twice and none is missing from the metrics."""
+
+    def __init__(self, recorder: Recorder, last_checkpoint: Path, cost: Callable[[], dict[str, float | None]]):
         self.recorder = recorder
-        self.cancel_checkpoint = cancel_checkpoint
+        self.last_checkpoint = last_checkpoint
         self.cost = cost  # time, throughput and peak memory so far, added to each epoch's metrics
         self.cancelled = False
         self.epoch_metrics: list[dict[str, float]] = []
+        self._unrecorded: dict[str, Any] | None = None  # {"epoch", "metrics"} saved but maybe not yet recorded
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_metrics": self.epoch_metrics, "unrecorded": self._unrecorded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_metrics = list(state_dict.get("epoch_metrics", []))
+        self._unrecorded = state_dict.get("unrecorded")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._unrecorded is not None:  # resumed from a checkpoint whose epoch may not have been recorded
+            self._record(trainer, self._unrecorded["epoch"], self._unrecorded["metrics"])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -34,7 +51,7 @@ class RecorderCallback(L.Callback):
         asked = trainer.strategy.reduce_boolean_decision(self.recorder.cancelled(), all=False)
         if asked and not self.cancelled:
             self.cancelled = True
-            trainer.save_checkpoint(self.cancel_checkpoint)
+            trainer.save_checkpoint(self.last_checkpoint)
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -45,11 +62,18 @@ class RecorderCallback(L.Callback):
         }
         metrics.update({name: value for name, value in self.cost().items() if value is not None})
         self.epoch_metrics.append(metrics)
+        if not self.cancelled:  # a cancelled epoch stopped mid-way: its checkpoint was saved at that step
+            self._unrecorded = {"epoch": trainer.current_epoch, "metrics": metrics}
+            trainer.save_checkpoint(self.last_checkpoint)
+        self._record(trainer, trainer.current_epoch, metrics)
+
+    def _record(self, trainer: L.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if trainer.is_global_zero:
             for split in ("train", "val"):
                 values = {k: v for k, v in metrics.items() if _split_of(k) == split}
                 if values:
-                    self.recorder.log_metrics(values, split=split, epoch=trainer.current_epoch)
+                    self.recorder.log_metrics(values, split=split, epoch=epoch)
+        self._unrecorded = None
 
 
 def _split_of(metric: str) -> str:

@@ -1,7 +1,9 @@
 """The Lightning Trainer both training stages use (SigLIP `train` and report-generation `train-full`).
 
-One place for what every run gets: the best and last checkpoints, early stopping on val_loss, LR
-monitoring, per-epoch reporting to the recorder with cooperative cancel, and throughput/memory accounting.
+One place for what every run gets: the best checkpoint and a last checkpoint written after every epoch
+(atomically, so a worker killed at any moment leaves one to resume from at the next epoch), early stopping
+on val_loss, LR monitoring, per-epoch reporting to the recorder with cooperative cancel, and
+throughput/memory accounting.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
+from worker.siglip.atomic_io import AtomicCheckpointIO
 from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.profiling import PeakMemory
 
@@ -42,15 +45,17 @@ def build_trainer(
     precision: str,
     max_epochs: int,
 ) -> tuple[L.Trainer, RunCallbacks]:
-    """A Trainer writing `best-*.ckpt` and `last.ckpt` under ckpt_dir (cancel saves `last.ckpt` too)."""
+    """A Trainer writing `best-*.ckpt` and, after every epoch and on cancel, `last.ckpt` under ckpt_dir."""
     throughput = ThroughputCallback()
     callbacks = RunCallbacks(
+        # Best only: ModelCheckpoint's save_last rewrites last.ckpt only when the monitored value improves,
+        # so a run resumed from it would redo the epochs after the best one. RecorderCallback writes it.
         checkpointing=ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1
         ),
         throughput=throughput,
         reporting=RecorderCallback(
-            recorder, cancel_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
+            recorder, last_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
         ),
     )
     trainer = L.Trainer(
@@ -58,6 +63,7 @@ def build_trainer(
         devices=config.train.devices,
         strategy="ddp" if config.train.devices > 1 else "auto",
         precision=precision,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=max_epochs,
         max_time=timedelta(seconds=config.train.max_time_s),
         limit_train_batches=config.train.limit_train_batches,
