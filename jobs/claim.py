@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 
 from db.models import Job, utcnow
-from jobs import queue
+from jobs import lastwords, queue
 from jobs.database import retry_write, transaction
 from jobs.schemas import JobState
 from jobs.settings import Settings, get_settings
@@ -160,8 +160,11 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
     Returns why (None: the job may run). `stale_before` guards a takeover: the row changes only if its
     heartbeat is still stale.
     """
+    words = lastwords.read(job.job_id) if job.state is JobState.RUNNING else None
     if job.cancel_requested:  # the user asked it to stop (before its worker died, if it was running)
         state, error = JobState.CANCELLED, "cancelled"
+    elif words is not None:  # its run ended but could not record it: record what it left
+        state, error = JobState(words[0]), words[1]
     elif job.state is JobState.RUNNING and _died_at_time_limit(job.started_at, job.heartbeat_at, job.config):
         state = JobState.FAILED
         error = f"time limit: the job ran longer than train.max_time_s={max_time_s(job.config)}s"
@@ -173,7 +176,7 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
         )
     else:
         return None
-    _guarded_update(
+    settled = _guarded_update(
         job.job_id,
         job.state,
         job.attempts,
@@ -182,7 +185,9 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
         error=error,
         finished_at=utcnow(),
     )
-    return error
+    if settled and words is not None:
+        lastwords.forget(job.job_id)
+    return error or state.value
 
 
 @retry_write
@@ -237,8 +242,8 @@ class Heartbeat:
 def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
     """Re-queue RUNNING jobs whose worker is gone (stale heartbeat); fail those out of attempts.
 
-    Brokers differ in what they redeliver after a crash (the SQLite broker never does; Redis only after
-    its visibility timeout), so workers call this at start and periodically. Returns the re-queued ids.
+    Redis redelivers a dead worker's message only after its visibility timeout (weeks, to outlast long
+    jobs), so workers call this at start and periodically. Returns the re-queued ids.
     """
     settings = settings or get_settings()
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_s)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from db.models import Experiment, Job, utcnow
+from jobs import lastwords
 from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.compare import resolve_job_refs
 from jobs.database import retry_write, transaction
@@ -222,7 +224,12 @@ def _finish(
     if state is JobState.SUCCEEDED:
         job_values["progress"] = _completed_progress(job_id)
     experiment_values = _experiment_result(state, result, now)
-    if not _write_final(job_id, worker, experiment_id, job_values, experiment_values):
+    try:
+        written = _write_final(job_id, worker, experiment_id, job_values, experiment_values)
+    except OperationalError:  # still failing after retries (the database's disk is full)
+        lastwords.leave(job_id, state.value, error)
+        raise
+    if not written:
         log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)
 
 
