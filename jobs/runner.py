@@ -26,6 +26,7 @@ from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.compare import resolve_job_refs
 from jobs.database import retry_write, transaction
 from jobs.joblog import capture_job_log
+from jobs.queue import safe_url
 from jobs.ranks import follower_launch
 from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
 from jobs.schemas import JobState
@@ -179,7 +180,11 @@ def _time_limit_message(job_id: int) -> str:
 def _describe(exc: BaseException) -> str:
     lines = traceback.format_exception(exc)
     tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
-    return f"{exc.__class__.__name__}: {exc}\n" + "\n".join(tail)
+    message = f"{exc.__class__.__name__}: {exc}"
+    if isinstance(exc, OperationalError):  # "database or disk is full" names no file: say which database
+        first, _, rest = message.partition("\n")
+        message = f"{first} (database {safe_url(get_settings().database)})\n{rest}"
+    return message.rstrip("\n") + "\n" + "\n".join(tail)
 
 
 def _finish_failed(

@@ -51,7 +51,7 @@ def _make_task(stage: Stage) -> Task:
             # The job row has the same numbers for the CLI and the API.
             meta = {"job_id": job_id, **progress}
             self.update_state(state="PROGRESS", meta=meta)
-            self.send_event("task-progress", result=json.dumps(meta))
+            self.send_event("task-progress", name=self.name, result=json.dumps(meta))
 
         outcome = execute_job(job_id, WorkerIdentity.current(), on_progress=report, delivery=delivery_of(self.request))
         if not outcome.ran and outcome.state is not JobState.CANCELLED:
