@@ -74,7 +74,10 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     scores = [
         {**text_scores, "cosine_generated": g, "cosine_reference": r}
         for text_scores, g, r in zip(
-            per_sample_scores(studies.texts, generated), cos_generated, cos_reference, strict=True
+            per_sample_scores(studies.texts, generated, protocol=config.eval.protocol),
+            cos_generated,
+            cos_reference,
+            strict=True,
         )
     ]
     return Predictions(split, studies, images, generated, scores, generation_time)
