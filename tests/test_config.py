@@ -67,7 +67,7 @@ def test_r2gen_preset_is_iu_xray_with_the_literature_protocol():
 
 
 def test_r2gen_protocol_refuses_the_impression_target():
-    with pytest.raises(ConfigError, match="data.target=findings"):
+    with pytest.raises(ConfigError, match=r"data\.target=findings"):
         load_config("iu-xray", {"eval.protocol": "r2gen"})
     assert load_config("smoke", {"eval.protocol": "r2gen", "data.target": "findings"}).eval.protocol == "r2gen"
 
