@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 from worker.config import ConfigError
 
 SPLITS = ("train", "val", "test")
-_VIEW_SUFFIX = re.compile(r"(?<=IM-\d{4})-\d{4}$")  # the "-1001" that tells the views of one study apart
+# What tells the views of one study apart: "-1001" in 2384_IM-0942-1001, "-1003002" in 5_IM-2117-1003002.
+_VIEW_SUFFIX = re.compile(r"(?<=IM-\d{4})-\d+$")
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 
 
