@@ -3,7 +3,8 @@
 Steps, each reusing what an earlier run left: tiny model fixtures (smoke only) -> dataset folder
 (generated, downloaded or local) -> parsed and cleaned rows with quirk counts -> split manifest by uid
 (drawn, or fixed by ``data.split_file``) -> one image cache per split. A second call with the same
-config only parses the CSVs, lists the PNG folder and memory-maps the caches."""
+config only parses the CSVs, lists the PNG folder and memory-maps the caches.
+"""
 
 from __future__ import annotations
 

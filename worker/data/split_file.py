@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from worker.config import ConfigError
+from worker.data.splits import SPLITS
 
-SPLITS = ("train", "val", "test")
 # What tells the views of one study apart: "-1001" in 2384_IM-0942-1001, "-1003002" in 5_IM-2117-1003002.
 _VIEW_SUFFIX = re.compile(r"(?<=IM-\d{4})-\d+$")
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
@@ -99,6 +99,7 @@ def manifest_name(path: str) -> str:
 
 
 def read_annotation(path: str) -> dict[str, list[dict]]:
+    """The entries of each split; raises SplitFileError, with what is wrong, for a file of another shape."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
