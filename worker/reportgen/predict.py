@@ -29,7 +29,8 @@ class Predictions:
     """uint8 [N, S, S], the image each report was generated from."""
     generated: list[str]
     scores: list[dict[str, float]]
-    """Per study: bleu4, rougeL, cosine_generated, cosine_reference."""
+    """Per study: bleu4 (sentence BLEU, see worker.textmetrics.sentence_bleu4), rougeL, cosine_generated,
+    cosine_reference; text scores on the texts of config.eval.protocol."""
     generation_time_s: float
 
     @property
