@@ -41,7 +41,7 @@ def test_bad_overrides_name_the_key(overrides, fragment):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ConfigError, match="allowed values: iu-xray, medsiglip, smoke"):
+    with pytest.raises(ConfigError, match="allowed values: iu-xray, iu-xray-r2gen, medsiglip, smoke"):
         load_config("nope")
 
 
@@ -54,3 +54,29 @@ def test_set_options_parse_and_reject_malformed():
 def test_config_hash_changes_with_content():
     assert load_config("smoke").config_hash() == load_config("smoke").config_hash()
     assert load_config("smoke").config_hash() != load_config("smoke", {"seed": "1"}).config_hash()
+
+
+def test_r2gen_preset_is_iu_xray_with_the_literature_protocol():
+    base, r2gen = load_config("iu-xray").to_dict(), load_config("iu-xray-r2gen").to_dict()
+    assert r2gen["eval"] == {"protocol": "r2gen"} and base["eval"] == {"protocol": "native"}
+    assert r2gen["data"]["target"] == "findings"
+    # Everything the variant does not state comes from its base preset.
+    for section in ("model", "peft", "train"):
+        assert r2gen[section] == base[section], section
+    assert r2gen["data"]["source"] == base["data"]["source"] == "kaggle"
+
+
+def test_r2gen_protocol_refuses_the_impression_target():
+    with pytest.raises(ConfigError, match=r"data\.target=findings"):
+        load_config("iu-xray", {"eval.protocol": "r2gen"})
+    assert load_config("smoke", {"eval.protocol": "r2gen", "data.target": "findings"}).eval.protocol == "r2gen"
+
+
+def test_a_config_file_can_start_from_a_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: smoke\ntrain:\n  epochs: 2\n")
+    cfg = load_config(config_path=path)
+    assert cfg.train.epochs == 2 and cfg.train.lr == load_config("smoke").train.lr
+    path.write_text("base: nope\n")
+    with pytest.raises(ConfigError, match="unknown base preset 'nope'"):
+        load_config(config_path=path)

@@ -83,6 +83,16 @@ def test_findings_target_and_projection_filter(quirky: Path) -> None:
     assert all(r.projection == "Frontal" for r in parsed.rows)
 
 
+def test_r2gen_protocol_cleans_the_target_as_r2gen_does(quirky: Path) -> None:
+    native = parse_dataset(quirky, "findings", {"Frontal"})
+    parsed = parse_dataset(quirky, "findings", {"Frontal"}, protocol="r2gen")
+    # R2Gen keeps the de-identification token and splits sentences with " . ".
+    assert [(r.uid, r.text) for r in parsed.rows] == [("1", "the lungs are clear ."), ("3", "heart xxxx normal .")]
+    # The same studies and rows are kept or skipped: only the text differs.
+    assert parsed.counts == native.counts
+    assert parsed.filenames["1"] == ["1_IM-0001-1001.dcm.png", "1_IM-0001-2001.dcm.png"]
+
+
 def test_plain_utf8_lf_csv_reads_the_same(tmp_path: Path) -> None:
     _write_dataset(tmp_path, ["1,n,n,X,i,c,Clear.,Normal."], ["1,1_a.png,Frontal"], ["1_a.png"], bom=False, crlf=False)
     parsed = parse_dataset(tmp_path, "impression", {"Frontal"})

@@ -91,6 +91,26 @@ def test_predictions_file_has_one_line_per_test_study(evaluated, smoke_prepared)
     assert math.isclose(mean_rouge, evaluated.metrics["rougeL"], rel_tol=1e-6)
 
 
+def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_config, trained):
+    from worker.data.cleaning import r2gen_tokens_text
+    from worker.reportgen.evaluate import evaluate
+
+    config = smoke_config.model_copy(update={
+        "data": smoke_config.data.model_copy(update={"target": "findings"}),
+        "eval": smoke_config.eval.model_copy(update={"protocol": "r2gen"}),
+    })  # fmt: skip
+    result = evaluate(config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    lines = [json.loads(line) for line in Path(result.artifacts["predictions"]).read_text().splitlines()]
+    references = [row["reference"] for row in lines]
+    # The references are the findings in R2Gen's form (cleaning them again changes nothing) ...
+    assert all(ref.endswith(" .") and ref == r2gen_tokens_text(ref) for ref in references)
+    assert any("xxxx" in ref for ref in references)
+    # ... and the per-study scores are computed on the cleaned texts.
+    assert all(0.0 <= row["bleu4"] <= 1.0 and 0.0 <= row["rougeL"] <= 1.0 for row in lines)
+    for name in UNIT_METRICS:
+        assert 0.0 <= result.metrics[name] <= 1.0, name
+
+
 def test_qualitative_writes_html_and_png(smoke_config, trained):
     from worker.reportgen.qualitative import GRID_DPI, GRID_WIDTH_IN, ROW_HEIGHT_IN, qualitative
 

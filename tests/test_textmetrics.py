@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from worker.textmetrics import (
@@ -14,6 +16,7 @@ from worker.textmetrics import (
     meteor_score,
     per_sample_scores,
     rouge_scores,
+    sentence_bleu4,
     tokenize,
     wordnet,
 )
@@ -133,3 +136,14 @@ def test_per_sample_scores():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="one per study"):
         bleu_scores(REFS, REFS[:1])
+
+
+def test_sentence_bleu_is_sensible_for_short_texts():
+    # Exact matches are 1.0 at any length: shorter than 4 words, the orders the text has are weighted equally.
+    for text in ("Normal.", "Heart normal.", "No acute disease.", "No acute cardiopulmonary abnormality."):
+        assert sentence_bleu4(text, text) == pytest.approx(1.0), text
+    # Punctuation is no content: a lone "." (or nothing) scores 0, and so do shared periods alone.
+    assert sentence_bleu4("No acute cardiopulmonary abnormality.", ".") == 0.0
+    assert sentence_bleu4("No acute cardiopulmonary abnormality.", "") == 0.0
+    # A correct but shorter text pays the brevity penalty: exp(1 - 4/2) for 2 of 4 words.
+    assert sentence_bleu4("the heart is normal", "the heart") == pytest.approx(math.exp(1 - 4 / 2))

@@ -65,6 +65,9 @@ class DataConfig(_Section):
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.1, 0.2), description="Train/val/test fractions of the studies, split by uid."
     )
+    split_file: str | None = Field(
+        None, description="An R2Gen-style annotation.json that fixes the split by study (split_fractions unused)."
+    )
     num_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes.")
     cache_workers: int = Field(0, ge=0, le=256, description="Processes building the image cache (0: all cores).")
 
@@ -145,6 +148,12 @@ class GenerationConfig(_Section):
     eval_batch_size: int = Field(16, ge=1, le=4096, description="Studies per generation batch.")
 
 
+class EvalConfig(_Section):
+    protocol: Literal["native", "r2gen"] = Field(
+        "native", description="Text protocol: ours, or R2Gen's cleaning of findings + COCO metrics on that text."
+    )
+
+
 class PathsConfig(_Section):
     var_dir: str = Field("var", description="Root for data, models, caches and artifacts (relative: to repo).")
     run_dir: str | None = Field(
@@ -160,7 +169,15 @@ class RunConfig(_Section):
     peft: PeftConfig = Field(default_factory=PeftConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _r2gen_scores_findings(self) -> RunConfig:
+        # R2Gen's numbers are on the findings section; its protocol on impressions would not compare to them.
+        if self.eval.protocol == "r2gen" and self.data.target != "findings":
+            raise ValueError("eval.protocol=r2gen scores the findings section: set data.target=findings as well")
+        return self
 
     def var_path(self, *parts: str) -> Path:
         """A path under var_dir; a relative var_dir is taken from the repo root (or $MEDVL_VAR_DIR)."""
@@ -223,6 +240,30 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section."""
+    tree = dict(base)
+    for key, value in over.items():
+        both_sections = isinstance(value, dict) and isinstance(tree.get(key), dict)
+        tree[key] = _merged(tree[key], value) if both_sections else value
+    return tree
+
+
+def _read_config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config; ``base: PRESET`` at its top starts it from that preset, so a variant states only
+    what it changes."""
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' presets form a cycle ({' -> '.join(p.stem for p in (*seen, path))})")
+    tree = _read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    base_path = PRESETS_DIR / f"{base}.yaml"
+    if not isinstance(base, str) or not base_path.is_file():
+        raise ConfigError(f"{path}: unknown base preset {base!r}; allowed values: {', '.join(available_presets())}")
+    return _merged(_read_config_tree(base_path, (*seen, path)), tree)
+
+
 def _field_names(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
@@ -283,13 +324,13 @@ def load_config(
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass a YAML file or --preset NAME")
-        tree = _read_yaml(path)
+        tree = _read_config_tree(path)
         tree.setdefault("preset", path.stem)
     elif preset:
         path = PRESETS_DIR / f"{preset}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown preset '{preset}'; allowed values: {', '.join(available_presets())}")
-        tree = _read_yaml(path)
+        tree = _read_config_tree(path)
         tree["preset"] = preset
     else:
         tree = {}

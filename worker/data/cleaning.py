@@ -10,6 +10,9 @@
 4. Lower case.
 5. Whitespace runs become one space; spaces before punctuation and repeated periods left over from
    the removals are dropped; the result is stripped.
+
+``clean_report_r2gen`` is the other protocol: R2Gen's ``clean_report_iu_xray`` (cuhksz-nlp/R2Gen,
+``modules/tokenizers.py``), which the IU-Xray report-generation literature trains and scores on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:])")
 _REPEATED_PERIOD = re.compile(r"\.(?:\s*\.)+")
 _LEADING_PUNCT = re.compile(r"^[\s.,;:]+")
+
+
+# R2Gen's rules, reproduced rule for rule (including their quirks) so that scores compare with its papers.
+# Report level, in this order, before lower-casing: collapse runs of periods (three passes of ".." -> "."),
+# drop "1. ", turn the list numbers 2-5 into sentence ends, then split into sentences at ". ".
+_R2GEN_REPORT_STEPS = (
+    ("..", "."), ("..", "."), ("..", "."), ("1. ", ""),
+    (". 2. ", ". "), (". 3. ", ". "), (". 4. ", ". "), (". 5. ", ". "),
+    (" 2. ", ". "), (" 3. ", ". "), (" 4. ", ". "), (" 5. ", ". "),
+)  # fmt: skip
+_R2GEN_SENTENCE_DROPS = ('"', "/", "\\", "'")
+# R2Gen's character class writes ":-\[" unescaped, a range: it strips ":" through "[" (":;<=>?@", A-Z, "[")
+# besides the listed marks. The hyphen itself stays ("x-ray"), and so do digits.
+_R2GEN_SENTENCE_STRIP = re.compile(r"[.,?;*!%^&_+()\]{}:;<=>?@A-Z\[]")
 
 
 def _is_missing(text: object) -> bool:
@@ -51,3 +68,36 @@ def clean_text(text: str | None) -> str:
     text = _REPEATED_PERIOD.sub(".", text)
     text = _LEADING_PUNCT.sub("", text)
     return text.strip()
+
+
+def clean_report_r2gen(report: str) -> str:
+    """R2Gen's ``clean_report_iu_xray``: lower case, sentences joined by " . ", "xxxx" kept, ending " .".
+
+    Defined on any string, as R2Gen's is: an empty report becomes " .". Sentences left empty by the
+    stripping stay (R2Gen's filter never removes one), so the text can hold double spaces.
+    """
+    for old, new in _R2GEN_REPORT_STEPS:
+        report = report.replace(old, new)
+    sentences = report.strip().lower().split(". ")
+    cleaned = []
+    for sentence in sentences:
+        for mark in _R2GEN_SENTENCE_DROPS:
+            sentence = sentence.replace(mark, "")
+        cleaned.append(_R2GEN_SENTENCE_STRIP.sub("", sentence.strip().lower()))
+    return " . ".join(cleaned) + " ."
+
+
+def r2gen_tokens_text(report: str) -> str:
+    """What R2Gen trains on and scores: the cleaned report's tokens joined by single spaces.
+
+    R2Gen never scores its cleaned string itself: it maps it to token ids and decodes them, which
+    joins the tokens with one space (a "/" removed between spaces would otherwise leave two).
+    """
+    return " ".join(clean_report_r2gen(report).split())
+
+
+def clean_target(text: str | None, protocol: str) -> str:
+    """A study's target text under the eval protocol ("native" or "r2gen"); "" when there is none."""
+    if protocol == "r2gen":
+        return "" if _is_missing(text) or not str(text).strip() else r2gen_tokens_text(str(text))
+    return clean_text(text)

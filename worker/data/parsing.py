@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.config import ConfigError
-from worker.data.cleaning import clean_text, has_list_numbering, has_xxxx
+from worker.data.cleaning import clean_target, has_list_numbering, has_xxxx
 from worker.data.layout import IMAGES_DIR, PROJECTION_COLUMNS, PROJECTIONS_CSV, REPORT_COLUMNS, REPORTS_CSV
 
 
@@ -38,6 +38,8 @@ class ParsedDataset:
     """Usable image rows, in CSV order (decoding not checked yet)."""
     report_uids: list[str]
     """Every report's uid, in CSV order: what the split manifest divides."""
+    filenames: dict[str, list[str]] = field(default_factory=dict)
+    """uid -> every image file name the projections CSV gives the study (present or not)."""
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -75,8 +77,9 @@ def _read_csv(path: Path, required: tuple[str, ...], counts: dict[str, int]) -> 
         return [{key: (value or "").strip() for key, value in row.items() if key} for row in reader]
 
 
-def parse_dataset(root: Path, target: str, projections: set[str]) -> ParsedDataset:
-    """Join reports, projections and PNG files; keep rows of the wanted views whose study has `target` text."""
+def parse_dataset(root: Path, target: str, projections: set[str], protocol: str = "native") -> ParsedDataset:
+    """Join reports, projections and PNG files; keep rows of the wanted views whose study has `target` text,
+    cleaned as the eval protocol says (worker.data.cleaning.clean_target)."""
     check_layout(root)
     counts: dict[str, int] = defaultdict(int)
     reports = _read_csv(root / REPORTS_CSV, REPORT_COLUMNS, counts)
@@ -87,11 +90,12 @@ def parse_dataset(root: Path, target: str, projections: set[str]) -> ParsedDatas
     for report in reports:
         counts["reports_with_xxxx"] += has_xxxx(report["findings"]) or has_xxxx(report["impression"])
         counts["impressions_numbered"] += has_list_numbering(report["impression"])
-        texts.setdefault(report["uid"], clean_text(report[target]))
+        texts.setdefault(report["uid"], clean_target(report[target], protocol))
     counts["reports"] = len(reports)
     counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
 
     views: dict[str, set[str]] = defaultdict(set)
+    filenames: dict[str, list[str]] = defaultdict(list)
     rows: list[ImageRow] = []
     for row in projection_rows:
         uid, filename, projection = row["uid"], row["filename"], row["projection"]
@@ -99,6 +103,7 @@ def parse_dataset(root: Path, target: str, projections: set[str]) -> ParsedDatas
             counts["rows_unknown_uid"] += 1
             continue
         views[uid].add(projection)
+        filenames[uid].append(filename)
         if filename not in pngs:
             counts["rows_missing_file"] += 1
         elif not texts[uid]:
@@ -115,4 +120,4 @@ def parse_dataset(root: Path, target: str, projections: set[str]) -> ParsedDatas
     counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
     for name in ("rows_unknown_uid", "rows_missing_file", "rows_without_target", "rows_other_projection"):
         counts.setdefault(name, 0)
-    return ParsedDataset(rows=rows, report_uids=list(texts), counts=dict(counts))
+    return ParsedDataset(rows=rows, report_uids=list(texts), filenames=dict(filenames), counts=dict(counts))

@@ -2,8 +2,8 @@
 
 Steps, each reusing what an earlier run left: tiny model fixtures (smoke only) -> dataset folder
 (generated, downloaded or local) -> parsed and cleaned rows with quirk counts -> split manifest by uid
--> one image cache per split. A second call with the same config only parses the CSVs, lists the PNG
-folder and memory-maps the caches.
+(drawn, or fixed by ``data.split_file``) -> one image cache per split. A second call with the same
+config only parses the CSVs, lists the PNG folder and memory-maps the caches.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import numpy as np
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
 from worker.data.layout import PROJECTIONS
-from worker.data.parsing import images_dir, parse_dataset
+from worker.data.parsing import ParsedDataset, images_dir, parse_dataset
 from worker.data.sources import locate_dataset
-from worker.data.splits import SPLITS, load_or_create_manifest
+from worker.data.split_file import fixed_split, manifest_name
+from worker.data.splits import SPLITS, load_or_create_manifest, write_manifest
 from worker.data.synthetic import PLANTED_JSON, Planted
 
 
@@ -51,11 +52,36 @@ class PreparedData:
     """Paths of what was read or built: manifest, caches, planted ground truth, tiny models."""
     planted: Planted | None = None
     """For synthetic data, what the generator planted (the expected counts)."""
+    missing_studies: dict[str, list[str]] = field(default_factory=dict)
+    """With data.split_file: per split, the ids it names that the local copy lacks."""
 
     def split(self, name: str) -> SplitData:
         if name not in self.splits:
             raise KeyError(f"unknown split '{name}'; allowed: {', '.join(self.splits)}")
         return self.splits[name]
+
+
+def _split_manifest(
+    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
+) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
+    """uids per split, the manifest's path, and with a split file the ids it names that are missing here
+    and the counts of named, missing and left-out studies."""
+    data = config.data
+    if not data.split_file:
+        manifest, path = load_or_create_manifest(
+            prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
+        )
+        return manifest, path, {}, {}
+    fixed = fixed_split(data.split_file, parsed.report_uids, parsed.filenames)
+    content = {"split_file": str(data.split_file), "uids": fixed.uids, "missing": fixed.missing}
+    path = write_manifest(prepared_dir, manifest_name(data.split_file), content)
+    counts = {
+        "split_file_studies": fixed.named,
+        "split_file_missing": sum(len(ids) for ids in fixed.missing.values()),
+        "studies_not_in_split_file": fixed.unlisted,
+    }
+    counts |= {f"split_file_missing_{name}": len(ids) for name, ids in fixed.missing.items()}
+    return fixed.uids, path, fixed.missing, counts
 
 
 def load_prepared(config: RunConfig) -> PreparedData:
@@ -70,10 +96,9 @@ def load_prepared(config: RunConfig) -> PreparedData:
     data = config.data
     location = locate_dataset(config)
     projections = set(PROJECTIONS) if data.projection == "both" else {data.projection}
-    parsed = parse_dataset(location.root, data.target, projections)
-    manifest, manifest_file = load_or_create_manifest(
-        location.prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
-    )
+    parsed = parse_dataset(location.root, data.target, projections, config.eval.protocol)
+    manifest, manifest_file, missing, split_counts = _split_manifest(config, location.prepared_dir, parsed)
+    counts = parsed.counts | split_counts
     split_of = {uid: name for name, uids in manifest.items() for uid in uids}
     artifacts.update(dataset_root=str(location.root), prepared_dir=str(location.prepared_dir))
     artifacts["split_manifest"] = str(manifest_file)
@@ -83,7 +108,7 @@ def load_prepared(config: RunConfig) -> PreparedData:
     splits: dict[str, SplitData] = {}
     kinds: Counter[str] = Counter()
     for name in SPLITS:
-        rows = [row for row in parsed.rows if split_of[row.uid] == name]
+        rows = [row for row in parsed.rows if split_of.get(row.uid) == name]
         paths = [images_dir(location.root) / row.filename for row in rows]
         key = cache_name(name, data.projection, data.image_size, [row.filename for row in rows])
         cache = load_or_build_cache(
@@ -101,7 +126,6 @@ def load_prepared(config: RunConfig) -> PreparedData:
         )
         artifacts[f"cache_{name}"] = str(cache.path)
 
-    counts = dict(parsed.counts)
     counts["images_undecodable"] = kinds["undecodable"]
     counts["images_16bit_converted"] = kinds["16bit"]
     counts["images_rgb_converted"] = kinds["rgb"]
@@ -110,4 +134,7 @@ def load_prepared(config: RunConfig) -> PreparedData:
     for name, split in splits.items():
         counts[f"{name}_images"] = len(split)
         counts[f"{name}_studies"] = len(set(split.uids))
-    return PreparedData(root=location.root, counts=counts, splits=splits, artifacts=artifacts, planted=location.planted)
+    return PreparedData(
+        root=location.root, counts=counts, splits=splits, artifacts=artifacts, planted=location.planted,
+        missing_studies=missing,
+    )  # fmt: skip

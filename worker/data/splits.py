@@ -56,8 +56,15 @@ def load_or_create_manifest(
             return splits, path
         logger.warning("split manifest %s does not match the dataset's studies; drawing a new one", path)
     splits = assign_splits(uids, seed, fractions)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"seed": seed, "fractions": list(fractions), "uids": splits}, indent=1))
-    tmp.replace(path)
+    write_manifest(directory, path.name, {"seed": seed, "fractions": list(fractions), "uids": splits})
     return splits, path
+
+
+def write_manifest(directory: Path, name: str, content: dict) -> Path:
+    """Write a manifest atomically (a concurrent reader sees the old file or the new, never half of one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(content, indent=1))
+    tmp.replace(path)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from worker.config import RunConfig
 from worker.data.prepared import PreparedData, load_prepared
@@ -28,6 +29,17 @@ def summarize(prepared: PreparedData, target: str) -> str:
     )
 
 
+def describe_missing(missing: dict[str, list[str]], shown: int = 10) -> str:
+    """'3 studies it names are not in the local copy: test CXR1_1_IM-0001, ...' (the first few per split)."""
+    total = sum(len(ids) for ids in missing.values())
+    parts = [
+        f"{name} {', '.join(ids[:shown])}{f' and {len(ids) - shown} more' if len(ids) > shown else ''}"
+        for name, ids in missing.items()
+        if ids
+    ]
+    return f"{total} studies it names are not in the local copy: {'; '.join(parts)}"
+
+
 def prepare_data(config: RunConfig, recorder: Recorder) -> StageResult:
     """Stage entry point: counts and split sizes in metrics, paths in artifacts."""
     started = time.perf_counter()
@@ -35,6 +47,11 @@ def prepare_data(config: RunConfig, recorder: Recorder) -> StageResult:
     recorder.log_metrics({name: float(value) for name, value in prepared.counts.items()}, split="data")
     recorder.progress(epoch=0, step=1, total=1)
     logger.info("prepare-data (%s, %s): %s", config.data.source, prepared.root, summarize(prepared, config.data.target))
-    metrics: dict[str, float | int] = dict(prepared.counts)
+    metrics: dict[str, Any] = dict(prepared.counts)
+    if config.data.split_file:
+        # Named in the result (not only counted) so a reader can tell which published studies were not used.
+        metrics["split_file_missing_studies"] = prepared.missing_studies
+        if prepared.counts["split_file_missing"]:
+            logger.warning("split file %s: %s", config.data.split_file, describe_missing(prepared.missing_studies))
     metrics["elapsed_s"] = round(time.perf_counter() - started, 3)
     return StageResult(stage="prepare-data", metrics=metrics, artifacts=dict(prepared.artifacts))

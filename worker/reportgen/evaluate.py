@@ -18,12 +18,16 @@ STAGE = "evaluate"
 def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: str = "test") -> StageResult:
     """bleu1..4, rouge1/2/L, meteor, coco_* metrics, SigLIP-space cosines, timing; predictions as JSONL.
 
+    The text metrics score the texts of config.eval.protocol (native, or R2Gen's cleaning).
+
     Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, before any
     generation work."""
     nltk_data = config.var_path("nltk_data")
     check_system_dependencies(nltk_data)
     predictions = predict(config, checkpoint, split)
-    metrics: dict[str, Any] = all_metrics(predictions.references, predictions.generated, nltk_data_dir=nltk_data)
+    metrics: dict[str, Any] = all_metrics(
+        predictions.references, predictions.generated, nltk_data_dir=nltk_data, protocol=config.eval.protocol
+    )
     count = len(predictions.generated)
     metrics |= {
         "cosine_generated": _mean(s["cosine_generated"] for s in predictions.scores),

@@ -29,7 +29,8 @@ class Predictions:
     """uint8 [N, S, S], the image each report was generated from."""
     generated: list[str]
     scores: list[dict[str, float]]
-    """Per study: bleu4, rougeL, cosine_generated, cosine_reference."""
+    """Per study: bleu4 (sentence BLEU, see worker.textmetrics.sentence_bleu4), rougeL, cosine_generated,
+    cosine_reference; text scores on the texts of config.eval.protocol."""
     generation_time_s: float
 
     @property
@@ -74,7 +75,10 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     scores = [
         {**text_scores, "cosine_generated": g, "cosine_reference": r}
         for text_scores, g, r in zip(
-            per_sample_scores(studies.texts, generated), cos_generated, cos_reference, strict=True
+            per_sample_scores(studies.texts, generated, protocol=config.eval.protocol),
+            cos_generated,
+            cos_reference,
+            strict=True,
         )
     ]
     return Predictions(split, studies, images, generated, scores, generation_time)

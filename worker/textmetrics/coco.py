@@ -1,8 +1,11 @@
-"""The COCO caption toolkit (pycocoevalcap) as R2Gen-family IU-Xray papers use it.
+"""The COCO caption toolkit (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L and CIDEr-D.
 
-Texts are lower-cased and split into words and punctuation by our tokenizer (the toolkit's own PTB
-tokenizer would start a Stanford CoreNLP JVM); each study is one image id with one reference.
-"""
+Each study is one image id with one reference; the toolkit splits every text on spaces. What it is given
+depends on the protocol. ``native``: our tokenization of the texts (lower case, every punctuation mark a
+token; the data stage has already removed ``XXXX``), not comparable with published numbers. ``r2gen``:
+R2Gen's cleaned text with no tokenization in between, as R2Gen's ``compute_scores`` does (it reports
+Bleu(4), Meteor and Rouge; CIDEr is computed alongside on the same text). The toolkit's PTB tokenizer is
+never used: it would start a Stanford CoreNLP JVM, and neither protocol has it."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
 from worker.textmetrics.deps import INSTALL_HINT, SystemDependencyMissing, require_java
+from worker.textmetrics.protocol import Protocol, scoring_texts
 from worker.textmetrics.tokenize import normalize
 
 COCO_NAMES = ("coco_bleu1", "coco_bleu2", "coco_bleu3", "coco_bleu4", "coco_meteor", "coco_rougeL", "coco_cider")
@@ -31,13 +35,21 @@ def _coco_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
     return float(score)
 
 
-def coco_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """coco_bleu1..4, coco_meteor, coco_rougeL and coco_cider over the pairs."""
+def _toolkit_text(text: str, protocol: Protocol) -> str:
+    if protocol == "r2gen":
+        return scoring_texts([text], protocol)[0]  # never empty: R2Gen's cleaning always ends in " ."
+    # An empty generation becomes one placeholder token: BLEU's counter asserts at least one word.
+    return normalize(text) or "<empty>"
+
+
+def coco_scores(
+    references: Sequence[str], hypotheses: Sequence[str], *, protocol: Protocol = "native"
+) -> dict[str, float]:
+    """coco_bleu1..4, coco_meteor, coco_rougeL and coco_cider over the pairs, on the protocol's text."""
     if len(references) != len(hypotheses) or not references:
         raise ValueError(f"need equal, non-zero numbers of texts; got {len(references)} and {len(hypotheses)}")
-    gts = {i: [normalize(r)] for i, r in enumerate(references)}
-    # An empty generation becomes one placeholder token: BLEU's counter asserts at least one word.
-    res = {i: [normalize(h) or "<empty>"] for i, h in enumerate(hypotheses)}
+    gts = {i: [_toolkit_text(r, protocol)] for i, r in enumerate(references)}
+    res = {i: [_toolkit_text(h, protocol)] for i, h in enumerate(hypotheses)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)

@@ -8,7 +8,7 @@ from pathlib import Path
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 from nltk.translate.meteor_score import meteor_score as _nltk_meteor
 
-from worker.textmetrics.tokenize import tokenize
+from worker.textmetrics.tokenize import tokenize, words
 from worker.textmetrics.wordnet import load_wordnet
 
 BLEU_WEIGHTS = {
@@ -38,8 +38,18 @@ def bleu_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
 
 
 def sentence_bleu4(reference: str, hypothesis: str) -> float:
-    """BLEU-4 of one study, with the same smoothing as the corpus score."""
-    return float(sentence_bleu([tokenize(reference)], tokenize(hypothesis), smoothing_function=_SMOOTHING))
+    """Sentence BLEU of one study, up to 4-grams, made sensible for short texts.
+
+    Plain smoothed BLEU-4 gives an exact two-word match 0.316 (its missing 3- and 4-grams count as
+    epsilon) and a lone "." a positive score. So: words only (punctuation carries no content, and a "."
+    alone scores 0); a hypothesis of n < 4 words is scored on its 1..n-grams with uniform weights (NLTK's
+    auto_reweigh), so any exact match is 1.0; smoothing method 1 for an order with no match; BLEU's
+    brevity penalty as usual.
+    """
+    ref, hyp = words(reference), words(hypothesis)
+    if not ref or not hyp:
+        return 0.0
+    return float(sentence_bleu([ref], hyp, smoothing_function=_SMOOTHING, auto_reweigh=True))
 
 
 def meteor_score(references: Sequence[str], hypotheses: Sequence[str], *, nltk_data_dir: Path) -> float:

@@ -15,3 +15,8 @@ def tokenize(text: str) -> list[str]:
 def normalize(text: str) -> str:
     """The tokens joined by single spaces: the form the COCO toolkit expects (it splits on spaces)."""
     return " ".join(tokenize(text))
+
+
+def words(text: str) -> list[str]:
+    """The tokens that are words or numbers, punctuation left out."""
+    return [token for token in tokenize(text) if token[0].isalnum()]

@@ -1,0 +1,23 @@
+"""The text each metric scores, per evaluation protocol.
+
+``native``: the texts as given (each metric tokenizes them itself, see ``tokenize``).
+``r2gen``: R2Gen's ``clean_report_iu_xray`` tokens joined by single spaces, as its papers score them;
+applied to references and generated texts alike (idempotent, so already-cleaned targets are unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from worker.data.cleaning import r2gen_tokens_text
+
+Protocol = Literal["native", "r2gen"]
+
+
+def scoring_texts(texts: Sequence[str], protocol: Protocol) -> list[str]:
+    if protocol == "r2gen":
+        return [r2gen_tokens_text(text) for text in texts]
+    if protocol == "native":
+        return list(texts)
+    raise ValueError(f"unknown eval protocol '{protocol}'; allowed: native, r2gen")
