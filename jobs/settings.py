@@ -6,6 +6,7 @@ so a laptop needs no server. Production sets DATABASE_URL (PostgreSQL) and CELER
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
     kaggle_key: SecretStr | None = Field(None, alias="KAGGLE_KEY")
 
     artifacts_dir: Path | None = Field(None, alias="JOBS_ARTIFACTS_DIR", description="Default: var/artifacts.")
+    data_roots: str = Field(
+        "",
+        alias="MEDVL_DATA_ROOTS",
+        description="Further folders (':'-separated) that jobs may read, e.g. a dataset copy outside var/.",
+    )
     logs_dir: Path | None = Field(None, alias="JOBS_LOG_DIR", description="Default: var/logs.")
     heartbeat_s: float = Field(15.0, gt=0, alias="JOBS_HEARTBEAT_S", description="How often a running job beats.")
     stale_after_s: float = Field(
@@ -67,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_root(self) -> Path:
         return self.artifacts_dir or self.resolved_var_dir() / "artifacts"
+
+    @property
+    def extra_data_roots(self) -> list[Path]:
+        return [Path(part) for part in self.data_roots.split(os.pathsep) if part.strip()]
 
     @property
     def logs_root(self) -> Path:
