@@ -101,7 +101,8 @@ def test_an_idempotency_key_reused_for_another_request_is_409_naming_the_first_j
 ) -> None:
     first = _submit(client, idempotency_key="nightly", epochs=5)
 
-    response = client.post("/jobs", json={"stage": "train", "preset": "smoke", "epochs": 5, "idempotency_key": "nightly", **other})
+    body = {"stage": "train", "preset": "smoke", "epochs": 5, "idempotency_key": "nightly", **other}
+    response = client.post("/jobs", json=body)
 
     assert response.status_code == 409, response.text
     assert response.json()["job_id"] == first["id"]

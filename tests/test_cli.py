@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
@@ -103,7 +104,8 @@ def test_stage_options_become_config_overrides_and_params(job_env):  # noqa: F81
     assert config["data"]["projection"] == "Lateral" and config["train"]["resume"] is True
     assert config["train"]["warmup_steps"] == 0
     evaluate = json.loads(invoke("submit", "evaluate", "--checkpoint", "var/c.ckpt", "--split", "val", "--json").stdout)
-    assert evaluate["params"] == {"checkpoint": "var/c.ckpt", "split": "val"}
+    # A path option is relative to where the command runs; the job keeps the absolute file that was checked.
+    assert evaluate["params"] == {"checkpoint": str((Path.cwd() / "var" / "c.ckpt").resolve()), "split": "val"}
 
 
 def test_the_same_idempotency_key_prints_the_same_job(job_env):  # noqa: F811
