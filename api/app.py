@@ -73,7 +73,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         docs_url=None,  # served by add_offline_docs, without CDNs
         redoc_url=None,
     )
-    app.state.settings = settings
     app.add_middleware(BearerTokenMiddleware, settings=settings)
     add_offline_docs(app)
     unauthorized = {401: {"model": ErrorView, "description": "Missing or wrong bearer token."}}

@@ -35,16 +35,13 @@ StorableStr = Annotated[str, AfterValidator(_storable)]
 
 
 def unstorable_texts(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(dotted key, problem) for every string, key or value, in nested dicts and lists that cannot be stored."""
+    """(dotted key, problem) for every string value in nested dicts and lists (a config) that cannot be stored."""
     if isinstance(tree, str):
         if problem := text_problem(tree):
             yield prefix or "value", problem
     elif isinstance(tree, dict):
         for key, value in tree.items():
-            dotted = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(key, str) and (problem := text_problem(key)):
-                yield f"{prefix or 'key'} (a key)", problem
-            yield from unstorable_texts(value, dotted)
+            yield from unstorable_texts(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(tree, list | tuple):
         for index, value in enumerate(tree):
             yield from unstorable_texts(value, f"{prefix}[{index}]")
