@@ -425,7 +425,10 @@ def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
     job, _ = service.create_job(
         SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint="var/x.ckpt", split="val"))
     )
-    assert job.params == {"checkpoint": "var/x.ckpt", "split": "val"}
+    # var/ means the var root; the row keeps the absolute file that was checked against the roots.
+    from worker.config import RunConfig
+
+    assert job.params == {"checkpoint": str(RunConfig().var_path("x.ckpt").resolve()), "split": "val"}
 
 
 def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F811
