@@ -81,6 +81,7 @@ def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(
         (["submit", "train-full", "--siglip-checkpoint", "../x.ckpt"], "params.siglip_checkpoint: "),
         (["submit", "train", "--config", "/etc/hosts"], "config: '/etc/hosts' is outside the allowed roots"),
         (["submit", "train", "--set", "paths.var_dir=/tmp"], "paths.var_dir: "),
+        (["submit", "train", "--preset", "../../../../etc/x"], "unknown preset '../../../../etc/x'; allowed values:"),
         (["submit", "train", "--source", "synthetic", "--data-dir", "var/iu"], "use source=local (--source local)"),
         (["submit", "report", "--compare-job", str(2**70)], "invalid value for 'compare_job'"),
         (["submit", "train", "--set", "train.lr=.nan"], "'train.lr'"),

@@ -317,10 +317,10 @@ def load_config(
         tree = _read_yaml(path)
         tree.setdefault("preset", path.stem)
     elif preset:
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown preset '{preset}'; allowed values: {', '.join(available_presets())}")
-        tree = _read_yaml(path)
+        # A name from the list, never a path: `../../elsewhere/x` must not reach a file outside configs/.
+        if preset not in available_presets():
+            raise ConfigError(f"unknown preset {preset!r}; allowed values: {', '.join(available_presets())}")
+        tree = _read_yaml(PRESETS_DIR / f"{preset}.yaml")
         tree["preset"] = preset
     else:
         tree = {}
