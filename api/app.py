@@ -10,26 +10,28 @@ from __future__ import annotations
 import functools
 
 from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.deps import ApiSettings, require_token
+from api.auth import BearerTokenMiddleware, bearer_scheme
+from api.deps import ApiSettings
+from api.docs import add_offline_docs
 from api.models import ErrorView
 from api.routes import experiments as experiment_routes
 from api.routes import health as health_routes
 from api.routes import jobs as job_routes
 from api.routes import reports as report_routes
-from jobs.service import BrokerUnavailable, ExperimentNotFound, InvalidRequest, JobNotFound
+from jobs.service import BrokerUnavailable, ExperimentNotFound, IdempotencyConflict, InvalidRequest, JobNotFound
 from jobs.settings import get_settings
+from jobs.text import printable
 
 
 def settings_from_environment() -> ApiSettings:
-    """The API's part of the project settings (API_TOKEN, API_AUTH_DISABLED, MEDVL_VAR_DIR, JOBS_ARTIFACTS_DIR)."""
+    """The API's part of the project settings (API_TOKEN, API_AUTH_DISABLED)."""
     settings = get_settings()
     return ApiSettings(
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
         auth_disabled=settings.api_auth_disabled,
-        var_root=settings.resolved_var_dir(),
-        artifacts_root=settings.artifacts_root,
     )
 
 
@@ -48,6 +50,18 @@ def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": [error]})
 
 
+def _unprocessable(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own 422 echoes each bad input, and JSON cannot carry every input Python parsed: NaN,
+    # Infinity (1e400), unpaired surrogates. Those are echoed as readable text instead of a 500.
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": printable(errors)})
+
+
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    job_id = exc.job_id if isinstance(exc, IdempotencyConflict) else None
+    return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc), "job_id": job_id})
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the app; raises AuthNotConfigured when neither a token nor API_AUTH_DISABLED=1 is set."""
     settings = settings or settings_from_environment()
@@ -56,10 +70,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         title="medvl-peft jobs API",
         summary="Submit and follow LoRA/QLoRA fine-tuning and report-generation jobs.",
         version="0.1.0",
+        docs_url=None,  # served by add_offline_docs, without CDNs
+        redoc_url=None,
     )
-    app.state.settings = settings
+    app.add_middleware(BearerTokenMiddleware, settings=settings)
+    add_offline_docs(app)
     unauthorized = {401: {"model": ErrorView, "description": "Missing or wrong bearer token."}}
-    protected = APIRouter(dependencies=[Depends(require_token)], responses=unauthorized)
+    protected = APIRouter(dependencies=[Depends(bearer_scheme)], responses=unauthorized)
     protected.include_router(job_routes.router)
     protected.include_router(experiment_routes.router)
     protected.include_router(report_routes.router)
@@ -69,6 +86,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(ExperimentNotFound, _not_found)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(InvalidRequest, _invalid_request)
+    app.add_exception_handler(RequestValidationError, _unprocessable)
+    app.add_exception_handler(IdempotencyConflict, _conflict)
     return app
 
 

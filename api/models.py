@@ -2,8 +2,8 @@
 
 Responses are the job service's own views (re-exported here so routes import models from one place);
 the request model is the API's: typed, bounded options the way `jobs submit` takes them, turned into
-the service's `SubmitRequest`. Its paths are checked against the allowed roots by
-`api.deps.checked_submission`, which knows the settings.
+the service's `SubmitRequest`. The service checks its files and models against the allowed roots (for
+the CLI and the API alike); `JobSubmission.location_of` turns the key it names back into a body field.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from db.models import MAX_ROW_ID
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
 from jobs.stages import GPU_CLASS_PATTERN, Stage, StageParams
+from jobs.text import StorableStr
 
 __all__ = [
     "NOT_FOUND",
+    "ConflictView",
     "ErrorView",
     "ExperimentId",
     "ExperimentView",
@@ -32,11 +35,12 @@ __all__ = [
     "Stage",
 ]
 
-# Row ids are 64-bit in both databases; a larger number is a 422, not an overflow deep in the driver.
-MAX_ID = 2**63 - 1
-JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id, from `POST /jobs` or `GET /jobs`.")]
-ExperimentId = Annotated[int, Path(ge=1, le=MAX_ID, description="An experiment id, from `GET /experiments`.")]
-ReportId = Annotated[int, Path(ge=1, le=MAX_ID, description="The id of the report job that wrote the report.")]
+# Ids beyond what the id columns hold are a 422 on every backend, not an overflow deep in the driver.
+JobId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A job id, from `POST /jobs` or `GET /jobs`.")]
+ExperimentId = Annotated[
+    int, Path(ge=1, le=MAX_ROW_ID, description="An experiment id, from `GET /experiments`.")
+]
+ReportId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The id of the report job that wrote the report.")]
 
 # The values of worker.config.PeftMethod; the API may not import worker (tests check the two agree).
 PeftName = Literal["lora", "qlora"]
@@ -50,14 +54,14 @@ def _option(config_key: str, **constraints: Any) -> Any:
 class JobSubmission(BaseModel):
     """The body of `POST /jobs`: a stage, its config and its inputs, with the same options as `jobs submit`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stage: Stage = Field(description="Which stage to run.")
     preset: str | None = Field(
         "smoke", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="Preset name under configs/."
     )
-    config: str | None = Field(
-        None, min_length=1, max_length=4096, description="A YAML config file (under the data roots)."
+    config: StorableStr | None = Field(
+        None, min_length=1, max_length=4096, description="A YAML config file (under configs/ or the data roots)."
     )
 
     # Shortcuts for the options people change most; each maps onto one dotted config key.
@@ -69,19 +73,25 @@ class JobSubmission(BaseModel):
     seed: int | None = _option("seed", ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
     projection: Literal["Frontal", "Lateral", "both"] | None = _option("data.projection", description="Views.")
     source: Literal["synthetic", "kaggle", "local"] | None = _option("data.source", description="Data source.")
-    data_dir: str | None = _option(
-        "data.data_dir", min_length=1, max_length=4096, description="Local data in the Kaggle layout."
+    data_dir: StorableStr | None = _option(
+        "data.data_dir",
+        min_length=1,
+        max_length=4096,
+        description="Local data in the Kaggle layout, under the data roots; implies source local.",
     )
     resume: bool | None = _option("train.resume", description="Resume from the run's last checkpoint.")
 
-    overrides: dict[str, str] = Field(
+    overrides: dict[StorableStr, StorableStr] = Field(
         default_factory=dict,
         max_length=100,
         description='Any other config key, dotted, to a raw value (as `--set`), e.g. {"peft.r": "8"}.',
     )
     params: StageParams = Field(default_factory=StageParams, description="The stage's own inputs.")
-    idempotency_key: str | None = Field(
-        None, min_length=1, max_length=200, description="The same key again returns the first job, not a new one."
+    idempotency_key: StorableStr | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The same request with the same key returns the first job; another request with it is a 409.",
     )
     gpu_class: str | None = Field(
         None, pattern=GPU_CLASS_PATTERN, description="Run GPU stages on the workers of queue gpu.<class> (e.g. a100)."
@@ -108,6 +118,20 @@ class JobSubmission(BaseModel):
         result.update(self.overrides)
         return result
 
+    def location_of(self, field: str | None) -> tuple[str, ...]:
+        """Where in this body the service's `field` (a config key, `params.x`, `config`) came from."""
+        if field is None:
+            return ()
+        if field.startswith("params.") or field in ("config", "idempotency_key"):
+            return tuple(field.split(".", 1))
+        if field in self.overrides:
+            return ("overrides", field)
+        for name, key in self.shortcut_keys().items():
+            if key == field and getattr(self, name) is not None:
+                return (name,)
+        # Not set in this body: it came from the config file or the preset.
+        return ("config",) if self.config else ("preset",)
+
     def to_submit_request(self) -> SubmitRequest:
         return SubmitRequest(
             stage=self.stage,
@@ -124,6 +148,12 @@ class ErrorView(BaseModel):
     """The body of a 401, 404 or 503: what went wrong and what to do."""
 
     detail: str
+
+
+class ConflictView(ErrorView):
+    """The body of a 409: the idempotency key belongs to another request, which made job `job_id`."""
+
+    job_id: int
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorView, "description": "No such id."}}

@@ -29,6 +29,10 @@ from sqlalchemy.types import TypeDecorator
 # unique indexes (SQLite and PostgreSQL < 15 alike); "no epoch" / "no step" is stored as this value instead.
 NO_INDEX = -1
 
+# Row ids are 32-bit INTEGER columns (SQLite's rowid alias must be exactly INTEGER; PostgreSQL's is int4):
+# every id that reaches a query is bounded by this, so both backends answer "not found", not an overflow.
+MAX_ROW_ID = 2**31 - 1
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 # typer vendors click and exports only BadParameter; the base of every usage error lives here.
 from typer._click.exceptions import UsageError
 
+from db.models import MAX_ROW_ID
 from jobs import display, queue, service
 from jobs.celery_app import UnsupportedBroker
 from jobs.localbroker import LocalBrokerError
@@ -56,7 +57,7 @@ def _friendly_errors(function: F) -> F:
 
         try:
             return function(*args, **kwargs)
-        except (service.InvalidRequest, ConfigError) as exc:
+        except (service.InvalidRequest, service.IdempotencyConflict, ConfigError) as exc:
             _die(str(exc), EXIT_BAD_INPUT)
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -112,11 +113,13 @@ class StageOptions:
         values = asdict(self)
         for option, key in SHORTCUTS.items():
             value = values.get(option)
+            if option == "data_dir":
+                value = _from_here(value)
             if value is not None and value is not False:
                 overrides[key] = str(value).lower() if isinstance(value, bool) else str(value)
         params = StageParams(
-            siglip_checkpoint=self.siglip_checkpoint,
-            checkpoint=self.checkpoint,
+            siglip_checkpoint=_from_here(self.siglip_checkpoint),
+            checkpoint=_from_here(self.checkpoint),
             split=self.split,  # type: ignore[arg-type]  # pydantic checks it
             num_samples=self.num_samples,
             with_generation=self.with_generation,
@@ -125,12 +128,20 @@ class StageOptions:
         return SubmitRequest(
             stage=stage,
             preset=None if self.config else self.preset,
-            config_path=str(self.config) if self.config else None,
+            config_path=_from_here(str(self.config)) if self.config else None,
             overrides=overrides,
             params=params,
             idempotency_key=idempotency_key,
             gpu_class=gpu_class,
         )
+
+
+def _from_here(raw: str | None) -> str | None:
+    """A path option as the caller meant it: relative to the working directory of this command (the job
+    system resolves relative paths from the repository, and a worker may run anywhere)."""
+    if raw is None or raw.startswith(("job:", "~")) or "\x00" in raw:
+        return raw  # a comparison child's reference, the home folder, or refused later with its field named
+    return os.path.abspath(raw)
 
 
 def _option(annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
@@ -316,8 +327,11 @@ def _run_comparison(request: SubmitRequest, as_json: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+JobIdArg = Annotated[int, typer.Argument(help="Job id.", min=1, max=MAX_ROW_ID)]
+
+
 @command()
-def status(job_id: Annotated[int, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
+def status(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """One job: state, progress, attempts, error, children and experiments."""
     job = service.get_job(job_id)
     if as_json:
@@ -344,7 +358,7 @@ def list_(
 
 @command()
 def logs(
-    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    job_id: JobIdArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
     tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
     as_json: JsonOpt = False,
@@ -375,7 +389,7 @@ def _follow(job_id: int, already: int, poll_s: float = 0.5) -> None:
 
 
 @command()
-def cancel(job_id: Annotated[int, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
+def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """Cancel a job: a queued one at once, a running one at its next step (keeping its metrics)."""
     job = service.cancel(job_id)
     if as_json:
@@ -405,7 +419,9 @@ def results(
 
 @command()
 def report(
-    job_id: Annotated[int | None, typer.Option("--job", help="A report job's id (default: the newest).")] = None,
+    job_id: Annotated[
+        int | None, typer.Option("--job", min=1, max=MAX_ROW_ID, help="A report job's id (default: the newest).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print a LoRA/QLoRA comparison report: its table and conclusions, and where its HTML page is."""
@@ -420,7 +436,10 @@ def report(
 
 
 @command()
-def metrics(experiment_id: Annotated[int, typer.Argument(help="Experiment id.")], as_json: JsonOpt = False) -> None:
+def metrics(
+    experiment_id: Annotated[int, typer.Argument(help="Experiment id.", min=1, max=MAX_ROW_ID)],
+    as_json: JsonOpt = False,
+) -> None:
     """Every value an experiment recorded (per split, epoch and step)."""
     rows = service.experiment_metrics(experiment_id)
     if as_json:

@@ -26,6 +26,7 @@ from jobs.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.compare import resolve_job_refs
 from jobs.database import retry_write, transaction
 from jobs.joblog import capture_job_log
+from jobs.locations import check_job_inputs
 from jobs.queue import safe_url
 from jobs.ranks import follower_launch
 from jobs.recorder import DatabaseRecorder, ProgressCallback, json_safe
@@ -107,6 +108,8 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     # A comparison's child names its input as job:<id>; it becomes that job's checkpoint now that it ran.
     params = resolve_job_refs(params)
     submitted = RunConfig.model_validate(config_dict)
+    # Checked at submit too; again here, in the worker, so that no row makes a stage open what a request could not.
+    params = check_job_inputs(submitted, params)
     if run_dir is None:
         run_dir = (submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)) or fresh_dir
     config = submitted.model_copy(deep=True)

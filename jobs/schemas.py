@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from db.models import MAX_ROW_ID
 from jobs.stages import GPU_CLASS_PATTERN, Stage, StageParams
+from jobs.text import StorableStr
 
 
 class JobState(StrEnum):
@@ -35,9 +37,11 @@ class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: Stage
-    preset: str | None = Field("smoke", description="Preset name under configs/ (ignored when config_path is set).")
-    config_path: str | None = Field(None, description="A YAML config file instead of a preset.")
-    overrides: dict[str, str] = Field(
+    preset: StorableStr | None = Field(
+        "smoke", description="Preset name under configs/ (ignored when config_path is set)."
+    )
+    config_path: StorableStr | None = Field(None, description="A YAML config file instead of a preset.")
+    overrides: dict[StorableStr, StorableStr] = Field(
         default_factory=dict, description='Dotted config keys to raw values, e.g. {"train.epochs": "3"}.'
     )
     params: StageParams = Field(default_factory=StageParams)
@@ -46,10 +50,10 @@ class SubmitRequest(BaseModel):
         pattern=GPU_CLASS_PATTERN,
         description="Send GPU stages to the queue gpu.<class> (e.g. a100), taken by workers started with it.",
     )
-    idempotency_key: str | None = Field(
+    idempotency_key: StorableStr | None = Field(
         None, min_length=1, max_length=200, description="The same key again returns the first job."
     )
-    parent_id: int | None = Field(None, ge=1, description="The comparison job this job belongs to.")
+    parent_id: int | None = Field(None, ge=1, le=MAX_ROW_ID, description="The comparison job this job belongs to.")
 
 
 class JobView(BaseModel):

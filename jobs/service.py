@@ -18,14 +18,17 @@ from db.models import Experiment, Job, Metric, utcnow
 from jobs import queue
 from jobs.claim import max_time_s
 from jobs.database import engine, retry_write, transaction
+from jobs.locations import LocationRefused, check_job_inputs, config_file
 from jobs.queue import BrokerUnavailable
 from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
 from jobs.stages import ORCHESTRATED_STAGES, Stage
+from jobs.text import unstorable_texts
 from jobs.views import experiment_view, job_log_path, job_view, metric_view
 
 __all__ = [
     "BrokerUnavailable",
     "ExperimentNotFound",
+    "IdempotencyConflict",
     "InvalidRequest",
     "JobNotFound",
     "cancel",
@@ -51,7 +54,23 @@ class ExperimentNotFound(LookupError):
 
 
 class InvalidRequest(ValueError):
-    """The request cannot run; the message names the field and the fix."""
+    """The request cannot run; the message names the field and the fix. `field` is the dotted config key or
+    request field at fault (`params.checkpoint`, `model.siglip`, `config`), when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key was first used for another request; `job_id` is the job it made."""
+
+    def __init__(self, key: str, job: JobView):
+        super().__init__(
+            f"idempotency key {key!r} was first used for job {job.id} (a {job.stage} job) with a different "
+            f"request; repeat that request exactly to get job {job.id} again, or use a new key"
+        )
+        self.job_id = job.id
 
 
 def _job_options():  # type: ignore[no-untyped-def]
@@ -59,7 +78,11 @@ def _job_options():  # type: ignore[no-untyped-def]
 
 
 def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The resolved config and the stage's params, or InvalidRequest naming what is wrong."""
+    """The resolved config and the stage's params, or InvalidRequest naming what is wrong.
+
+    Every file and model the job would open is checked against the allowed roots here, whichever way it
+    came in (a preset, a config file, an override, a param); the params come back with absolute paths.
+    """
     from worker.config import ConfigError, load_config  # torch-free; lazy keeps `jobs --help` fast
 
     try:
@@ -67,10 +90,41 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     try:
-        config = load_config(request.preset, request.overrides, request.config_path)
+        config_path = config_file(request.config_path) if request.config_path else None
+        config = load_config(request.preset, request.overrides, config_path)
+        params = check_job_inputs(config, params)
+    except LocationRefused as exc:
+        raise InvalidRequest(str(exc), field=exc.key) from None
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None
-    return config.to_dict(), params
+    config_dict = config.to_dict()
+    for key, problem in unstorable_texts(config_dict):
+        raise InvalidRequest(f"{key}: {problem}", field=key)
+    return config_dict, params
+
+
+def _recorded_request(request: SubmitRequest, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a job row keeps of its request: the request without its params, and the stage's params."""
+    return request.model_dump(mode="json", exclude={"params"}), params
+
+
+def _same_key_job(request: SubmitRequest, params: dict[str, Any]) -> JobView | None:
+    """The job an earlier submit with this idempotency key made; IdempotencyConflict if its request differed."""
+    if not request.idempotency_key:
+        return None
+    with transaction() as session:
+        job = session.scalars(
+            select(Job).where(Job.idempotency_key == request.idempotency_key).options(*_job_options())
+        ).first()
+        if job is None:
+            return None
+        view = job_view(job)
+        # "after" is the job system's own note on the row (create_job), not part of what was asked.
+        asked = {key: value for key, value in (job.request or {}).items() if key != "after"}
+        same = (asked, job.params) == _recorded_request(request, params)
+    if not same:
+        raise IdempotencyConflict(request.idempotency_key, view)
+    return view
 
 
 def create_job(
@@ -83,8 +137,9 @@ def create_job(
     without it belongs to a canvas of the caller's, which alone knows when it runs.
     """
     config, params = validate(request)
-    if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+    if (existing := _same_key_job(request, params)) is not None:
         return existing, False
+    recorded, _ = _recorded_request(request, params)
     try:
         with transaction() as session:
             if request.parent_id is not None and session.get(Job, request.parent_id) is None:
@@ -92,10 +147,7 @@ def create_job(
             job = Job(
                 stage=request.stage.value,
                 params=params,
-                request={
-                    **request.model_dump(mode="json", exclude={"params"}),
-                    **({"after": after} if after is not None else {}),
-                },
+                request={**recorded, **({"after": after} if after is not None else {})},
                 config=config,
                 state=JobState.QUEUED.value,
                 celery_task_id=task_id,
@@ -107,7 +159,7 @@ def create_job(
             job_id = job.id
     except IntegrityError:
         # Two submits with one key raced; the other insert won.
-        if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+        if (existing := _same_key_job(request, params)) is not None:
             return existing, False
         raise
     return get_job(job_id), True
@@ -133,8 +185,8 @@ def _submit_comparison(request: SubmitRequest) -> JobView:
     """A comparison is a parent row plus a canvas of child jobs (jobs/compare.py)."""
     from jobs.compare import submit_compare
 
-    config, _ = validate(request)
-    if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
+    config, params = validate(request)
+    if (existing := _same_key_job(request, params)) is not None:
         return existing
     return submit_compare(request, config)
 
@@ -146,12 +198,6 @@ def _finish_unqueued(job_id: int, state: JobState, error: str | None) -> None:
             .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
             .values(state=state.value, error=error, finished_at=utcnow())
         )
-
-
-def _job_by_key(key: str) -> JobView | None:
-    with transaction() as session:
-        job = session.scalars(select(Job).where(Job.idempotency_key == key).options(*_job_options())).first()
-        return job_view(job) if job else None
 
 
 def get_job(job_id: int) -> JobView:

@@ -7,6 +7,7 @@ no server. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (its 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     kaggle_key: SecretStr | None = Field(None, alias="KAGGLE_KEY")
 
     artifacts_dir: Path | None = Field(None, alias="JOBS_ARTIFACTS_DIR", description="Default: var/artifacts.")
+    data_roots: str = Field(
+        "",
+        alias="MEDVL_DATA_ROOTS",
+        description="Further folders (':'-separated) that jobs may read, e.g. a dataset copy outside var/.",
+    )
     logs_dir: Path | None = Field(None, alias="JOBS_LOG_DIR", description="Default: var/logs.")
     broker_dir: Path | None = Field(
         None, alias="JOBS_BROKER_DIR", description="The local Redis's folder (socket, AOF). Default: var/broker."
@@ -81,6 +87,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_root(self) -> Path:
         return self.artifacts_dir or self.resolved_var_dir() / "artifacts"
+
+    @property
+    def extra_data_roots(self) -> list[Path]:
+        return [Path(part) for part in self.data_roots.split(os.pathsep) if part.strip()]
 
     @property
     def logs_root(self) -> Path:

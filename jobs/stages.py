@@ -15,6 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from db.models import MAX_ROW_ID
+from jobs.text import StorableStr
+
 
 class Stage(StrEnum):
     prepare_data = "prepare-data"
@@ -54,14 +57,20 @@ def stage_function(stage: Stage) -> Callable[..., Any]:
 class StageParams(BaseModel):
     """Inputs a stage takes besides its config; stored with the job, shared by the CLI and the API."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    siglip_checkpoint: str | None = Field(None, description="train-full: the SigLIP adapter checkpoint.")
-    checkpoint: str | None = Field(None, description="evaluate/qualitative: the report-generation checkpoint.")
+    siglip_checkpoint: StorableStr | None = Field(
+        None, min_length=1, max_length=4096, description="train-full: the SigLIP adapter checkpoint."
+    )
+    checkpoint: StorableStr | None = Field(
+        None, min_length=1, max_length=4096, description="evaluate/qualitative: the report-generation checkpoint."
+    )
     split: Literal["train", "val", "test"] = Field("test", description="evaluate/qualitative: which split.")
     num_samples: int = Field(10, ge=1, le=1000, description="qualitative: studies to show.")
     with_generation: bool = Field(False, description="compare: also train and evaluate report generation.")
-    compare_job: int | None = Field(None, ge=1, description="report: the comparison job (default: latest).")
+    compare_job: int | None = Field(
+        None, ge=1, le=MAX_ROW_ID, description="report: the comparison job (default: latest)."
+    )
 
     def for_stage(self, stage: Stage) -> dict[str, Any]:
         """The keyword arguments the stage function takes; missing required ones raise ValueError."""

@@ -37,9 +37,7 @@ def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 
 def api_settings(var: Path, token: str | None = TOKEN, auth_disabled: bool = False) -> ApiSettings:
-    return ApiSettings(
-        api_token=token, auth_disabled=auth_disabled, var_root=var, artifacts_root=get_settings().artifacts_root
-    )
+    return ApiSettings(api_token=token, auth_disabled=auth_disabled)
 
 
 @pytest.fixture
@@ -80,11 +78,35 @@ def test_submit_records_a_queued_job_with_the_requested_config(client: TestClien
     assert client.get("/jobs", params={"state": "RUNNING"}).json() == []
 
 
-def test_same_idempotency_key_returns_the_first_job(client: TestClient) -> None:
-    first = _submit(client, idempotency_key="nightly-2026-11-27")
+def test_same_request_with_the_same_idempotency_key_returns_the_first_job(client: TestClient) -> None:
+    first = _submit(client, idempotency_key="nightly-2026-11-27", epochs=5)
     again = _submit(client, idempotency_key="nightly-2026-11-27", epochs=5)
 
     assert again["id"] == first["id"]
+    assert len(client.get("/jobs").json()) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"epochs": 6},
+        {"stage": "prepare-data"},
+        {"overrides": {"peft.r": "4"}},
+        {"gpu_class": "a100"},
+        {"stage": "compare"},
+    ],
+)
+def test_an_idempotency_key_reused_for_another_request_is_409_naming_the_first_job(
+    client: TestClient, other: dict
+) -> None:
+    first = _submit(client, idempotency_key="nightly", epochs=5)
+
+    body = {"stage": "train", "preset": "smoke", "epochs": 5, "idempotency_key": "nightly", **other}
+    response = client.post("/jobs", json=body)
+
+    assert response.status_code == 409, response.text
+    assert response.json()["job_id"] == first["id"]
+    assert f"job {first['id']}" in response.json()["detail"] and "new key" in response.json()["detail"]
     assert len(client.get("/jobs").json()) == 1
 
 

@@ -33,10 +33,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 
 @pytest.fixture
 def client(backend: JobEnv) -> Iterator[TestClient]:
-    from jobs.settings import get_settings
-
-    settings = get_settings()
-    app = create_app(ApiSettings(TOKEN, False, settings.resolved_var_dir(), settings.artifacts_root))
+    app = create_app(ApiSettings(TOKEN, False))
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as test_client:
         yield test_client
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY_MODULES = ("torch", "lightning", "transformers", "peft", "bitsandbytes")
+# The plain-data modules of worker that validation needs (the config schema, the file and model rule).
+TORCH_FREE_WORKER_MODULES = {"worker.config", "worker.locations"}
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -56,7 +58,7 @@ client = TestClient(api.app.app)
 response = client.post("/jobs", json={{"stage": "train", "preset": "smoke", "peft": "qlora"}})
 assert response.status_code == 202, response.text
 assert client.get("/healthz").status_code == 200
-stages = sorted(m for m in sys.modules if m.startswith("worker.") and m != "worker.config")
+stages = sorted(m for m in sys.modules if m.startswith("worker.") and m not in {TORCH_FREE_WORKER_MODULES})
 print(sorted(m for m in {HEAVY_MODULES} if m in sys.modules), stages)
 """
     result = _python(code, _env(tmp_path, API_AUTH_DISABLED="1"))

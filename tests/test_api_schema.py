@@ -25,7 +25,7 @@ TOKEN = "schema-token"
 # The app is built at import (schemathesis reads its schema at collection); the service behind it reads
 # its database and broker from the environment, which the fixture below points into ROOT for this module.
 ROOT = Path(tempfile.mkdtemp(prefix="api-schema-"))
-APP = create_app(ApiSettings(TOKEN, False, ROOT / "var", ROOT / "var" / "artifacts"))
+APP = create_app(ApiSettings(TOKEN, False))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
@@ -44,6 +45,15 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa
     [
         (["submit", "train", "--peft", "dora"], ["'peft.method'", "'lora' or 'qlora'"]),  # a config error
         (["list", "--state", "nope"], ["'--state'", "'queued', 'running'"]),  # a usage error
+        (
+            [
+                *("submit", "train", "--set", "model.siglip=configs/../../../../etc"),
+                *("--set", "model.build_tiny_fixtures=false"),
+            ],
+            ["model.siglip: 'configs/../../../../etc' is outside the allowed roots", "hub id"],
+        ),
+        (["submit", "train", "--idempotency-key", "k\udcff"], ["'idempotency_key'", "surrogate"]),  # bytes not UTF-8
+        (["status", "2147483648"], ["'job_id'", "2147483647"]),
     ],
 )
 def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env, args, fragments):  # noqa: F811
@@ -66,6 +76,16 @@ def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(
         (["submit", "report", "--compare-job", "0"], "invalid value for 'compare_job'"),
         (["results", "--stage", "nope"], "--stage: unknown stage 'nope'"),
         (["worker", "--queues", "gpu,tpu"], "--queues: unknown queue ['tpu']"),
+        (["submit", "train", "--data-dir", "/etc"], "data.data_dir: '/etc' is outside the allowed roots"),
+        (["run", "evaluate", "--checkpoint", "/etc/passwd"], "params.checkpoint: '/etc/passwd' is outside"),
+        (["submit", "train-full", "--siglip-checkpoint", "../x.ckpt"], "params.siglip_checkpoint: "),
+        (["submit", "train", "--config", "/etc/hosts"], "config: '/etc/hosts' is outside the allowed roots"),
+        (["submit", "train", "--set", "paths.var_dir=/tmp"], "paths.var_dir: "),
+        (["submit", "train", "--preset", "../../../../etc/x"], "unknown preset '../../../../etc/x'; allowed values:"),
+        (["submit", "train", "--source", "synthetic", "--data-dir", "var/iu"], "use source=local (--source local)"),
+        (["submit", "report", "--compare-job", str(2**70)], "invalid value for 'compare_job'"),
+        (["submit", "train", "--set", "train.lr=.nan"], "'train.lr'"),
+        (["metrics", str(2**31)], "2147483647"),
     ],
 )
 def test_bad_input_exits_2_with_the_problem_named(job_env, args, fragment):  # noqa: F811
@@ -73,6 +93,26 @@ def test_bad_input_exits_2_with_the_problem_named(job_env, args, fragment):  # n
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr
     assert service.list_jobs() == []
+
+
+def test_a_data_dir_with_the_smoke_preset_reads_that_folder(job_env):  # noqa: F811
+    data = REPO / "var" / "iu-copy"
+
+    result = invoke("submit", "train", "--data-dir", str(data), "--json")
+
+    assert result.exit_code == 0, result.output
+    data_config = json.loads(result.stdout)["config"]["data"]
+    assert (data_config["source"], data_config["data_dir"]) == ("local", str(data))
+
+
+def test_an_idempotency_key_reused_for_another_request_exits_2_naming_the_first_job(job_env):  # noqa: F811
+    first = invoke("submit", "train", "--idempotency-key", "k-2").stdout.strip()
+
+    result = invoke("submit", "train", "--epochs", "3", "--idempotency-key", "k-2")
+
+    assert result.exit_code == 2, result.output
+    assert f"first used for job {first}" in result.stderr and "new key" in result.stderr
+    assert len(service.list_jobs()) == 1
 
 
 def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):  # noqa: F811
@@ -103,7 +143,8 @@ def test_stage_options_become_config_overrides_and_params(job_env):  # noqa: F81
     assert config["data"]["projection"] == "Lateral" and config["train"]["resume"] is True
     assert config["train"]["warmup_steps"] == 0
     evaluate = json.loads(invoke("submit", "evaluate", "--checkpoint", "var/c.ckpt", "--split", "val", "--json").stdout)
-    assert evaluate["params"] == {"checkpoint": "var/c.ckpt", "split": "val"}
+    # A path option is relative to where the command runs; the job keeps the absolute file that was checked.
+    assert evaluate["params"] == {"checkpoint": str((Path.cwd() / "var" / "c.ckpt").resolve()), "split": "val"}
 
 
 def test_the_same_idempotency_key_prints_the_same_job(job_env):  # noqa: F811

@@ -74,10 +74,30 @@ def test_submit_records_a_queued_job_with_its_resolved_config(job_env):  # noqa:
     assert service.list_jobs(JobState.RUNNING) == []
 
 
-def test_the_same_idempotency_key_returns_the_first_job(job_env):  # noqa: F811
-    first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1"))
+def test_the_same_request_with_the_same_idempotency_key_returns_the_first_job(job_env):  # noqa: F811
+    first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1", overrides={"seed": "7"}))
     again = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1", overrides={"seed": "7"}))
     assert again.id == first.id
+    assert count(Job) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"stage": Stage.train, "overrides": {"seed": "8"}},
+        {"stage": Stage.prepare_data, "overrides": {"seed": "7"}},
+        {"stage": Stage.compare, "overrides": {"seed": "7"}},
+    ],
+)
+def test_an_idempotency_key_reused_for_another_request_is_a_conflict_naming_the_first_job(
+    job_env, other  # noqa: F811
+):
+    first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-2", overrides={"seed": "7"}))
+
+    with pytest.raises(service.IdempotencyConflict) as conflict:
+        service.submit(SubmitRequest(idempotency_key="nightly-2", **other))
+
+    assert conflict.value.job_id == first.id and f"job {first.id}" in str(conflict.value)
     assert count(Job) == 1
 
 
@@ -238,6 +258,34 @@ def test_a_run_records_the_experiment_metrics_progress_and_log(fake):
     assert job.artifacts["run_dir"].startswith(str(fake.artifacts)) and "log" in job.artifacts
 
 
+@pytest.mark.parametrize(
+    ("column", "change", "key"),
+    [
+        ("config", {"model": {"siglip": "configs/../../../../etc", "build_tiny_fixtures": False}}, "model.siglip"),
+        ("config", {"data": {"source": "local", "data_dir": "/etc"}}, "data.data_dir"),
+        ("params", {"checkpoint": "/etc/passwd"}, "params.checkpoint"),
+    ],
+)
+def test_a_worker_never_opens_a_file_outside_the_roots_even_from_a_row_written_by_hand(
+    fake, monkeypatch, column, change, key
+):
+    opened: list = []
+    monkeypatch.setattr("jobs.runner.stage_function", lambda stage: lambda *args, **kwargs: opened.append(args))
+    job_id = new_job(epochs=1)
+    with transaction() as session:
+        job = session.get(Job, job_id)
+        stored = dict(getattr(job, column))
+        for section, values in change.items():
+            stored[section] = {**stored[section], **values} if isinstance(values, dict) else values
+        setattr(job, column, stored)
+
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+
+    assert opened == []
+    error = service.get_job(job_id).error
+    assert f"{key}: " in error and "outside the allowed roots" in error
+
+
 def test_a_failing_stage_ends_failed_with_the_traceback_and_keeps_its_metrics(fake, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
     job_id = new_job(epochs=4)
@@ -377,7 +425,10 @@ def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
     job, _ = service.create_job(
         SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint="var/x.ckpt", split="val"))
     )
-    assert job.params == {"checkpoint": "var/x.ckpt", "split": "val"}
+    # var/ means the var root; the row keeps the absolute file that was checked against the roots.
+    from worker.config import RunConfig
+
+    assert job.params == {"checkpoint": str(RunConfig().var_path("x.ckpt").resolve()), "split": "val"}
 
 
 def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F811

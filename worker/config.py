@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worker.locations import LOCATION_KEY, is_hub_id, resolve_local
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = PROJECT_ROOT / "configs"
 
@@ -40,16 +42,28 @@ class PeftMethod(StrEnum):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+    # NaN and infinities pass range checks (every comparison with NaN is false) and PostgreSQL's JSON refuses them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True, allow_inf_nan=False)
+
+
+def _names(kind: str) -> dict[str, str]:
+    """Field metadata for a value that names a file ("path") or a model ("model": hub id or path); the job
+    system checks every such value against the allowed roots (worker/locations.py)."""
+    return {LOCATION_KEY: kind}
 
 
 class DataConfig(_Section):
     source: Literal["synthetic", "kaggle", "local"] = Field(
         "synthetic", description="Where the IU-Xray files come from: generated, Kaggle download, or data_dir."
     )
-    data_dir: str | None = Field(None, description="A local copy in the Kaggle layout (used when source=local).")
+    data_dir: str | None = Field(
+        None, description="A local copy in the Kaggle layout (source=local).", json_schema_extra=_names("path")
+    )
     kaggle_dataset: str = Field(
-        "raddar/chest-xrays-indiana-university", description="Kaggle dataset handle for source=kaggle."
+        "raddar/chest-xrays-indiana-university",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(/versions/[0-9]+)?$",
+        max_length=200,
+        description="Kaggle dataset handle for source=kaggle (owner/dataset).",
     )
     synthetic_studies: int = Field(300, ge=20, le=100_000, description="Studies the synthetic generator draws.")
     synthetic_seed: int = Field(
@@ -66,10 +80,21 @@ class DataConfig(_Section):
         (0.7, 0.1, 0.2), description="Train/val/test fractions of the studies, split by uid."
     )
     split_file: str | None = Field(
-        None, description="An R2Gen-style annotation.json that fixes the split by study (split_fractions unused)."
+        None,
+        description="An R2Gen-style annotation.json that fixes the split by study (split_fractions unused).",
+        json_schema_extra=_names("path"),
     )
     num_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes.")
     cache_workers: int = Field(0, ge=0, le=256, description="Processes building the image cache (0: all cores).")
+
+    @model_validator(mode="after")
+    def _data_dir_needs_a_source_that_reads_it(self) -> DataConfig:
+        if self.data_dir and self.source == "synthetic":
+            raise ValueError(
+                "data_dir is set but source is synthetic, which ignores it: use source=local (--source local), "
+                "or drop the data dir"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> DataConfig:
@@ -79,8 +104,12 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    siglip: str = Field("google/siglip-base-patch16-224", description="SigLIP hub id or local path.")
-    biogpt: str = Field("microsoft/biogpt", description="BioGPT hub id or local path.")
+    siglip: str = Field(
+        "google/siglip-base-patch16-224", description="SigLIP hub id or local path.", json_schema_extra=_names("model")
+    )
+    biogpt: str = Field(
+        "microsoft/biogpt", description="BioGPT hub id or local path.", json_schema_extra=_names("model")
+    )
     build_tiny_fixtures: bool = Field(
         False, description="Build random-init tiny models at the siglip/biogpt paths if missing (smoke only)."
     )
@@ -121,7 +150,7 @@ class TrainConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Lightning accelerator.")
     early_stopping_patience: int = Field(3, ge=1, le=1000, description="Epochs without val_loss gain.")
     augment: bool = Field(True, description="Light augmentation (small shifts, brightness) on train.")
-    limit_train_batches: int | None = Field(None, ge=1, description="Cap train batches per epoch (debug).")
+    limit_train_batches: int | None = Field(None, ge=1, le=10**9, description="Cap train batches per epoch (debug).")
     resume: bool = Field(False, description="Resume from the run's last checkpoint if present.")
     max_time_s: int = Field(24 * 3600, ge=10, le=14 * 24 * 3600, description="Job time limit in seconds.")
     logit_bias_init: float | None = Field(
@@ -157,7 +186,9 @@ class EvalConfig(_Section):
 class PathsConfig(_Section):
     var_dir: str = Field("var", description="Root for data, models, caches and artifacts (relative: to repo).")
     run_dir: str | None = Field(
-        None, description="Where this run writes checkpoints and outputs; the job system sets one per job."
+        None,
+        description="Where this run writes checkpoints and outputs; the job system sets one per job.",
+        json_schema_extra=_names("path"),
     )
 
 
@@ -193,14 +224,13 @@ class RunConfig(_Section):
             return path if path.is_absolute() else PROJECT_ROOT / path
         return self.var_path("artifacts", f"{stage}-{self.config_hash()}")
 
+    def local_path(self, raw: str) -> Path:
+        """The file or folder a path value names: `var/...` under the var root, others from the repo root."""
+        return resolve_local(raw, self.var_path())
+
     def resolve_model_path(self, name_or_path: str) -> str:
-        """Hub ids pass through; relative local paths (containing var/) resolve from the repo root."""
-        if name_or_path.startswith(("var/", "./", "/")):
-            path = Path(name_or_path)
-            if name_or_path.startswith("var/"):
-                return str(self.var_path(*path.parts[1:]))
-            return str(path if path.is_absolute() else PROJECT_ROOT / path)
-        return name_or_path
+        """Hub ids pass through; anything else is a local path, resolved like every other path value."""
+        return name_or_path if is_hub_id(name_or_path) else str(self.local_path(name_or_path))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -224,6 +254,9 @@ SHORTCUTS: dict[str, str] = {
     "data_dir": "data.data_dir",
     "resume": "train.resume",
 }
+
+
+DATA_DIR_KEY, DATA_SOURCE_KEY = SHORTCUTS["data_dir"], SHORTCUTS["source"]
 
 
 def available_presets() -> list[str]:
@@ -327,14 +360,18 @@ def load_config(
         tree = _read_config_tree(path)
         tree.setdefault("preset", path.stem)
     elif preset:
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown preset '{preset}'; allowed values: {', '.join(available_presets())}")
-        tree = _read_config_tree(path)
+        # A name from the list, never a path: `../../elsewhere/x` must not reach a file outside configs/.
+        if preset not in available_presets():
+            raise ConfigError(f"unknown preset {preset!r}; allowed values: {', '.join(available_presets())}")
+        tree = _read_config_tree(PRESETS_DIR / f"{preset}.yaml")
         tree["preset"] = preset
     else:
         tree = {}
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    if overrides.get(DATA_DIR_KEY) and DATA_SOURCE_KEY not in overrides:
+        # A data dir given on its own means "read this folder"; a preset's synthetic source would ignore it.
+        overrides[DATA_SOURCE_KEY] = "local"
+    for key, value in overrides.items():
         _set_dotted(tree, key, _parse_scalar(value) if isinstance(value, str) else value)
     try:
         return RunConfig.model_validate(tree)

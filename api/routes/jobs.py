@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
-from api.deps import ValidSubmission
-from api.models import NOT_FOUND, ErrorView, JobId, JobState, JobView
+from api.models import NOT_FOUND, ConflictView, ErrorView, JobId, JobState, JobSubmission, JobView
 from jobs import service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -19,13 +19,18 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobView,
     responses={
-        400: {"model": ErrorView, "description": "The body could not be read as JSON."},
+        409: {"model": ConflictView, "description": "The idempotency key was first used for another request."},
         503: {"model": ErrorView, "description": "The broker did not take the job; it is recorded FAILED."},
     },
 )
-def submit_job(submission: ValidSubmission) -> JobView:
-    """Record the job and enqueue it; a worker picks it up. The same idempotency key returns the first job."""
-    return service.submit(submission.to_submit_request())
+def submit_job(submission: JobSubmission) -> JobView:
+    """Record the job and enqueue it; a worker picks it up. The same request with the same idempotency key
+    returns the first job; another request with that key is a 409 naming it."""
+    try:
+        return service.submit(submission.to_submit_request())
+    except service.InvalidRequest as exc:
+        location = ("body", *submission.location_of(exc.field))
+        raise RequestValidationError([{"loc": location, "msg": str(exc), "type": "invalid_request"}]) from None
 
 
 @router.get("", response_model=list[JobView])

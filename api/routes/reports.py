@@ -11,9 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
-from api.deps import SettingsDep
 from api.models import NOT_FOUND, JobState, JobView, ReportId
 from jobs import service
+from jobs.locations import data_roots
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -36,7 +36,7 @@ def prefers_html(accept: str | None) -> bool:
     return ranks["text/html"] > ranks["application/json"]
 
 
-def _report_file(job: JobView, kind: str, settings: SettingsDep) -> Path:
+def _report_file(job: JobView, kind: str) -> Path:
     if job.stage != REPORT_STAGE:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} is a {job.stage} job, not a report")
     raw = job.artifacts.get(kind)
@@ -44,15 +44,15 @@ def _report_file(job: JobView, kind: str, settings: SettingsDep) -> Path:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id} has no {kind} yet (job is {job.state})")
     path = Path(raw).resolve()
     # The path comes from the database; serve it only from the folders this system writes.
-    if not any(path.is_relative_to(root.resolve()) for root in settings.allowed_roots) or not path.is_file():
+    if not any(path.is_relative_to(root) for root in data_roots()) or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id}: {kind} file {raw} is not available")
     return path
 
 
-def _serve(job: JobView, accept: str | None, settings: SettingsDep) -> Response:
+def _serve(job: JobView, accept: str | None) -> Response:
     if prefers_html(accept):
-        return FileResponse(_report_file(job, "html", settings), media_type="text/html")
-    return FileResponse(_report_file(job, "json", settings), media_type="application/json")
+        return FileResponse(_report_file(job, "html"), media_type="text/html")
+    return FileResponse(_report_file(job, "json"), media_type="application/json")
 
 
 # Both media types of a report, for the OpenAPI schema.
@@ -67,16 +67,16 @@ AcceptHeader = Annotated[str | None, Header(description="text/html for the page,
 
 
 @router.get("/latest", response_class=Response, responses=REPORT_RESPONSES)
-def latest_report(settings: SettingsDep, accept: AcceptHeader = None) -> Response:
+def latest_report(accept: AcceptHeader = None) -> Response:
     """The newest finished report."""
     try:
         job = service.latest_report_job()
     except service.JobNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return _serve(job, accept, settings)
+    return _serve(job, accept)
 
 
 @router.get("/{report_id}", response_class=Response, responses=REPORT_RESPONSES)
-def get_report(report_id: ReportId, settings: SettingsDep, accept: AcceptHeader = None) -> Response:
+def get_report(report_id: ReportId, accept: AcceptHeader = None) -> Response:
     """One report, by the id of the job that wrote it."""
-    return _serve(service.get_job(report_id), accept, settings)
+    return _serve(service.get_job(report_id), accept)

@@ -72,7 +72,7 @@ def _split_manifest(
             prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
         )
         return manifest, path, {}, {}
-    fixed = fixed_split(data.split_file, parsed.report_uids, parsed.filenames)
+    fixed = fixed_split(config.local_path(data.split_file), parsed.report_uids, parsed.filenames)
     content = {"split_file": str(data.split_file), "uids": fixed.uids, "missing": fixed.missing}
     path = write_manifest(prepared_dir, manifest_name(data.split_file), content)
     counts = {

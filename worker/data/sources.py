@@ -44,7 +44,7 @@ def locate_dataset(config: RunConfig) -> DatasetLocation:
         planted = ensure_synthetic_dataset(root, data.synthetic_studies, data.synthetic_seed)
         return DatasetLocation("synthetic", root, root / "prepared", planted)
     if data.data_dir:
-        root = Path(data.data_dir).expanduser().resolve()
+        root = config.local_path(data.data_dir)  # the folder the job system checked against the roots
         if not root.is_dir():
             raise DataSourceError(f"data.data_dir {root} does not exist; pass --data-dir PATH of a local IU-Xray copy")
         check_layout(root)
