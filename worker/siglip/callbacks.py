@@ -38,11 +38,7 @@ class RecorderCallback(L.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {
-            name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if value.numel() == 1 and math.isfinite(float(value))
-        }
+        metrics = logged_metrics(trainer)
         metrics.update({name: value for name, value in self.cost().items() if value is not None})
         self.epoch_metrics.append(metrics)
         if trainer.is_global_zero:
@@ -50,6 +46,12 @@ class RecorderCallback(L.Callback):
                 values = {k: v for k, v in metrics.items() if _split_of(k) == split}
                 if values:
                     self.recorder.log_metrics(values, split=split, epoch=trainer.current_epoch)
+
+
+def logged_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The finite scalar metrics logged so far this epoch (a checkpoint keeps them for its model card)."""
+    values = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 def _split_of(metric: str) -> str:
