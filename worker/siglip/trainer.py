@@ -6,6 +6,7 @@ monitoring, per-epoch reporting to the recorder with cooperative cancel, and thr
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +15,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 
 from worker.config import RunConfig
 from worker.recorder import Recorder
@@ -62,7 +63,7 @@ def build_trainer(
         max_time=timedelta(seconds=config.train.max_time_s),
         limit_train_batches=config.train.limit_train_batches,
         num_sanity_val_steps=0,
-        logger=CSVLogger(ckpt_dir.parent, name="logs"),
+        logger=build_loggers(config, ckpt_dir.parent, run_name=ckpt_dir.parent.name),
         callbacks=[
             callbacks.checkpointing,
             EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
@@ -74,7 +75,37 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=1,  # metrics are per epoch; this only silences the "fewer batches" warning
     )
+    for logger in trainer.loggers:
+        # The whole config, flattened (train/lr, peft/r...): every logger's view of the run's parameters.
+        logger.log_hyperparams(config.to_dict())
     return trainer, callbacks
+
+
+MLFLOW_EXPERIMENT = "medvl-peft"
+
+
+def build_loggers(config: RunConfig, save_dir: Path, run_name: str) -> list[Logger]:
+    """The loggers ``train.loggers`` names, writing under the run folder (MLflow: to MLFLOW_TRACKING_URI,
+    else a file store under the var dir shared by all runs). They are views; the SQL tables stay the record."""
+    loggers: list[Logger] = []
+    for name in config.train.loggers:
+        if name == "csv":
+            loggers.append(CSVLogger(save_dir, name="logs"))
+        elif name == "tensorboard":
+            loggers.append(TensorBoardLogger(save_dir, name="tensorboard", default_hp_metric=False))
+        elif name == "mlflow":
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or config.var_path("mlruns").resolve().as_uri()
+            experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT
+            loggers.append(MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=uri))
+    return loggers
+
+
+def log_artifacts(trainer: L.Trainer, paths: list[Path]) -> None:
+    """Files (the model card, a report) as artifacts of the run in every artifact-keeping logger (MLflow)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            for path in paths:
+                logger.experiment.log_artifact(logger.run_id, str(path))
 
 
 def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
@@ -100,3 +131,18 @@ def fit_result(stage: str, callbacks: RunCallbacks, ckpt_dir: Path, metrics: dic
         artifacts["last_checkpoint"] = str(last)
     status = "cancelled" if callbacks.reporting.cancelled else "succeeded"
     return StageResult(stage=stage, metrics=metrics, artifacts=artifacts, status=status)
+
+
+def write_run_outputs(trainer: L.Trainer, result: StageResult, ckpt_dir: Path) -> StageResult:
+    """A finished run's Hugging Face output beside its checkpoints (rank 0 only), from the best checkpoint
+    with the run's final metrics in its model card; the card also goes to MLflow when that logger is on."""
+    best = result.artifacts.get("best_checkpoint")
+    if result.status != "succeeded" or not best or not trainer.is_global_zero:
+        return result
+    from worker.export.layout import MODEL_CARD, hf_output_dir
+    from worker.export.stage import write_hf_output
+
+    out = write_hf_output(best, hf_output_dir(ckpt_dir), metrics=result.metrics)
+    result.artifacts["hf_output"] = str(out)
+    log_artifacts(trainer, [out / MODEL_CARD])
+    return result
