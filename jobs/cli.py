@@ -98,6 +98,11 @@ class StageOptions:
     num_samples: int
     with_generation: bool
     compare_job: int | None
+    images: list[str] | None
+    top_k: int
+    merge: bool
+    push_to_hub: str | None
+    private: bool
 
     def to_request(
         self, stage: Stage, idempotency_key: str | None = None, gpu_class: str | None = None
@@ -117,6 +122,11 @@ class StageOptions:
             num_samples=self.num_samples,
             with_generation=self.with_generation,
             compare_job=self.compare_job,
+            images=self.images,
+            top_k=self.top_k,
+            merge=self.merge,
+            push_to_hub=self.push_to_hub,
+            private=self.private,
         )
         return SubmitRequest(
             stage=stage,
@@ -164,6 +174,11 @@ STAGE_OPTIONS = [
             (int, 10, "--num-samples"),
             (bool, False, "--with-generation"),
             (int | None, None, "--compare-job"),
+            (list[str] | None, None, "--images"),
+            (int, 5, "--top-k"),
+            (bool, False, "--merge"),
+            (str | None, None, "--push-to-hub"),
+            (bool, False, "--private"),
         )
     ),
 ]
