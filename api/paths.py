@@ -40,15 +40,17 @@ def outside_roots(raw: str, roots: Iterable[Path], var_root: Path) -> str | None
     return f"path {raw!r} is outside the allowed roots ({allowed}); put the file under one of them"
 
 
-def submission_paths(submission: JobSubmission) -> dict[tuple[str, ...], str]:
+def submission_paths(submission: JobSubmission) -> dict[tuple[str | int, ...], str]:
     """Every path a submission names, keyed by its location in the request body."""
-    found: dict[tuple[str, ...], str] = {}
+    found: dict[tuple[str | int, ...], str] = {}
     for name in ("config", "data_dir"):
         if value := getattr(submission, name):
             found[(name,)] = value
     for name in ("checkpoint", "siglip_checkpoint"):
         if value := getattr(submission.params, name):
             found[("params", name)] = value
+    for index, value in enumerate(submission.params.images or []):
+        found[("params", "images", index)] = value
     for key, value in submission.overrides.items():
         looks_local = key in MODEL_CONFIG_KEYS and value.startswith(LOCAL_PATH_PREFIXES)
         if key in PATH_CONFIG_KEYS or looks_local:

@@ -249,6 +249,10 @@ def test_bad_fields_are_422_naming_the_field(client: TestClient, body: dict, loc
     [
         ({"stage": "evaluate", "params": {"checkpoint": "/etc/passwd"}}, ["body", "params", "checkpoint"]),
         (
+            {"stage": "predict", "params": {"checkpoint": "var/a.ckpt", "images": ["var/in", "/home/x.dcm"]}},
+            ["body", "params", "images", 1],
+        ),
+        (
             {"stage": "train-full", "params": {"siglip_checkpoint": "var/../../x.ckpt"}},
             ["body", "params", "siglip_checkpoint"],
         ),
