@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -84,6 +85,14 @@ def build_trainer(
 MLFLOW_EXPERIMENT = "medvl-peft"
 
 
+class RecallNamesMLFlowLogger(MLFlowLogger):
+    """MLflow refuses '@' in metric names, and Lightning's logger would drop it (i2t_recall@1 -> i2t_recall1,
+    which reads as recall of rank 1 or 11 alike): spell it out as i2t_recall_at_1 instead."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({name.replace("@", "_at_"): value for name, value in metrics.items()}, step)
+
+
 def build_loggers(config: RunConfig, save_dir: Path, run_name: str) -> list[Logger]:
     """The loggers ``train.loggers`` names, writing under the run folder (MLflow: to MLFLOW_TRACKING_URI,
     else a file store under the var dir shared by all runs). They are views; the SQL tables stay the record."""
@@ -94,10 +103,25 @@ def build_loggers(config: RunConfig, save_dir: Path, run_name: str) -> list[Logg
         elif name == "tensorboard":
             loggers.append(TensorBoardLogger(save_dir, name="tensorboard", default_hp_metric=False))
         elif name == "mlflow":
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or config.var_path("mlruns").resolve().as_uri()
             experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT
-            loggers.append(MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=uri))
+            uri = mlflow_tracking_uri(config)
+            loggers.append(RecallNamesMLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=uri))
     return loggers
+
+
+def mlflow_tracking_uri(config: RunConfig) -> str:
+    """MLFLOW_TRACKING_URI, else a SQLite store shared by every run under the var dir.
+
+    MLflow 3 keeps its file store in maintenance mode and refuses it unless MLFLOW_ALLOW_FILE_STORE=true;
+    a user who points MLFLOW_TRACKING_URI at a folder has chosen it, so that choice is honoured here."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        path = config.var_path("mlflow.db").resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
 
 
 def log_artifacts(trainer: L.Trainer, paths: list[Path]) -> None:
