@@ -80,3 +80,20 @@ def test_mlflow_defaults_to_a_sqlite_store_under_the_var_dir(tmp_path, monkeypat
 def test_an_unknown_logger_is_refused_with_the_allowed_ones():
     with pytest.raises(ConfigError, match="'csv', 'tensorboard' or 'mlflow'"):
         load_config("smoke", {"train.loggers": "csv,wandb"})
+
+
+def test_a_comparison_report_goes_to_mlflow_as_artifacts_when_asked(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from worker.tracking import log_report
+
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    files = [tmp_path / "report.md", tmp_path / "report.html"]
+    for path in files:
+        path.write_text("LoRA vs QLoRA")
+    assert log_report(load_config("smoke"), "report-compare-7", files) is None  # csv only: nothing to do
+    run_id = log_report(load_config("smoke", {"train.loggers": "csv,mlflow"}), "report-compare-7", files)
+    client = MlflowClient(tracking_uri=store)
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["report.html", "report.md"]
+    assert client.get_run(run_id).info.run_name == "report-compare-7"

@@ -6,9 +6,7 @@ monitoring, per-epoch reporting to the recorder with cooperative cancel, and thr
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,13 +14,13 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.profiling import PeakMemory
+from worker.tracking import build_loggers, log_artifacts
 
 
 @dataclass
@@ -80,56 +78,6 @@ def build_trainer(
         # The whole config, flattened (train/lr, peft/r...): every logger's view of the run's parameters.
         logger.log_hyperparams(config.to_dict())
     return trainer, callbacks
-
-
-MLFLOW_EXPERIMENT = "medvl-peft"
-
-
-class RecallNamesMLFlowLogger(MLFlowLogger):
-    """MLflow refuses '@' in metric names, and Lightning's logger would drop it (i2t_recall@1 -> i2t_recall1,
-    which reads as recall of rank 1 or 11 alike): spell it out as i2t_recall_at_1 instead."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({name.replace("@", "_at_"): value for name, value in metrics.items()}, step)
-
-
-def build_loggers(config: RunConfig, save_dir: Path, run_name: str) -> list[Logger]:
-    """The loggers ``train.loggers`` names, writing under the run folder (MLflow: to MLFLOW_TRACKING_URI,
-    else a file store under the var dir shared by all runs). They are views; the SQL tables stay the record."""
-    loggers: list[Logger] = []
-    for name in config.train.loggers:
-        if name == "csv":
-            loggers.append(CSVLogger(save_dir, name="logs"))
-        elif name == "tensorboard":
-            loggers.append(TensorBoardLogger(save_dir, name="tensorboard", default_hp_metric=False))
-        elif name == "mlflow":
-            experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT
-            uri = mlflow_tracking_uri(config)
-            loggers.append(RecallNamesMLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=uri))
-    return loggers
-
-
-def mlflow_tracking_uri(config: RunConfig) -> str:
-    """MLFLOW_TRACKING_URI, else a SQLite store shared by every run under the var dir.
-
-    MLflow 3 keeps its file store in maintenance mode and refuses it unless MLFLOW_ALLOW_FILE_STORE=true;
-    a user who points MLFLOW_TRACKING_URI at a folder has chosen it, so that choice is honoured here."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        path = config.var_path("mlflow.db").resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    if uri.startswith("file:") or "://" not in uri:
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return uri
-
-
-def log_artifacts(trainer: L.Trainer, paths: list[Path]) -> None:
-    """Files (the model card, a report) as artifacts of the run in every artifact-keeping logger (MLflow)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):
-            for path in paths:
-                logger.experiment.log_artifact(logger.run_id, str(path))
 
 
 def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
