@@ -70,7 +70,7 @@ def test_csv_stays_and_sql_rows_are_unchanged(logged_run):
 
 
 def test_mlflow_defaults_to_a_sqlite_store_under_the_var_dir(tmp_path, monkeypatch):
-    from worker.siglip.trainer import mlflow_tracking_uri
+    from worker.tracking import mlflow_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = load_config("smoke", {"paths.var_dir": str(tmp_path)})
