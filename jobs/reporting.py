@@ -93,19 +93,22 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
     except Exception as exc:
         settle_parent(compare_job, JobState.FAILED, f"report failed: {exc}")
         raise
+    _log_to_mlflow(config, compare_job, result)
     if failures:
         summary = "; ".join(f"{key}: {why}" for key, why in sorted(failures.items()))
         error = f"{len(failures)} step(s) did not succeed ({summary}); the report covers the rest"
         settle_parent(compare_job, JobState.FAILED, error=error, artifacts=result.artifacts)
     else:
         settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=result.artifacts)
-    _log_to_mlflow(config, compare_job, result)
     return result
 
 
 def _log_to_mlflow(config: RunConfig, compare_job: int, result: StageResult) -> None:
     """The report's files as MLflow artifacts when the comparison asked for that logger: a view, so a tracking
-    server that does not answer is a warning, never a failed report (the database stays the record)."""
+    server that does not answer is a warning, never a failed report (the database stays the record). It runs
+    before the parent is settled, never in between the parent's end and the report job's own."""
+    if "mlflow" not in config.train.loggers:
+        return  # without importing the ML side
     from worker.tracking import log_report
 
     try:
