@@ -285,6 +285,14 @@ def test_paths_under_the_roots_and_hub_ids_are_accepted(client: TestClient, serv
     assert job["config"]["model"]["siglip"] == "google/siglip-base-patch16-224"
 
 
+def test_a_predict_job_on_images_under_the_roots_is_queued(client: TestClient, service_env: Path) -> None:
+    images = ["var/incoming", str(service_env / "scans" / "film.dcm")]
+    job = _submit(client, stage="predict", params={"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images})
+
+    assert job["stage"] == "predict" and job["state"] == "QUEUED"
+    assert job["params"] == {"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images, "top_k": 5}
+
+
 def test_a_relative_config_path_means_the_same_file_from_any_working_directory(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
