@@ -123,3 +123,16 @@ def test_a_bad_repo_id_is_refused_before_any_work(generator):
 
     with pytest.raises(ValueError, match="not a repo id"):
         export(generator.config, MemoryRecorder(), checkpoint="/nonexistent.ckpt", push_to_hub="no spaces/allowed")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_a_foreign_checkpoint_is_refused_naming_the_file(tmp_path, content):
+    from worker.export.stage import read_training_checkpoint
+
+    path = tmp_path / "model.ckpt"
+    if content is None:
+        torch.save({"state_dict": {}}, path)  # a checkpoint, but of something else
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.ckpt is not a checkpoint of the train or train-full stage"):
+        read_training_checkpoint(path)

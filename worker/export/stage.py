@@ -8,6 +8,7 @@ can push it to the Hub.
 from __future__ import annotations
 
 import math
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,14 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass the best_checkpoint of a train or train-full run"
         )
-    # Lightning checkpoints of train-full hold the optimizer and loop state as well as tensors.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # Plain tensors and containers only: a path can come from the network (under the allowed roots).
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ValueError(
+            f"{path} is not a checkpoint of the train or train-full stage (it does not load: "
+            f"{exc.__class__.__name__}); pass the best_checkpoint of such a run"
+        ) from None
     if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} is not a checkpoint of the train or train-full stage (no run config in it)")
     if LORA_TARGETS_KEY not in checkpoint and SIGLIP_CHECKPOINT_KEY not in checkpoint:
