@@ -127,7 +127,7 @@ def test_a_siglip_checkpoint_gives_retrieval_without_impressions(smoke_config, t
 
 def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, inputs):  # noqa: F811
     args = ["run", "predict", "--set", f"paths.var_dir={smoke_config.paths.var_dir}", "--checkpoint",
-            trained.checkpoint, "--images", inputs.paths[0], "--images", inputs.mono1, "--top-k", "2", "--json"]
+            trained.checkpoint, "--images", inputs.paths[0], inputs.mono1, "--top-k", "2", "--json"]  # PATH...
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
@@ -140,3 +140,5 @@ def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, 
 def test_predict_needs_images(job_env: JobEnv):  # noqa: F811
     result = invoke("run", "predict", "--checkpoint", "var/x.ckpt")
     assert result.exit_code == 2 and "needs --images" in result.output
+    result = invoke("run", "predict", "scan.png", "--checkpoint", "var/x.ckpt")
+    assert result.exit_code == 2 and "image paths go after --images" in result.output
