@@ -126,6 +126,7 @@ class TrainConfig(_Section):
     )
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
         default_factory=lambda: ["csv"],
+        min_length=1,  # the learning-rate monitor needs a logger
         description="Lightning loggers: csv, tensorboard, mlflow (MLFLOW_TRACKING_URI); views, SQL stays the record.",
     )
 

@@ -25,7 +25,7 @@ class RecallNamesMLFlowLogger(MLFlowLogger):
 
 def build_loggers(config: RunConfig, save_dir: Path, run_name: str) -> list[Logger]:
     """The loggers ``train.loggers`` names, writing under the run folder (MLflow: to MLFLOW_TRACKING_URI,
-    else a file store under the var dir shared by all runs). They are views; the SQL tables stay the record."""
+    else a SQLite store under the var dir shared by all runs). They are views; the SQL tables stay the record."""
     loggers: list[Logger] = []
     for name in config.train.loggers:
         if name == "csv":
