@@ -68,4 +68,4 @@ class ReportGenModule(L.LightningModule):
         checkpoint[SIGLIP_CHECKPOINT_KEY] = self.siglip_checkpoint
         checkpoint[FEATURE_DIM_KEY] = self.feature_dim
         checkpoint[BASE_FINGERPRINT_KEY] = self.fingerprint
-        checkpoint[METRICS_KEY] = logged_metrics(self.trainer)
+        checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer

@@ -48,8 +48,11 @@ class RecorderCallback(L.Callback):
                     self.recorder.log_metrics(values, split=split, epoch=trainer.current_epoch)
 
 
-def logged_metrics(trainer: L.Trainer) -> dict[str, float]:
-    """The finite scalar metrics logged so far this epoch (a checkpoint keeps them for its model card)."""
+def logged_metrics(trainer: L.Trainer | None) -> dict[str, float]:
+    """The finite scalar metrics logged so far this epoch (a checkpoint keeps them for its model card); none
+    for a module saved outside a Trainer."""
+    if trainer is None:
+        return {}
     values = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
     return {name: value for name, value in values.items() if math.isfinite(value)}
 

@@ -118,7 +118,7 @@ class SiglipContrastiveModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RUN_CONFIG_KEY] = self.config.to_dict()
         checkpoint[LORA_TARGETS_KEY] = list(self.lora_targets)
-        checkpoint[METRICS_KEY] = logged_metrics(self.trainer)
+        checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer
 
 
 def _first_occurrence(index: torch.Tensor) -> tuple[list[int], torch.Tensor]:
