@@ -35,25 +35,36 @@ def siglip_checkpoint(smoke_config: RunConfig, smoke_prepared, tmp_path_factory)
     return train_siglip(config, MemoryRecorder()).artifacts["best_checkpoint"]
 
 
-@pytest.fixture(scope="module", params=["full", "lora"])
-def generator(request, smoke_config: RunConfig, siglip_checkpoint, tmp_path_factory) -> SimpleNamespace:
-    """A two-epoch train-full run with BioGPT fully tuned (the smoke default) or with LoRA."""
+@pytest.fixture(scope="module")
+def generators(smoke_config: RunConfig, siglip_checkpoint, tmp_path_factory):
+    """``generators(tuning)``: a two-epoch train-full run with BioGPT fully tuned (the smoke default) or with
+    LoRA, trained on first use and shared by the module's tests."""
     from worker.reportgen.stage import train_full
 
-    config = smoke_config.model_copy(update={
-        "paths": smoke_config.paths.model_copy(update={"run_dir": str(tmp_path_factory.mktemp("train-full"))}),
-        "generation": smoke_config.generation.model_copy(update={"epochs": 2, "biogpt_tuning": request.param}),
-    })  # fmt: skip
-    result = train_full(config, MemoryRecorder(), siglip_checkpoint=siglip_checkpoint)
-    return SimpleNamespace(tuning=request.param, config=config, result=result, out=Path(result.artifacts["hf_output"]))
+    runs: dict[str, SimpleNamespace] = {}
+
+    def run(tuning: str) -> SimpleNamespace:
+        if tuning not in runs:
+            config = smoke_config.model_copy(update={
+                "paths": smoke_config.paths.model_copy(update={"run_dir": str(tmp_path_factory.mktemp(tuning))}),
+                "generation": smoke_config.generation.model_copy(update={"epochs": 2, "biogpt_tuning": tuning}),
+            })  # fmt: skip
+            result = train_full(config, MemoryRecorder(), siglip_checkpoint=siglip_checkpoint)
+            out = Path(result.artifacts["hf_output"])
+            runs[tuning] = SimpleNamespace(tuning=tuning, config=config, result=result, out=out)
+        return runs[tuning]
+
+    return run
 
 
-def test_biogpt_folder_loads_with_plain_transformers_and_peft_and_matches_the_product(generator):
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_biogpt_folder_loads_with_plain_transformers_and_peft_and_matches_the_product(generators, tuning):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from worker.reportgen.checkpoint import load_report_model
 
+    generator = generators(tuning)
     product = load_report_model(generator.result.artifacts["best_checkpoint"], generator.config).captioner.causal_lm
     folder = generator.out / "biogpt"
     base_path = generator.config.resolve_model_path(generator.config.model.biogpt)
@@ -69,7 +80,9 @@ def test_biogpt_folder_loads_with_plain_transformers_and_peft_and_matches_the_pr
     assert (untrained - expected).abs().max() > 1e-3  # training changed the model: the match means something
 
 
-def test_projector_and_siglip_adapter_are_in_the_output(generator):
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_projector_and_siglip_adapter_are_in_the_output(generators, tuning):
+    generator = generators(tuning)
     checkpoint = torch.load(generator.result.artifacts["best_checkpoint"], map_location="cpu", weights_only=False)
     tensors = load_file(generator.out / "projector" / "model.safetensors")
     trained = {k.removeprefix("captioner.projector."): v for k, v in checkpoint["state_dict"].items()
@@ -84,9 +97,8 @@ def test_projector_and_siglip_adapter_are_in_the_output(generator):
     assert "The SigLIP checkpoint it reads:" in card
 
 
-def test_jobs_run_export_with_merge(job_env: JobEnv, smoke_config, generator):  # noqa: F811
-    if generator.tuning != "full":
-        pytest.skip("one CLI run is enough")
+def test_jobs_run_export_with_merge(job_env: JobEnv, smoke_config, generators):  # noqa: F811
+    generator = generators("full")
     result = invoke("run", "export", "--set", f"paths.var_dir={smoke_config.paths.var_dir}",
                     "--checkpoint", generator.result.artifacts["best_checkpoint"], "--merge", "--json")
     assert result.exit_code == 0, result.output
@@ -99,12 +111,11 @@ def test_jobs_run_export_with_merge(job_env: JobEnv, smoke_config, generator):  
     assert (out / "siglip-merged" / "model.safetensors").is_file()
 
 
-def test_push_without_network_fails_naming_it_and_keeps_the_local_export(smoke_config, generator, monkeypatch):
+def test_push_without_network_fails_naming_it_and_keeps_the_local_export(generators, monkeypatch):
     from worker.export.hub import HubPushError
     from worker.export.stage import export
 
-    if generator.tuning != "lora":
-        pytest.skip("one push attempt is enough")
+    generator = generators("lora")
     checkpoint = generator.result.artifacts["best_checkpoint"]
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(HubPushError, match="HF_TOKEN"):
@@ -118,11 +129,11 @@ def test_push_without_network_fails_naming_it_and_keeps_the_local_export(smoke_c
     assert (folder / "README.md").is_file() and (folder / "siglip" / "adapter_model.safetensors").is_file()
 
 
-def test_a_bad_repo_id_is_refused_before_any_work(generator):
+def test_a_bad_repo_id_is_refused_before_any_work(smoke_config):
     from worker.export.stage import export
 
     with pytest.raises(ValueError, match="not a repo id"):
-        export(generator.config, MemoryRecorder(), checkpoint="/nonexistent.ckpt", push_to_hub="no spaces/allowed")
+        export(smoke_config, MemoryRecorder(), checkpoint="/nonexistent.ckpt", push_to_hub="no spaces/allowed")
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
