@@ -103,6 +103,11 @@ class StageOptions:
     num_samples: int
     with_generation: bool
     compare_job: int | None
+    images: list[str] | None
+    top_k: int
+    merge: bool
+    push_to_hub: str | None
+    private: bool
 
     def to_request(
         self, stage: Stage, idempotency_key: str | None = None, gpu_class: str | None = None
@@ -124,6 +129,11 @@ class StageOptions:
             num_samples=self.num_samples,
             with_generation=self.with_generation,
             compare_job=self.compare_job,
+            images=self.images,
+            top_k=self.top_k,
+            merge=self.merge,
+            push_to_hub=self.push_to_hub,
+            private=self.private,
         )
         return SubmitRequest(
             stage=stage,
@@ -179,24 +189,43 @@ STAGE_OPTIONS = [
             (int, 10, "--num-samples"),
             (bool, False, "--with-generation"),
             (int | None, None, "--compare-job"),
+            (list[str] | None, None, "--images"),
+            (int, 5, "--top-k"),
+            (bool, False, "--merge"),
+            (str | None, None, "--push-to-hub"),
+            (bool, False, "--private"),
         )
     ),
 ]
 
 
+# `--images a.png b.png` (a shell glob, typically): click options take one value each, so the paths after the
+# first arrive as extra arguments; the commands with stage options accept them only as more images.
+STAGE_COMMAND_SETTINGS = {"allow_extra_args": True}
+CONTEXT = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+
 def with_stage_options(function: F) -> F:
-    """Add the shared stage options to a command; the function receives them as `options: StageOptions`."""
+    """Add the shared stage options to a command; the function receives them as `options: StageOptions`.
+
+    Register the command with ``context_settings=STAGE_COMMAND_SETTINGS``."""
     signature = inspect.signature(function)
     own = [p for p in signature.parameters.values() if p.name != "options"]
     names = [p.name for p in STAGE_OPTIONS]
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        extra = kwargs.pop(CONTEXT.name).args
         options = StageOptions(**{name: kwargs.pop(name) for name in names})
+        if extra and not options.images:
+            raise UsageError(f"unexpected extra argument(s) {' '.join(extra)}; image paths go after --images")
+        if extra:
+            options.images = [*(options.images or []), *extra]
         return function(*args, options=options, **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=[*own, *STAGE_OPTIONS])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *STAGE_OPTIONS]}
+    parameters = [*own, *STAGE_OPTIONS, CONTEXT]
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper  # type: ignore[return-value]
 
 
@@ -207,7 +236,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 # --- commands -------------------------------------------------------------------------------------------
 
 
-@command()
+@command(context_settings=STAGE_COMMAND_SETTINGS)
 @with_stage_options
 def submit(
     stage: StageArg,
@@ -282,7 +311,7 @@ def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
             time.sleep(poll_s)
 
 
-@command()
+@command(context_settings=STAGE_COMMAND_SETTINGS)
 @with_stage_options
 def run(
     stage: StageArg,

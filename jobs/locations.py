@@ -75,4 +75,10 @@ def check_job_inputs(config: RunConfig, params: Mapping[str, Any]) -> dict[str, 
         if problem := location_problem(f"params.{name}", value, "path", roots, var_root, REMEDY):
             raise LocationRefused(f"params.{name}", problem)
         checked[name] = str(config.local_path(value))
+    images = params.get("images") or []
+    for index, value in enumerate(images):
+        if problem := location_problem(f"params.images.{index}", value, "path", roots, var_root, REMEDY):
+            raise LocationRefused(f"params.images.{index}", problem)
+    if images:
+        checked["images"] = [str(config.local_path(value)) for value in images]
     return checked

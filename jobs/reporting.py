@@ -5,6 +5,7 @@ It lives in `jobs` because it reads SQL; the rendering itself (worker/report) se
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from worker.config import RunConfig
     from worker.recorder import Recorder
     from worker.result import StageResult
+
+log = logging.getLogger(__name__)
 
 
 class NoComparison(LookupError):
@@ -90,6 +93,7 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
     except Exception as exc:
         settle_parent(compare_job, JobState.FAILED, f"report failed: {exc}")
         raise
+    _log_to_mlflow(config, compare_job, result)
     if failures:
         summary = "; ".join(f"{key}: {why}" for key, why in sorted(failures.items()))
         error = f"{len(failures)} step(s) did not succeed ({summary}); the report covers the rest"
@@ -97,3 +101,17 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
     else:
         settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=result.artifacts)
     return result
+
+
+def _log_to_mlflow(config: RunConfig, compare_job: int, result: StageResult) -> None:
+    """The report's files as MLflow artifacts when the comparison asked for that logger: a view, so a tracking
+    server that does not answer is a warning, never a failed report (the database stays the record). It runs
+    before the parent is settled, never in between the parent's end and the report job's own."""
+    if "mlflow" not in config.train.loggers:
+        return  # without importing the ML side
+    from worker.tracking import log_report
+
+    try:
+        log_report(config, f"report-compare-{compare_job}", [Path(p) for p in result.artifacts.values()])
+    except Exception as exc:
+        log.warning("report of comparison %s: not logged to MLflow (%s: %s)", compare_job, type(exc).__name__, exc)

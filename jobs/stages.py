@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,8 @@ class Stage(StrEnum):
     qualitative = "qualitative"
     compare = "compare"
     report = "report"
+    export = "export"
+    predict = "predict"
 
 
 STAGE_FUNCTIONS: dict[Stage, str] = {
@@ -35,6 +37,9 @@ STAGE_FUNCTIONS: dict[Stage, str] = {
     Stage.train_full: "worker.reportgen.stage:train_full",
     Stage.evaluate: "worker.reportgen.evaluate:evaluate",
     Stage.qualitative: "worker.reportgen.qualitative:qualitative",
+    Stage.export: "worker.export.stage:export",
+    # Named for what users ask ("predict on my images"); worker/reportgen/predict.py scores dataset splits.
+    Stage.predict: "worker.inference.stage:predict_images",
     # The report reads the experiments table, so its stage function is in jobs, not worker.
     Stage.report: "jobs.reporting:report_stage",
 }
@@ -42,10 +47,12 @@ STAGE_FUNCTIONS: dict[Stage, str] = {
 ORCHESTRATED_STAGES = {Stage.compare}
 
 # Which Celery queue a stage goes to: GPU work apart from CPU work.
-GPU_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}
+GPU_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative, Stage.predict}
 # A GPU class names a kind of GPU (a100, h100, l4...): its jobs go to the queue gpu.<class>, which only the
 # workers started with `--queues gpu.<class>` take, so a job that needs 80 GB never lands on a 24 GB card.
 GPU_CLASS_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+# A Hugging Face repo id, namespace/name (the Hub checks the rest when pushing).
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 
 
 def stage_function(stage: Stage) -> Callable[..., Any]:
@@ -63,7 +70,10 @@ class StageParams(BaseModel):
         None, min_length=1, max_length=4096, description="train-full: the SigLIP adapter checkpoint."
     )
     checkpoint: StorableStr | None = Field(
-        None, min_length=1, max_length=4096, description="evaluate/qualitative: the report-generation checkpoint."
+        None,
+        min_length=1,
+        max_length=4096,
+        description="evaluate/qualitative: the train-full checkpoint; export/predict: a train or train-full one.",
     )
     split: Literal["train", "val", "test"] = Field("test", description="evaluate/qualitative: which split.")
     num_samples: int = Field(10, ge=1, le=1000, description="qualitative: studies to show.")
@@ -71,6 +81,15 @@ class StageParams(BaseModel):
     compare_job: int | None = Field(
         None, ge=1, le=MAX_ROW_ID, description="report: the comparison job (default: latest)."
     )
+    images: list[Annotated[StorableStr, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, min_length=1, max_length=1000, description="predict: image files or folders (PNG, JPEG, DICOM)."
+    )
+    top_k: int = Field(5, ge=1, le=100, description="predict: most similar training reports shown per image.")
+    merge: bool = Field(False, description="export: also write the merged full-precision SigLIP.")
+    push_to_hub: str | None = Field(
+        None, pattern=HUB_REPO_PATTERN, description="export: push the output to this Hub repo (user/name; HF_TOKEN)."
+    )
+    private: bool = Field(False, description="export: create the Hub repo private.")
 
     def for_stage(self, stage: Stage) -> dict[str, Any]:
         """The keyword arguments the stage function takes; missing required ones raise ValueError."""
@@ -89,9 +108,13 @@ STAGE_PARAMS: dict[Stage, tuple[str, ...]] = {
     Stage.qualitative: ("checkpoint", "split", "num_samples"),
     Stage.compare: ("with_generation",),
     Stage.report: ("compare_job",),
+    Stage.export: ("checkpoint", "merge", "push_to_hub", "private"),
+    Stage.predict: ("checkpoint", "images", "top_k"),
 }
 REQUIRED_PARAMS: dict[Stage, tuple[str, ...]] = {
     Stage.train_full: ("siglip_checkpoint",),
     Stage.evaluate: ("checkpoint",),
     Stage.qualitative: ("checkpoint",),
+    Stage.export: ("checkpoint",),
+    Stage.predict: ("checkpoint", "images"),
 }

@@ -271,6 +271,10 @@ def test_bad_fields_are_422_naming_the_field(client: TestClient, body: dict, loc
     [
         ({"stage": "evaluate", "params": {"checkpoint": "/etc/passwd"}}, ["body", "params", "checkpoint"]),
         (
+            {"stage": "predict", "params": {"checkpoint": "var/a.ckpt", "images": ["var/in", "/home/x.dcm"]}},
+            ["body", "params", "images", 1],
+        ),
+        (
             {"stage": "train-full", "params": {"siglip_checkpoint": "var/../../x.ckpt"}},
             ["body", "params", "siglip_checkpoint"],
         ),
@@ -301,6 +305,14 @@ def test_paths_under_the_roots_and_hub_ids_are_accepted(client: TestClient, serv
 
     assert job["config"]["data"]["data_dir"] == str(data)
     assert job["config"]["model"]["siglip"] == "google/siglip-base-patch16-224"
+
+
+def test_a_predict_job_on_images_under_the_roots_is_queued(client: TestClient, service_env: Path) -> None:
+    images = ["var/incoming", str(service_env / "scans" / "film.dcm")]
+    job = _submit(client, stage="predict", params={"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images})
+
+    assert job["stage"] == "predict" and job["state"] == "QUEUED"
+    assert job["params"] == {"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images, "top_k": 5}
 
 
 def test_a_relative_config_path_means_the_same_file_from_any_working_directory(

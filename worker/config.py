@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.locations import LOCATION_KEY, is_hub_id, resolve_local
 
@@ -156,6 +156,24 @@ class TrainConfig(_Section):
     logit_bias_init: float | None = Field(
         None, ge=-50, le=50, description="Sigmoid loss: start the logit bias here (null: the checkpoint's value)."
     )
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["csv"],
+        min_length=1,  # the learning-rate monitor needs a logger
+        description="Lightning loggers: csv, tensorboard, mlflow (MLFLOW_TRACKING_URI); views, SQL stays the record.",
+    )
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _comma_separated_loggers(cls, value: Any) -> Any:
+        """`--set train.loggers=csv,mlflow` arrives as one string; a list is what the field holds."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 class GenerationConfig(_Section):

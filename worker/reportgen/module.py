@@ -9,8 +9,9 @@ import torch
 
 from worker.config import RunConfig
 from worker.reportgen.model import ReportCaptioner
+from worker.siglip.callbacks import logged_metrics
 from worker.siglip.model import trainable_parameter_names
-from worker.siglip.module import warmup_cosine
+from worker.siglip.module import METRICS_KEY, warmup_cosine
 
 RUN_CONFIG_KEY = "run_config"
 SIGLIP_CHECKPOINT_KEY = "siglip_checkpoint"
@@ -67,3 +68,4 @@ class ReportGenModule(L.LightningModule):
         checkpoint[SIGLIP_CHECKPOINT_KEY] = self.siglip_checkpoint
         checkpoint[FEATURE_DIM_KEY] = self.feature_dim
         checkpoint[BASE_FINGERPRINT_KEY] = self.fingerprint
+        checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer

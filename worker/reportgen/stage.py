@@ -27,7 +27,13 @@ from worker.result import StageResult
 from worker.siglip.model import count_parameters, weights_dtype_for
 from worker.siglip.profiling import PeakMemory
 from worker.siglip.stage import resolve_accelerator, resolve_precision
-from worker.siglip.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
+from worker.siglip.trainer import (
+    best_epoch_metrics,
+    build_trainer,
+    fit_result,
+    resume_checkpoint,
+    write_run_outputs,
+)
 
 STAGE = "train-full"
 
@@ -114,7 +120,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         "val_studies": len(studies["val"]),
         "precision": precision,
     }
-    return fit_result(STAGE, callbacks, ckpt_dir, metrics)
+    return write_run_outputs(trainer, fit_result(STAGE, callbacks, ckpt_dir, metrics), ckpt_dir)
 
 
 @torch.no_grad()

@@ -55,11 +55,7 @@ class RecorderCallback(L.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {
-            name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if value.numel() == 1 and math.isfinite(float(value))
-        }
+        metrics = logged_metrics(trainer)
         metrics.update({name: value for name, value in self.cost().items() if value is not None})
         self.epoch_metrics.append(metrics)
         if not self.cancelled:  # a cancelled epoch stopped mid-way: its checkpoint was saved at that step
@@ -74,6 +70,15 @@ class RecorderCallback(L.Callback):
                 if values:
                     self.recorder.log_metrics(values, split=split, epoch=epoch)
         self._unrecorded = None
+
+
+def logged_metrics(trainer: L.Trainer | None) -> dict[str, float]:
+    """The finite scalar metrics logged so far this epoch (a checkpoint keeps them for its model card); none
+    for a module saved outside a Trainer."""
+    if trainer is None:
+        return {}
+    values = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 def _split_of(metric: str) -> str:

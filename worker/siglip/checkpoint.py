@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 
 from worker.config import RunConfig
@@ -74,16 +75,14 @@ def read_checkpoint(checkpoint_path: str | Path) -> dict:
     return checkpoint
 
 
-def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: str = "cpu") -> FinetunedSiglip:
-    """Base model + the checkpoint's adapters and logit scale/bias, in eval mode.
+def load_peft_siglip(
+    checkpoint_path: str | Path, *, quantize: bool, device: str = "cpu"
+) -> tuple[PeftModel, RunConfig]:
+    """The base model with the checkpoint's adapters (kept separate) and logit scale/bias, and its RunConfig.
 
-    merge=True: the base is loaded in full precision (fp32) and the adapters are merged into it, also for
-    a QLoRA checkpoint (the result then differs from the 4-bit training-time model by the quantization
-    error). merge=False: the base is loaded exactly as trained (4-bit NF4 for QLoRA) with the adapters kept
-    separate, which reproduces the training-time embeddings."""
+    quantize=True loads the base in 4-bit NF4 as a QLoRA run trained it; False loads it in fp32."""
     checkpoint = read_checkpoint(checkpoint_path)
     config = RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY])
-    quantize = config.peft.method == "qlora" and not merge
     plan = LoadPlan(quantize=quantize, weights_dtype=torch.float32, device_map={"": device} if quantize else None)
     peft_model = build_peft_siglip(config, plan, targets=checkpoint[LORA_TARGETS_KEY])
     state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in checkpoint["state_dict"].items()}
@@ -93,6 +92,19 @@ def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: s
     missing_trainable = [k for k, p in peft_model.named_parameters() if p.requires_grad and k not in state]
     if missing_trainable:
         raise ValueError(f"{checkpoint_path}: no value for trainable parameter {missing_trainable[0]}")
+    return peft_model, config
+
+
+def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: str = "cpu") -> FinetunedSiglip:
+    """Base model + the checkpoint's adapters and logit scale/bias, in eval mode.
+
+    merge=True: the base is loaded in full precision (fp32) and the adapters are merged into it, also for
+    a QLoRA checkpoint (the result then differs from the 4-bit training-time model by the quantization
+    error). merge=False: the base is loaded exactly as trained (4-bit NF4 for QLoRA) with the adapters kept
+    separate, which reproduces the training-time embeddings."""
+    config = RunConfig.model_validate(read_checkpoint(checkpoint_path)[RUN_CONFIG_KEY])
+    quantize = config.peft.method == "qlora" and not merge
+    peft_model, config = load_peft_siglip(checkpoint_path, quantize=quantize, device=device)
     model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     if not quantize:
         model = model.to(device)

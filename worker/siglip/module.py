@@ -12,12 +12,14 @@ from peft import PeftModel
 from transformers import SiglipModel
 
 from worker.config import RunConfig
+from worker.siglip.callbacks import logged_metrics
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import retrieval_metrics
 
 RUN_CONFIG_KEY = "run_config"
 LORA_TARGETS_KEY = "lora_targets"
+METRICS_KEY = "metrics"
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -116,6 +118,7 @@ class SiglipContrastiveModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RUN_CONFIG_KEY] = self.config.to_dict()
         checkpoint[LORA_TARGETS_KEY] = list(self.lora_targets)
+        checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer
 
 
 def _first_occurrence(index: torch.Tensor) -> tuple[list[int], torch.Tensor]:

@@ -24,7 +24,13 @@ from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, w
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.siglip.profiling import MB, PeakMemory
-from worker.siglip.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
+from worker.siglip.trainer import (
+    best_epoch_metrics,
+    build_trainer,
+    fit_result,
+    resume_checkpoint,
+    write_run_outputs,
+)
 
 STAGE = "train"
 
@@ -110,7 +116,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         "resumed_from": str(resume_from) if resume_from else None,
         "precision": precision,
     }
-    return fit_result(STAGE, callbacks, ckpt_dir, metrics)
+    return write_run_outputs(trainer, fit_result(STAGE, callbacks, ckpt_dir, metrics), ckpt_dir)
 
 
 def _as_float(value: torch.Tensor | None) -> float | None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from worker.config import RunConfig
 from worker.recorder import Recorder
@@ -24,6 +23,7 @@ from worker.result import StageResult
 from worker.siglip.atomic_io import AtomicCheckpointIO
 from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
 from worker.siglip.profiling import PeakMemory
+from worker.tracking import build_loggers, log_artifacts
 
 
 @dataclass
@@ -68,7 +68,7 @@ def build_trainer(
         max_time=timedelta(seconds=config.train.max_time_s),
         limit_train_batches=config.train.limit_train_batches,
         num_sanity_val_steps=0,
-        logger=CSVLogger(ckpt_dir.parent, name="logs"),
+        logger=build_loggers(config, ckpt_dir.parent, run_name=ckpt_dir.parent.name),
         callbacks=[
             callbacks.checkpointing,
             EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping_patience),
@@ -80,6 +80,9 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=1,  # metrics are per epoch; this only silences the "fewer batches" warning
     )
+    for logger in trainer.loggers:
+        # The whole config, flattened (train/lr, peft/r...): every logger's view of the run's parameters.
+        logger.log_hyperparams(config.to_dict())
     return trainer, callbacks
 
 
@@ -106,3 +109,18 @@ def fit_result(stage: str, callbacks: RunCallbacks, ckpt_dir: Path, metrics: dic
         artifacts["last_checkpoint"] = str(last)
     status = "cancelled" if callbacks.reporting.cancelled else "succeeded"
     return StageResult(stage=stage, metrics=metrics, artifacts=artifacts, status=status)
+
+
+def write_run_outputs(trainer: L.Trainer, result: StageResult, ckpt_dir: Path) -> StageResult:
+    """A finished run's Hugging Face output beside its checkpoints (rank 0 only), from the best checkpoint
+    with the run's final metrics in its model card; the card also goes to MLflow when that logger is on."""
+    best = result.artifacts.get("best_checkpoint")
+    if result.status != "succeeded" or not best or not trainer.is_global_zero:
+        return result
+    from worker.export.layout import MODEL_CARD, hf_output_dir
+    from worker.export.stage import write_hf_output
+
+    out = write_hf_output(best, hf_output_dir(ckpt_dir), metrics=result.metrics)
+    result.artifacts["hf_output"] = str(out)
+    log_artifacts(trainer, [out / MODEL_CARD])
+    return result
