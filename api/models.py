@@ -118,12 +118,13 @@ class JobSubmission(BaseModel):
         result.update(self.overrides)
         return result
 
-    def location_of(self, field: str | None) -> tuple[str, ...]:
-        """Where in this body the service's `field` (a config key, `params.x`, `config`) came from."""
+    def location_of(self, field: str | None) -> tuple[str | int, ...]:
+        """Where in this body the service's `field` (a config key, `params.x`, `params.images.N`, `config`)
+        came from."""
         if field is None:
             return ()
         if field.startswith("params.") or field in ("config", "idempotency_key"):
-            return tuple(field.split(".", 1))
+            return tuple(int(part) if part.isdigit() else part for part in field.split("."))
         if field in self.overrides:
             return ("overrides", field)
         for name, key in self.shortcut_keys().items():

@@ -57,8 +57,6 @@ def _require_redis(name: str, url: str) -> None:
 
 
 def create_app(broker: str, backend: str) -> Celery:
-    _require_redis("CELERY_BROKER_URL", broker)
-    _require_redis("CELERY_RESULT_BACKEND", backend)
     app = Celery("medvl", broker=broker, backend=backend)
     app.conf.update(
         # JSON only: a pickled message could run arbitrary code in the worker, so it is refused.
@@ -109,8 +107,12 @@ def declare_queues(app: Celery, extra: Iterable[str] = ()) -> None:
 
 
 def ensure_broker(settings: Settings | None = None) -> None:
-    """Start the project's local Redis when the settings use it (no CELERY_BROKER_URL); else nothing."""
-    local = (settings or get_settings()).local_broker
+    """Before the first use of the broker: refuse one that is not Redis (UnsupportedBroker), and start the
+    project's local Redis when the settings use it (no CELERY_BROKER_URL)."""
+    settings = settings or get_settings()
+    _require_redis("CELERY_BROKER_URL", settings.broker)
+    _require_redis("CELERY_RESULT_BACKEND", settings.result_backend)
+    local = settings.local_broker
     if local is not None:
         localbroker.ensure_running(local)
 

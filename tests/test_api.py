@@ -312,7 +312,12 @@ def test_a_predict_job_on_images_under_the_roots_is_queued(client: TestClient, s
     job = _submit(client, stage="predict", params={"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images})
 
     assert job["stage"] == "predict" and job["state"] == "QUEUED"
-    assert job["params"] == {"checkpoint": "var/artifacts/run-1/best.ckpt", "images": images, "top_k": 5}
+    # Stored as the absolute files that were checked, so the worker opens exactly those.
+    checked = {
+        "checkpoint": str(service_env / "artifacts/run-1/best.ckpt"),
+        "images": [str(service_env / "incoming"), images[1]],
+    }
+    assert job["params"] == {**checked, "top_k": 5}
 
 
 def test_a_relative_config_path_means_the_same_file_from_any_working_directory(
