@@ -8,6 +8,7 @@ through hadolint, and docker/claim-gpu.sh with a stand-in nvidia-smi.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -195,8 +196,13 @@ def _environ_reads(tree: ast.Module) -> set[str]:
     return names
 
 
+@functools.cache
 def variables_the_code_reads() -> dict[str, str]:
-    """Variable -> a file that reads it: Python code, shell scripts, and compose interpolation."""
+    """Variable -> a file that reads it: Python code, shell scripts, and compose interpolation.
+
+    Parsed once per session: CPython 3.11.7's ast.parse was seen failing with "AST constructor recursion
+    depth mismatch" on the third walk over the same files late in a full run (an interpreter bug, fixed in
+    later 3.11 releases); the files do not change during a run."""
     found: dict[str, str] = {}
     for directory in CODE_DIRS:
         for path in sorted((REPO / directory).rglob("*.py")):
