@@ -39,6 +39,7 @@ __all__ = [
     "list_jobs",
     "read_logs",
     "submit",
+    "validate_runs",
 ]
 
 
@@ -119,14 +120,26 @@ def submit(request: SubmitRequest) -> JobView:
     return job
 
 
-def _submit_comparison(request: SubmitRequest) -> JobView:
-    """A comparison is a parent row plus a canvas of child jobs (jobs/compare.py)."""
-    from jobs.compare import submit_compare
+def validate_runs(request: SubmitRequest) -> tuple[dict[str, Any], list[Any]]:
+    """A comparison's or sweep's config and its runs (jobs.grid.Run), or InvalidRequest naming what is wrong."""
+    from jobs.compare import plan_runs
+    from jobs.grid import GridError
 
     config, _ = validate(request)
+    try:
+        return config, plan_runs(request, config)
+    except GridError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _submit_comparison(request: SubmitRequest) -> JobView:
+    """A comparison or a sweep is a parent row plus a canvas of child jobs (jobs/compare.py)."""
+    from jobs.compare import submit_compare
+
+    config, runs = validate_runs(request)
     if request.idempotency_key and (existing := _job_by_key(request.idempotency_key)) is not None:
         return existing
-    return submit_compare(request, config)
+    return submit_compare(request, config, runs)
 
 
 def _finish_unqueued(job_id: int, state: JobState, error: str | None) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
 from jobs import service
-from jobs.compare import JobRefError, create_plan, resolve_job_refs
+from jobs.compare import ComparePlan, JobRefError, create_plan, plan_runs, resolve_job_refs
 from jobs.database import dispose_engines, transaction
 from jobs.reporting import report_stage
 from jobs.schemas import JobState, SubmitRequest
@@ -25,8 +25,16 @@ CONFIGURED = (
 )  # fmt: skip
 
 
+LORA, QLORA = {"peft.method": "lora"}, {"peft.method": "qlora"}
+
+
 def _request(with_generation: bool = False) -> SubmitRequest:
     return SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=with_generation))
+
+
+def _plan(request: SubmitRequest) -> ComparePlan:
+    config = load_config("smoke").to_dict()
+    return create_plan(request, config, plan_runs(request, config), with_generation=request.params.with_generation)
 
 
 def _children(parent_id: int) -> list[Job]:
@@ -36,8 +44,7 @@ def _children(parent_id: int) -> list[Job]:
 
 @pytest.mark.usefixtures("job_env")
 def test_plan_links_children_and_differs_only_in_peft_method():
-    config = load_config("smoke").to_dict()
-    plan = create_plan(_request(with_generation=True), config, with_generation=True)
+    plan = _plan(_request(with_generation=True))
     children = _children(plan.parent_id)
     assert [c.stage for c in children] == [
         "prepare-data", "train", "train-full", "evaluate", "train", "train-full", "evaluate", "report",
@@ -48,14 +55,14 @@ def test_plan_links_children_and_differs_only_in_peft_method():
     assert lora["peft"]["method"] == "lora" and qlora["peft"]["method"] == "qlora"
     assert {**lora, "peft": None} == {**qlora, "peft": None}
     train_full = next(c for c in children if c.stage == "train-full")
-    assert train_full.params["siglip_checkpoint"] == f"job:{plan.branches['lora'][0][1]}"
+    assert train_full.params["siglip_checkpoint"] == f"job:{plan.branch(**LORA).steps[0][1]}"
     assert service.get_job(plan.parent_id).state is JobState.RUNNING
 
 
 @pytest.mark.usefixtures("job_env")
 def test_a_job_reference_resolves_only_to_a_succeeded_checkpoint():
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
-    train_id = plan.branches["lora"][0][1]
+    plan = _plan(_request())
+    train_id = plan.branch(**LORA).steps[0][1]
     with pytest.raises(JobRefError, match=f"input job {train_id} ended QUEUED"):
         resolve_job_refs({"siglip_checkpoint": f"job:{train_id}"})
     with transaction() as session:
@@ -73,7 +80,7 @@ def test_a_job_reference_resolves_only_to_a_succeeded_checkpoint():
 
 @pytest.mark.usefixtures("job_env")
 def test_cancelling_the_parent_cancels_it_and_its_queued_children():
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
+    plan = _plan(_request())
     assert service.cancel(plan.parent_id).state is JobState.CANCELLED
     assert {c.state for c in _children(plan.parent_id)} == {JobState.CANCELLED.value}
 
@@ -93,11 +100,11 @@ def _record(job_id: int, method: str, metrics: dict, val_losses: list[float]) ->
 
 @pytest.mark.usefixtures("job_env")
 def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path):
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
+    plan = _plan(_request())
     lora = {"train_time_s": 80.0, "samples_per_s": 64.0, "peak_gpu_mem_mb": 5000.0, "i2t_recall@1": 0.5}
     qlora = {"train_time_s": 100.0, "samples_per_s": 48.0, "peak_gpu_mem_mb": 3000.0, "i2t_recall@1": 0.45}
-    _record(plan.branches["lora"][0][1], "lora", lora, [1.0, 0.8])
-    _record(plan.branches["qlora"][0][1], "qlora", qlora, [1.1, 0.9])
+    _record(plan.branch(**LORA).steps[0][1], "lora", lora, [1.0, 0.8])
+    _record(plan.branch(**QLORA).steps[0][1], "qlora", qlora, [1.1, 0.9])
 
     config = load_config("smoke", {"paths.run_dir": str(tmp_path / "report")})
     result = report_stage(config, MemoryRecorder(), compare_job=plan.parent_id)
