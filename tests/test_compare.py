@@ -113,14 +113,17 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     table = {row["metric"]: row for row in report["table"]}
     assert set(table) == set(lora)
     for metric in lora:
-        assert table[metric]["lora"] == pytest.approx(lora[metric])
-        assert table[metric]["qlora"] == pytest.approx(qlora[metric])
+        assert table[metric]["cells"][0]["mean"] == pytest.approx(lora[metric])
+        assert table[metric]["cells"][1]["mean"] == pytest.approx(qlora[metric])
         assert table[metric]["ratio"] == pytest.approx(qlora[metric] / lora[metric])
-    assert report["curves"]["qlora"]["val_loss"] == [[0, 1.1], [1, 0.9]]
-    assert "QLoRA used 40% less peak GPU memory than LoRA (3,000 MB against 5,000 MB)." in report["conclusions"]
+    train_ids = {m: plan.branch(**cell).steps[0][1] for m, cell in (("LoRA", LORA), ("QLoRA", QLORA))}
+    assert {c["label"]: c["experiments"]["42"]["train"]["job_id"] for c in report["cells"]} == train_ids
+    assert report["curves"]["QLoRA"]["val_loss"] == [[0, 1.1], [1, 0.9]]
+    assert any(line.startswith("Peak GPU memory, allocated (MB): QLoRA is lower (better) than LoRA (QLoRA 3,000.0 "
+                               "against LoRA 5,000.0, 40% lower") for line in report["conclusions"])  # fmt: skip
     parent = service.get_job(plan.parent_id)
     # prepare-data never ran in this test, so the parent ends FAILED naming it, with the report attached.
-    assert parent.state is JobState.FAILED and "prepare-data" in parent.error
+    assert parent.state is JobState.FAILED and "seed 42 prepare-data" in parent.error
     assert parent.artifacts["html"] == result.artifacts["html"]
 
 
@@ -157,12 +160,15 @@ def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_
     assert all(c.state is JobState.SUCCEEDED and c.parent_id == parent["id"] for c in children)
 
     report = json.loads(Path(parent["artifacts"]["json"]).read_text())
-    assert report["compare_job_id"] == parent["id"] and report["missing"] == []
+    report_job = next(c for c in children if c.stage == "report")
+    assert report["compare_job_id"] == parent["id"] and report["report_job_id"] == report_job.id
+    assert report["missing"] == []
     by_method = {e.peft_method: e for e in service.list_experiments(stage="train")}
     table = {row["metric"]: row for row in report["table"]}
     for metric in ("train_time_s", "samples_per_s", "peak_ram_mb", "best_val_loss", "i2t_recall@1"):
-        assert table[metric]["lora"] == pytest.approx(by_method["lora"].metrics[metric])
-        assert table[metric]["qlora"] == pytest.approx(by_method["qlora"].metrics[metric])
-    assert len(report["curves"]["lora"]["val_loss"]) == 2
+        assert table[metric]["cells"][0]["mean"] == pytest.approx(by_method["lora"].metrics[metric])
+        assert table[metric]["cells"][1]["mean"] == pytest.approx(by_method["qlora"].metrics[metric])
+        assert table[metric]["cells"][1]["experiment_ids"] == [by_method["qlora"].id]
+    assert len(report["curves"]["LoRA"]["val_loss"]) == 2
     dispose_engines()
     reset_settings()
