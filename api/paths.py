@@ -50,7 +50,16 @@ def submission_paths(submission: JobSubmission) -> dict[tuple[str, ...], str]:
         if value := getattr(submission.params, name):
             found[("params", name)] = value
     for key, value in submission.overrides.items():
-        looks_local = key in MODEL_CONFIG_KEYS and value.startswith(LOCAL_PATH_PREFIXES)
-        if key in PATH_CONFIG_KEYS or looks_local:
+        if _names_a_path(key, value):
             found[("overrides", key)] = value
+    # A sweep sets config keys too, one value per run.
+    for key, values in (submission.params.grid or {}).items():
+        for index, value in enumerate(values):
+            if _names_a_path(key, value):
+                found[("params", "grid", key, str(index))] = value
     return found
+
+
+def _names_a_path(key: str, value: str) -> bool:
+    looks_local = key in MODEL_CONFIG_KEYS and value.startswith(LOCAL_PATH_PREFIXES)
+    return key in PATH_CONFIG_KEYS or looks_local

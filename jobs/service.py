@@ -124,8 +124,14 @@ def validate_runs(request: SubmitRequest) -> tuple[dict[str, Any], list[Any]]:
     """A comparison's or sweep's config and its runs (jobs.grid.Run), or InvalidRequest naming what is wrong."""
     from jobs.compare import plan_runs
     from jobs.grid import GridError
+    from worker.report.metrics import find_measure  # torch-free, like worker.config
 
     config, _ = validate(request)
+    if request.params.metric is not None:
+        try:
+            find_measure(request.params.metric)
+        except KeyError as exc:
+            raise InvalidRequest(f"metric: {exc.args[0]}") from None
     try:
         return config, plan_runs(request, config)
     except GridError as exc:
