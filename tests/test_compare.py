@@ -128,7 +128,9 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
 
 
 @pytest.mark.slow
-def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_config, tmp_path, monkeypatch):
+def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
+    smoke_prepared, smoke_config, tmp_path, monkeypatch
+):
     for name in CONFIGURED:
         monkeypatch.delenv(name, raising=False)
     # Data and tiny models from the session's smoke folder; a database and broker of this test's own.
@@ -147,7 +149,7 @@ def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_
     worker = Worker(env, fake=False, name="compare")
     try:
         completed = run_cli(
-            env, "submit", "compare", "--preset", "smoke", "--epochs", "2",
+            env, "submit", "compare", "--preset", "smoke", "--epochs", "2", "--seeds", "3",
             "--set", "train.limit_train_batches=2", "--wait", "--json", timeout=500,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr + worker.output()[-4000:]
@@ -156,19 +158,30 @@ def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_
     parent = json.loads(completed.stdout)
     assert parent["stage"] == "compare" and parent["state"] == "SUCCEEDED"
     children = service.get_job(parent["id"]).children
-    assert sorted(c.stage for c in children) == ["prepare-data", "report", "train", "train"]
+    # One data preparation per seed (the split follows the seed), one training per method and seed.
+    assert sorted(c.stage for c in children) == ["prepare-data"] * 3 + ["report"] + ["train"] * 6
     assert all(c.state is JobState.SUCCEEDED and c.parent_id == parent["id"] for c in children)
 
     report = json.loads(Path(parent["artifacts"]["json"]).read_text())
     report_job = next(c for c in children if c.stage == "report")
     assert report["compare_job_id"] == parent["id"] and report["report_job_id"] == report_job.id
-    assert report["missing"] == []
-    by_method = {e.peft_method: e for e in service.list_experiments(stage="train")}
+    assert report["missing"] == [] and len(report["seeds"]) == 3
+    experiments = service.list_experiments(stage="train")
     table = {row["metric"]: row for row in report["table"]}
     for metric in ("train_time_s", "samples_per_s", "peak_ram_mb", "best_val_loss", "i2t_recall@1"):
-        assert table[metric]["cells"][0]["mean"] == pytest.approx(by_method["lora"].metrics[metric])
-        assert table[metric]["cells"][1]["mean"] == pytest.approx(by_method["qlora"].metrics[metric])
-        assert table[metric]["cells"][1]["experiment_ids"] == [by_method["qlora"].id]
+        for index, method in enumerate(("lora", "qlora")):
+            values = {e.id: e.metrics[metric] for e in experiments if e.peft_method == method}
+            cell = table[metric]["cells"][index]
+            assert cell["n"] == 3 and sorted(cell["experiment_ids"]) == sorted(values)
+            assert cell["mean"] == pytest.approx(sum(values.values()) / 3)
+            assert cell["low"] <= cell["mean"] <= cell["high"]
+        difference = table[metric]["difference"]
+        assert difference["over"] == "3 paired seeds (t)"
+        assert difference["significant"] is (difference["low"] > 0 or difference["high"] < 0)
+    # The conclusion on validation loss follows its interval.
+    loss = table["best_val_loss"]["difference"]
+    line = next(line for line in report["conclusions"] if line.startswith("Best validation loss"))
+    assert ("no significant difference" in line) is (not loss["significant"])
     assert len(report["curves"]["LoRA"]["val_loss"]) == 2
     dispose_engines()
     reset_settings()
