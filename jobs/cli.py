@@ -420,7 +420,7 @@ def report(
     job_id: Annotated[int | None, typer.Option("--job", help="A report job's id (default: the newest).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print a LoRA/QLoRA comparison report: its table and conclusions, and where its HTML page is."""
+    """Print a comparison or sweep report: its tables and conclusions, and where its HTML page is."""
     job = service.get_job(job_id) if job_id else service.latest_report_job()
     if job.stage != Stage.report.value or "json" not in job.artifacts:
         raise service.JobNotFound(f"job {job.id} is not a finished report job; `jobs list` shows the jobs")

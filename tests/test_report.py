@@ -201,6 +201,7 @@ def test_a_sweep_groups_by_its_keys_and_names_the_best_configuration(tmp_path):
     assert report["best"]["difference"]["significant"] is True
     by_r = {g["value"]: g for g in report["groups"]["peft.r"]}
     assert by_r["16"]["mean"] == pytest.approx((0.55 + 0.40) / 2) and by_r["16"]["n"] == 4
+    assert by_r["16"]["experiment_ids"] == [3, 4, 7, 8]
     assert set(report["groups"]) == {"peft.method", "peft.r"}
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# Sweep over peft.method × peft.r\n")

@@ -229,12 +229,18 @@ def _groups(c: Comparison, measure: Measure) -> dict[str, list[dict[str, Any]]]:
     """For each grid key, the measure per value of that key, pooled over the other keys and the seeds."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for key in c.grid_keys:
-        pooled: dict[str, list[float]] = {}
+        pooled: dict[str, tuple[list[float], list[int]]] = {}
         for cell in c.cells:
-            pooled.setdefault(str(cell.values[key]), []).extend(cell.per_seed(measure).values())
-        groups[key] = [{"value": value, **t_interval(v, "runs").to_dict()} for value, v in pooled.items() if v]
+            values, ids = pooled.setdefault(str(cell.values[key]), ([], []))
+            found = cell.per_seed(measure)
+            values.extend(found.values())
+            ids.extend(cell.experiment_ids(measure.stage, found))
+        groups[key] = [
+            {"value": value, **t_interval(values, "runs").to_dict(), "experiment_ids": ids}
+            for value, (values, ids) in pooled.items()
+            if values
+        ]
     return groups
-
 
 
 def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
