@@ -268,7 +268,9 @@ def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
     judged = (
         "" if row["lower_is_better"] is None else (" (better)" if (delta < 0) == row["lower_is_better"] else " (worse)")
     )
-    relative = f", {abs(delta) / abs(va) * 100:.0f}% {word}" if va else ""
+    percent = abs(delta) / abs(va) * 100 if va else None
+    # Whole percent reads best; below 10% a decimal keeps a small change from printing as "0% lower".
+    relative = "" if percent is None else f", {percent:.0f}% {word}" if percent >= 10 else f", {percent:.1f}% {word}"
     if diff is None:
         why = "one seed, no interval" if min(first["n"], second["n"]) < 2 else "no two seeds in common, no interval"
         return f"{label}: {b} is {word}{judged} than {a} ({numbers}{relative}; {why})."
