@@ -8,6 +8,7 @@ failed child an hour later.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,14 +71,15 @@ def expand(
     for key in grid:
         if key in RESERVED_KEYS:
             raise GridError(f"grid key '{key}': {RESERVED_KEYS[key]}")
-    points = list(itertools.product(*grid.values()))
-    if len(points) * len(seeds) > MAX_SWEEP_CHILDREN:
+    # Counted before the product is built: 8 keys of 64 values would be 2.8e14 points.
+    configurations = math.prod(len(values) for values in grid.values())
+    if configurations * len(seeds) > MAX_SWEEP_CHILDREN:
         raise GridError(
-            f"{len(points)} configurations x {len(seeds)} seeds = {len(points) * len(seeds)} runs; "
+            f"{configurations} configurations x {len(seeds)} seeds = {configurations * len(seeds)} runs; "
             f"at most {MAX_SWEEP_CHILDREN} per sweep: fewer values or seeds"
         )
     runs = []
-    for point in points:
+    for point in itertools.product(*grid.values()):
         for seed in seeds:
             try:
                 config = load_config(preset, {**overrides, **dict(zip(grid, point, strict=True)), "seed": str(seed)},

@@ -50,6 +50,8 @@ def test_the_grid_expands_to_every_combination_and_seed_with_validated_values():
         ({"seed": ["1", "2"]}, [1], ["--seeds"]),
         ({"peft.r": [str(r) for r in range(1, 9)], "train.epochs": [str(e) for e in range(1, 10)]}, [1], ["at most"]),
         ({"peft.r": ["8", "16"]}, list(range(MAX_SWEEP_CHILDREN // 2 + 1)), ["seeds", "at most"]),
+        # Refused from the counts alone: the product of 8 keys of 64 values is never built.
+        ({f"peft.k{i}": [str(v) for v in range(64)] for i in range(8)}, [1], ["281474976710656 configurations"]),
     ],
 )
 def test_a_bad_grid_is_one_error_naming_the_key(grid, seeds, words):

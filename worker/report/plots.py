@@ -90,6 +90,8 @@ def _bars(ax: Any, c: Comparison, row: dict[str, Any]) -> None:
     ax.set_xticks(list(positions), [s["label"] for s in summaries], rotation=30 if len(summaries) > 3 else 0,
                   ha="right" if len(summaries) > 3 else "center", fontsize="small")  # fmt: skip
     ax.set_title(row["label"], fontsize="medium")
+    if any(s["high"] is not None for s in summaries):
+        ax.set_ylabel("mean, bars: 95% interval over seeds", fontsize="small")
 
 
 def cost_bars(c: Comparison, path: Path) -> Path | None:

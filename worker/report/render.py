@@ -117,10 +117,10 @@ def _group_sections(c: Comparison) -> list[Section]:
     return sections
 
 
-def _reading_notes(c: Comparison) -> list[str]:
-    notes = [
-        "Each configuration ran once per seed; the seed sets the data split, the initialisation and the data order, "
-        "and both configurations of a pair ran with the same seeds.",
+def _reading_notes() -> list[str]:
+    return [
+        "Each configuration ran once per seed, all with the same seeds; the seed sets the data split, the "
+        "initialisation and the data order.",
         "Intervals of a difference are paired: over the seeds both configurations ran (Student t), except the "
         "'mean per test study' rows, whose interval comes from 2,000 paired bootstrap resamples of the test studies "
         "both scored (within each seed).",
@@ -130,7 +130,6 @@ def _reading_notes(c: Comparison) -> list[str]:
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "
         "`jobs metrics ID`).",
     ]
-    return notes
 
 
 def sections(c: Comparison) -> list[Section]:
@@ -145,7 +144,7 @@ def sections(c: Comparison) -> list[Section]:
     out.append(Section("Conclusions", items=c.conclusions))
     if c.missing:
         out.append(Section("Missing steps", items=c.missing))
-    out.append(Section("How to read the intervals", items=_reading_notes(c)))
+    out.append(Section("How to read the intervals", items=_reading_notes()))
     return out
 
 
