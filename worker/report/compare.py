@@ -50,12 +50,12 @@ class Cell:
 
     def per_study(self, measure: Measure) -> dict[int, dict[str, float]]:
         """seed -> study id -> value, for a measure the evaluate stage scored per study."""
-        return {
-            seed: dict(studies)
-            for seed, stages in self.runs.items()
-            if measure.per_study and (studies := ((stages.get(measure.stage) or {}).get("per_study") or {}).get(
-                measure.per_study))
-        }  # fmt: skip
+        found = {}
+        for seed, stages in self.runs.items():
+            studies = ((stages.get(measure.stage) or {}).get("per_study") or {}).get(measure.per_study or "")
+            if studies:
+                found[seed] = dict(studies)
+        return found
 
     def experiment_ids(self, stage: str, seeds: Iterable[int]) -> list[int]:
         return [self.runs[s][stage]["id"] for s in sorted(seeds) if stage in self.runs.get(s, {})]

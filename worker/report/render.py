@@ -170,7 +170,7 @@ def markdown(c: Comparison) -> str:
 
 
 _HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}{{ tab }}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 80rem; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; } td, th { border: 1px solid #ccc; padding: .3rem .6rem; }
@@ -198,4 +198,5 @@ def html(c: Comparison, charts: dict[str, Path]) -> str:
     titles = {**CHART_TITLES, "metric_bars": f"{find_measure(c.metric).label} per configuration"}
     encoded = [(titles.get(name, name), base64.b64encode(path.read_bytes()).decode()) for name, path in charts.items()]
     template = Environment(autoescape=select_autoescape(default=True)).from_string(_HTML)
-    return template.render(title=title_of(c), subtitle=subtitle_of(c), sections=sections(c), charts=encoded)
+    tab = f" (report job {c.report_job_id})" if c.report_job_id else ""
+    return template.render(title=title_of(c), tab=tab, subtitle=subtitle_of(c), sections=sections(c), charts=encoded)
