@@ -53,18 +53,29 @@ class ComparisonRows:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def _per_study(artifacts: dict[str, Any] | None) -> dict[str, dict[str, float]]:
-    """bleu4 and rougeL per study uid from the evaluate stage's predictions file (empty when it is gone)."""
-    path = Path((artifacts or {}).get("predictions") or "")
+# Per-item files the stages write (artifact name, the field naming the item, the values to read): the report
+# compares two runs item by item from them.
+PER_ITEM_FILES = {
+    Stage.evaluate.value: ("predictions", "uid", ("bleu4", "rougeL")),
+    Stage.train.value: ("val_hits", "image", ("i2t_hit@1", "t2i_hit@1")),
+}
+
+
+def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """value name -> item -> value from the stage's per-item JSONL file; empty when there is none (any more)."""
+    if stage not in PER_ITEM_FILES:
+        return {}
+    artifact, key, names = PER_ITEM_FILES[stage]
+    path = Path((artifacts or {}).get(artifact) or "")
     if not path.is_file():
         return {}
-    scores: dict[str, dict[str, float]] = {"bleu4": {}, "rougeL": {}}
+    values: dict[str, dict[str, float]] = {name: {} for name in names}
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        for name, values in scores.items():
+        for name in names:
             if isinstance(record.get(name), int | float):
-                values[str(record["uid"])] = float(record[name])
-    return {name: values for name, values in scores.items() if values}
+                values[name][str(record[key])] = float(record[name])
+    return {name: by_item for name, by_item in values.items() if by_item}
 
 
 def comparison_rows(compare_job: int) -> ComparisonRows:
@@ -93,8 +104,7 @@ def comparison_rows(compare_job: int) -> ComparisonRows:
             cell, seed = point[e.job_id]
             row = {"id": e.id, "job_id": e.job_id, "stage": e.stage, "peft_method": e.peft_method,
                    "status": e.status, "metrics": dict(e.metrics or {}), "cell": cell, "seed": seed}  # fmt: skip
-            if e.stage == Stage.evaluate.value:
-                row["per_study"] = _per_study(e.artifacts)
+            row["per_item"] = _per_item(e.stage, e.artifacts)
             rows.experiments.append(row)
         metrics = session.scalars(select(Metric).where(Metric.experiment_id.in_([e.id for e in experiments])))
         rows.metrics = [

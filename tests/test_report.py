@@ -161,8 +161,8 @@ def test_per_study_rows_use_a_paired_bootstrap_over_test_studies(shift):
     lora_scores = {"bleu4": _studies(base)}
     qlora_scores = {"bleu4": _studies([b + shift + n for b, n in zip(base, noise, strict=True)])}
     rows = [
-        row(1, "lora", {"bleu4": 0.4}, stage="evaluate", per_study=lora_scores),
-        row(2, "qlora", {"bleu4": 0.4 + shift}, stage="evaluate", per_study=qlora_scores),
+        row(1, "lora", {"bleu4": 0.4}, stage="evaluate", per_item=lora_scores),
+        row(2, "qlora", {"bleu4": 0.4 + shift}, stage="evaluate", per_item=qlora_scores),
     ]
     c = compare_runs(rows, [])
     study = c.row("study_bleu4")
@@ -174,6 +174,25 @@ def test_per_study_rows_use_a_paired_bootstrap_over_test_studies(shift):
     line = next(line for line in c.conclusions if line.startswith(find_measure("study_bleu4").label))
     assert ("QLoRA is higher (better)" in line) is (shift > 0)
     assert ("no significant difference" in line) is (shift == 0)
+
+
+@pytest.mark.parametrize("gained", [12, 0])
+def test_recall_at_1_is_compared_image_by_image_when_hits_were_recorded(gained):
+    lora_hits = [1.0] * 15 + [0.0] * 15
+    # QLoRA hits `gained` more images; with none gained it swaps six hits for six misses (same recall).
+    qlora_hits = [1.0] * (15 + gained) + [0.0] * (15 - gained) if gained else [0.0] * 6 + [1.0] * 15 + [0.0] * 9
+    rows = []
+    for id_, method, hits in ((1, "lora", lora_hits), (2, "qlora", qlora_hits)):
+        images = {f"img{i}.png": hit for i, hit in enumerate(hits)}
+        rows.append(row(id_, method, {**LORA, "i2t_recall@1": sum(hits) / 30}, per_item={"i2t_hit@1": images}))
+    c = compare_runs(rows, [])
+    recall = c.row("i2t_recall@1")
+    assert [cell["mean"] for cell in recall["cells"]] == pytest.approx([0.5, (15 + gained) / 30])
+    assert recall["difference"]["over"] == "30 validation images (paired bootstrap)"
+    assert recall["difference"]["mean"] == pytest.approx(gained / 30)
+    assert recall["difference"]["significant"] is bool(gained)
+    # Recall@5 has no per-image record: one seed, so no interval.
+    assert c.row("i2t_recall@5")["difference"] is None
 
 
 def sweep_rows():

@@ -32,29 +32,24 @@ class Cell:
     runs: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def per_seed(self, measure: Measure) -> dict[int, float]:
-        """The measure's value in every seed that recorded it."""
+        """The measure's value in every seed that recorded it (or the mean of its per-item values)."""
         found = {}
+        items = self.per_item(measure)
         for seed, stages in self.runs.items():
-            row = stages.get(measure.stage)
-            if row is None:
-                continue
-            if measure.per_study:
-                studies = (row.get("per_study") or {}).get(measure.per_study)
-                if studies:
-                    found[seed] = sum(studies.values()) / len(studies)
-                continue
-            value = (row.get("metrics") or {}).get(measure.metric)
+            value = ((stages.get(measure.stage) or {}).get("metrics") or {}).get(measure.metric)
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 found[seed] = float(value)
+            elif seed in items:
+                found[seed] = sum(items[seed].values()) / len(items[seed])
         return found
 
-    def per_study(self, measure: Measure) -> dict[int, dict[str, float]]:
-        """seed -> study id -> value, for a measure the evaluate stage scored per study."""
+    def per_item(self, measure: Measure) -> dict[int, dict[str, float]]:
+        """seed -> item (test study, validation image) -> value, where the stage wrote per-item values."""
         found = {}
         for seed, stages in self.runs.items():
-            studies = ((stages.get(measure.stage) or {}).get("per_study") or {}).get(measure.per_study or "")
-            if studies:
-                found[seed] = dict(studies)
+            values = ((stages.get(measure.stage) or {}).get("per_item") or {}).get(measure.per_item or "")
+            if values:
+                found[seed] = dict(values)
         return found
 
     def experiment_ids(self, stage: str, seeds: Iterable[int]) -> list[int]:
@@ -162,10 +157,10 @@ def _summary(cell: Cell, measure: Measure) -> dict[str, Any]:
 
 
 def difference(a: Cell, b: Cell, measure: Measure) -> Interval | None:
-    """b - a: over test studies where each was scored, else over the seeds both ran; None without an interval."""
-    if measure.per_study:
-        return paired_bootstrap_difference(a.per_study(measure), b.per_study(measure))
-    return paired_seed_difference(a.per_seed(measure), b.per_seed(measure))
+    """b - a: over the items (test studies, validation images) both scored where the stage wrote per-item
+    values, else over the seeds both ran; None without an interval."""
+    by_item = paired_bootstrap_difference(a.per_item(measure), b.per_item(measure), items=measure.items)
+    return by_item or paired_seed_difference(a.per_seed(measure), b.per_seed(measure))
 
 
 def _table(c: Comparison) -> list[dict[str, Any]]:
@@ -328,7 +323,7 @@ def compare_runs(
     mode: str | None = None,
     failures: Iterable[Mapping[str, str]] = (),
 ) -> Comparison:
-    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_study}) and
+    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item}) and
     metric rows ({experiment_id, split, epoch, step, name, value}). `grid` is the sweep's key -> values in
     order (a comparison's is peft.method = lora, qlora); failures are {label, reason} of steps that did not
     succeed."""

@@ -18,12 +18,21 @@ class Measure:
     """What it is, with its unit in parentheses."""
     decimals: int
     lower_is_better: bool | None  # None: neither (e.g. total parameters)
-    per_study: str | None = None
-    """Key of the per-study value in the evaluate stage's predictions: the value is their mean."""
+    per_item: str | None = None
+    """Key of a per-item value the stage wrote (per test study, per validation image) whose mean is this
+    measure: two runs scored on the same items are compared item by item (a paired bootstrap)."""
+    items: str = ""
+    """What the per-item values are over, in words."""
 
 
-def _fraction(stage: str, metric: str, name: str, decimals: int = 3) -> Measure:
-    return Measure(stage, metric, f"{name} (0-1)", decimals, False)
+def _fraction(stage: str, metric: str, name: str, decimals: int = 3, **per_item: str) -> Measure:
+    return Measure(stage, metric, f"{name} (0-1)", decimals, False, **per_item)
+
+
+def _recall(direction: str, name: str, k: int) -> Measure:
+    # Recall@1 is the mean of per-image hits the train stage writes; recall@5/10 have no per-image record.
+    per_item = {"per_item": f"{direction}_hit@1", "items": "validation images"} if k == 1 else {}
+    return _fraction("train", f"{direction}_recall@{k}", f"{name} recall@{k}, validation", **per_item)
 
 
 TRAIN_MEASURES = [
@@ -36,11 +45,7 @@ TRAIN_MEASURES = [
     Measure("train", "trainable_params", "Trainable parameters (count)", 0, None),
     Measure("train", "total_params", "Total parameters (count)", 0, None),
     Measure("train", "best_val_loss", "Best validation loss (nats per pair)", 4, True),
-    *(
-        _fraction("train", f"{d}_recall@{k}", f"{name} recall@{k}, validation")
-        for d, name in (("i2t", "Image-to-text"), ("t2i", "Text-to-image"))
-        for k in (1, 5, 10)
-    ),
+    *(_recall(d, name, k) for d, name in (("i2t", "Image-to-text"), ("t2i", "Text-to-image")) for k in (1, 5, 10)),
 ]
 GENERATION_MEASURES = [
     Measure("train-full", "train_time_s", "Report generation: training time (s)", 1, True),
@@ -53,8 +58,10 @@ GENERATION_MEASURES = [
     Measure("evaluate", "coco_cider", "CIDEr, COCO toolkit (0-10)", 3, False),
     Measure("evaluate", "cosine_generated", "Image-text cosine, generated (-1 to 1)", 3, False),
     Measure("evaluate", "cosine_reference", "Image-text cosine, reference (-1 to 1)", 3, False),
-    Measure("evaluate", "study_bleu4", "Sentence BLEU-4, mean per test study (0-1)", 3, False, per_study="bleu4"),
-    Measure("evaluate", "study_rougeL", "ROUGE-L F1, mean per test study (0-1)", 3, False, per_study="rougeL"),
+    *(
+        _fraction("evaluate", f"study_{key}", f"{name}, mean per test study", per_item=key, items="test studies")
+        for key, name in (("bleu4", "Sentence BLEU-4"), ("rougeL", "ROUGE-L F1"))
+    ),
 ]
 MEASURES = TRAIN_MEASURES + GENERATION_MEASURES
 # Names people type for a measure whose recorded name differs.

@@ -121,11 +121,12 @@ def _reading_notes() -> list[str]:
     return [
         "Each configuration ran once per seed, all with the same seeds; the seed sets the data split, the "
         "initialisation and the data order.",
-        "Intervals of a difference are paired: over the seeds both configurations ran (Student t), except the "
-        "'mean per test study' rows, whose interval comes from 2,000 paired bootstrap resamples of the test studies "
-        "both scored (within each seed).",
-        "Retrieval recall is computed on the validation images as a whole and per-image hits are not recorded, "
-        "so its intervals are over seeds only.",
+        "Intervals of a difference are paired. Where the stage wrote a value per item they come from 2,000 paired "
+        "bootstrap resamples of the items both runs scored (within each seed): the test studies for the 'mean per "
+        "test study' rows, the validation images for recall@1 (per-image hits at the best epoch). Every other row's "
+        "interval is over the seeds both configurations ran (Student t), and so is recall@1's when per-image "
+        "hits were not recorded.",
+        "Recall@5 and @10 have no per-image record: their intervals are over seeds only.",
         "'Significant' means the 95% interval of the difference excludes 0; with one seed there is no interval.",
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "
         "`jobs metrics ID`).",

@@ -90,19 +90,20 @@ def paired_bootstrap_difference(
     a: Mapping[int, Mapping[str, float]],
     b: Mapping[int, Mapping[str, float]],
     *,
+    items: str = "test studies",
     resamples: int = BOOTSTRAP_RESAMPLES,
     rng_seed: int = BOOTSTRAP_SEED,
 ) -> Interval | None:
-    """Mean per-study difference b - a with a 95% percentile interval from resampling studies.
+    """Mean per-item difference b - a with a 95% percentile interval from resampling items.
 
-    a and b map seed -> study id -> value. Studies pair by id within a seed (both methods scored the same test
-    studies); each resample redraws the studies of every seed separately and averages the seeds' mean
-    differences, so the interval is over studies, with the seeds held as they ran."""
+    a and b map seed -> item id (a test study, a validation image) -> value. Items pair by id within a seed
+    (both runs of a seed scored the same items); each resample redraws the items of every seed separately and
+    averages the seeds' mean differences, so the interval is over items, with the seeds held as they ran."""
     per_seed = []
     for seed in sorted(set(a) & set(b)):
-        studies = sorted(set(a[seed]) & set(b[seed]))
-        if studies:
-            per_seed.append(np.array([b[seed][s] - a[seed][s] for s in studies], dtype=float))
+        shared = sorted(set(a[seed]) & set(b[seed]))
+        if shared:
+            per_seed.append(np.array([b[seed][i] - a[seed][i] for i in shared], dtype=float))
     if not per_seed:
         return None
     rng = np.random.default_rng(rng_seed)
@@ -115,6 +116,6 @@ def paired_bootstrap_difference(
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail]))
     sizes = sorted({len(d) for d in per_seed})
-    studies = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    count = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     seeds = f" x {len(per_seed)} seeds" if len(per_seed) > 1 else ""
-    return Interval(mean, low, high, sum(len(d) for d in per_seed), f"{studies} test studies{seeds} (paired bootstrap)")
+    return Interval(mean, low, high, sum(len(d) for d in per_seed), f"{count} {items}{seeds} (paired bootstrap)")
