@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.stages import MAX_SWEEP_CHILDREN, Stage, StageParams
+from jobs.stages import MAX_SWEEP_RUNS, Stage, StageParams
 
 COMPARE_GRID: dict[str, list[str]] = {"peft.method": ["lora", "qlora"]}
 # The seed has flags of its own (--seeds, --seed-list): as a grid key it would be a second way to say it.
@@ -44,6 +44,8 @@ def grid_for(stage: Stage, params: StageParams) -> dict[str, list[str]]:
     if stage is Stage.compare:
         if params.grid:
             raise GridError("compare always runs peft.method=lora,qlora; use `jobs submit sweep --grid ...` for others")
+        if params.metric or params.mode:
+            raise GridError("--metric and --mode pick a sweep's best configuration; use `jobs submit sweep`")
         return COMPARE_GRID
     if not params.grid:
         raise GridError("a sweep needs at least one --grid KEY=V1,V2")
@@ -65,7 +67,7 @@ def expand(
     config_path: str | None = None,
 ) -> list[Run]:
     """Every (grid point, seed) as a Run, grid keys varying slowest-first in the order given; GridError on a bad
-    key or value (the config model's one-line message) or on more than MAX_SWEEP_CHILDREN runs."""
+    key or value (the config model's one-line message) or on more than MAX_SWEEP_RUNS runs."""
     from worker.config import ConfigError, load_config  # torch-free
 
     for key in grid:
@@ -73,10 +75,10 @@ def expand(
             raise GridError(f"grid key '{key}': {RESERVED_KEYS[key]}")
     # Counted before the product is built: 8 keys of 64 values would be 2.8e14 points.
     configurations = math.prod(len(values) for values in grid.values())
-    if configurations * len(seeds) > MAX_SWEEP_CHILDREN:
+    if configurations * len(seeds) > MAX_SWEEP_RUNS:
         raise GridError(
             f"{configurations} configurations x {len(seeds)} seeds = {configurations * len(seeds)} runs; "
-            f"at most {MAX_SWEEP_CHILDREN} per sweep: fewer values or seeds"
+            f"at most {MAX_SWEEP_RUNS} per sweep: fewer values or seeds"
         )
     runs = []
     for point in itertools.product(*grid.values()):

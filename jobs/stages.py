@@ -39,8 +39,8 @@ STAGE_FUNCTIONS: dict[Stage, str] = {
 # A comparison or a sweep is not one stage function but a canvas of child jobs (jobs/compare.py).
 ORCHESTRATED_STAGES = {Stage.compare, Stage.sweep}
 
-# Bounds on a sweep: each child is a training run, so a typo must not queue thousands of them.
-MAX_SWEEP_CHILDREN = 64
+# Bounds on a sweep: each run is a training job (three with generation), so a typo must not queue thousands.
+MAX_SWEEP_RUNS = 64
 MAX_SEEDS = 20
 DOTTED_KEY = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 GridKey = Annotated[str, StringConstraints(pattern=DOTTED_KEY, max_length=100)]
@@ -97,8 +97,8 @@ class StageParams(BaseModel):
         if self.seed_list is not None and len(set(self.seed_list)) != len(self.seed_list):
             raise ValueError(f"seed_list repeats a seed: {self.seed_list}")
         for key, values in (self.grid or {}).items():
-            if not 1 <= len(values) <= MAX_SWEEP_CHILDREN:
-                raise ValueError(f"grid key '{key}' needs 1 to {MAX_SWEEP_CHILDREN} values, got {len(values)}")
+            if not 1 <= len(values) <= MAX_SWEEP_RUNS:
+                raise ValueError(f"grid key '{key}' needs 1 to {MAX_SWEEP_RUNS} values, got {len(values)}")
             if len(set(values)) != len(values):
                 raise ValueError(f"grid key '{key}' repeats a value: {', '.join(values)}")
         return self

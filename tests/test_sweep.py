@@ -19,7 +19,7 @@ from jobs.database import transaction
 from jobs.grid import GridError, expand
 from jobs.schemas import JobState, SubmitRequest
 from jobs.settings import get_settings
-from jobs.stages import MAX_SWEEP_CHILDREN, Stage, StageParams
+from jobs.stages import MAX_SWEEP_RUNS, Stage, StageParams
 from worker.config import load_config
 
 GRID = {"peft.method": ["lora", "qlora"], "peft.r": ["8", "16"]}
@@ -49,7 +49,7 @@ def test_the_grid_expands_to_every_combination_and_seed_with_validated_values():
         ({"peft.method": ["lora", "dora"]}, [1], ["peft.method", "dora"]),
         ({"seed": ["1", "2"]}, [1], ["--seeds"]),
         ({"peft.r": [str(r) for r in range(1, 9)], "train.epochs": [str(e) for e in range(1, 10)]}, [1], ["at most"]),
-        ({"peft.r": ["8", "16"]}, list(range(MAX_SWEEP_CHILDREN // 2 + 1)), ["seeds", "at most"]),
+        ({"peft.r": ["8", "16"]}, list(range(MAX_SWEEP_RUNS // 2 + 1)), ["seeds", "at most"]),
         # Refused from the counts alone: the product of 8 keys of 64 values is never built.
         ({f"peft.k{i}": [str(v) for v in range(64)] for i in range(8)}, [1], ["281474976710656 configurations"]),
     ],
@@ -89,20 +89,22 @@ def test_seeds_n_counts_up_from_the_config_seed_and_compare_is_the_method_sweep(
 
 
 @pytest.mark.parametrize(
-    ("args", "words"),
+    ("stage", "args", "words"),
     [
-        (["--grid", "peft.rank=8,16"], ["peft.rank", "allowed"]),
-        (["--grid", "peft.r=8,x"], ["peft.r"]),
-        (["--grid", "peft.r"], ["--grid expects KEY=V1,V2"]),
-        (["--grid", "peft.r=8,16", "--metric", "accuracy"], ["unknown metric 'accuracy'", "best_val_loss"]),
-        (["--grid", "peft.r=8,16", "--mode", "best"], ["mode"]),
-        (["--grid", "peft.r=8,16", "--seeds", "2", "--seed-list", "1,2"], ["not both"]),
-        (["--grid", "peft.r=8,16", "--seed-list", "1,1"], ["repeats"]),
+        ("sweep", ["--grid", "peft.rank=8,16"], ["peft.rank", "allowed"]),
+        ("sweep", ["--grid", "peft.r=8,x"], ["peft.r"]),
+        ("sweep", ["--grid", "peft.r"], ["--grid expects KEY=V1,V2"]),
+        ("sweep", ["--grid", "peft.r=8,16", "--metric", "accuracy"], ["unknown metric 'accuracy'", "best_val_loss"]),
+        ("sweep", ["--grid", "peft.r=8,16", "--mode", "best"], ["mode"]),
+        ("sweep", ["--grid", "peft.r=8,16", "--seeds", "2", "--seed-list", "1,2"], ["not both"]),
+        ("sweep", ["--grid", "peft.r=8,16", "--seed-list", "1,1"], ["repeats"]),
+        ("compare", ["--grid", "peft.r=8,16"], ["compare always runs peft.method=lora,qlora"]),
+        ("compare", ["--metric", "val_loss"], ["use `jobs submit sweep`"]),
     ],
 )
 @pytest.mark.usefixtures("job_env")
-def test_the_cli_refuses_a_bad_sweep_in_one_line_with_exit_2(args, words):
-    result = invoke("submit", "sweep", *args)
+def test_the_cli_refuses_a_bad_sweep_in_one_line_with_exit_2(stage, args, words):
+    result = invoke("submit", stage, *args)
     assert result.exit_code == 2, result.output
     assert all(word in result.output for word in words), result.output
     assert len(result.output.strip().splitlines()) == 1
