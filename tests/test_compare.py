@@ -124,6 +124,7 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     parent = service.get_job(plan.parent_id)
     # prepare-data never ran in this test, so the parent ends FAILED naming it, with the report attached.
     assert parent.state is JobState.FAILED and "seed 42 prepare-data" in parent.error
+    assert report["missing"] == [f"seed 42 prepare-data: job {plan.prepare_ids[0]} QUEUED: did not finish"]
     assert parent.artifacts["html"] == result.artifacts["html"]
 
 
