@@ -46,7 +46,6 @@ def with_interval(summary: dict[str, Any], decimals: int) -> str:
     return f"{fmt(summary['mean'], decimals)} ± {fmt(summary['high'] - summary['mean'], decimals)}"
 
 
-
 def difference_text(diff: dict[str, Any] | None, decimals: int) -> str:
     if diff is None:
         return "—"
