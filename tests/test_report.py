@@ -195,12 +195,13 @@ def test_recall_at_1_is_compared_image_by_image_when_hits_were_recorded(gained):
     assert c.row("i2t_recall@5")["difference"] is None
 
 
-def sweep_rows():
-    """A 2x2 grid over peft.method and peft.r, two seeds each; qlora r=16 has the lowest loss."""
-    loss = {("lora", 8): 0.60, ("lora", 16): 0.55, ("qlora", 8): 0.58, ("qlora", 16): 0.40}
+def sweep_rows(best=0.40, best_noise=0.01):
+    """A 2x2 grid over peft.method and peft.r, two seeds each; qlora r=16 has the lowest loss by default."""
+    loss = {("lora", 8): 0.60, ("lora", 16): 0.55, ("qlora", 8): 0.58, ("qlora", 16): best}
     rows, next_id = [], 1
     for (method, r), value in loss.items():
         for seed, noise in ((1, 0.01), (2, -0.01)):
+            noise = best_noise * (1 if seed == 1 else -1) if (method, r) == ("qlora", 16) else noise
             metrics = {**LORA, "best_val_loss": value + noise}
             rows.append({**row(next_id, method, metrics, seed=seed), "cell": {"peft.method": method, "peft.r": r}})
             next_id += 1
@@ -230,7 +231,18 @@ def test_a_sweep_groups_by_its_keys_and_names_the_best_configuration(tmp_path):
     assert "| peft.method | peft.r | Best validation loss (nats per pair) |" in table
     assert "| qlora | 16 | 0.4000 ± " in table
     assert "Best configuration by best validation loss (lowest): peft.method=qlora, peft.r=16" in text
+    assert "; better than the next best, peft.method=lora, peft.r=16 with 0.5500 (95% CI" in text
     assert (tmp_path / "metric_bars.png").is_file()
+
+
+def test_a_best_configuration_within_noise_of_the_next_says_so():
+    # qlora r=16 leads lora r=16 by 0.005 on average, but seed 2 reverses the order: the interval contains 0.
+    grid = {"peft.method": ["lora", "qlora"], "peft.r": ["8", "16"]}
+    c = compare_runs(sweep_rows(best=0.545, best_noise=-0.05), [], grid=grid, kind="sweep")
+    assert c.best["cell"] == "peft.method=qlora, peft.r=16" and c.best["difference"]["significant"] is False
+    assert "; within noise of the next best, peft.method=lora, peft.r=16 with 0.5500 (no significant difference" in (
+        c.conclusions[0]
+    )
 
 
 def test_a_failed_child_is_reported_missing_and_the_rest_still_renders(tmp_path):

@@ -303,12 +303,12 @@ def _best_conclusion(c: Comparison) -> list[str]:
     if runner is None:
         return [line + "."]
     diff = best.get("difference")
-    against = f"the next best, {runner['cell']}, has {fmt(runner['mean'], d)}"
+    next_best = f"the next best, {runner['cell']} with {fmt(runner['mean'], d)}"
     if diff is None:
-        return [f"{line}; {against} (one seed, no interval: the ranking may be noise)."]
+        return [f"{line}; {next_best}, may be as good (one seed, no interval)."]
     if not diff["significant"]:
-        return [f"{line}; within noise of {against} (no significant difference, {_interval_text(diff, d)})."]
-    return [f"{line}; {against}, and the difference is significant ({_interval_text(diff, d)})."]
+        return [f"{line}; within noise of {next_best} (no significant difference, {_interval_text(diff, d)})."]
+    return [f"{line}; better than {next_best} ({_interval_text(diff, d)})."]
 
 
 def compare_runs(
