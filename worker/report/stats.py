@@ -6,6 +6,7 @@ density (Simpson's rule is exact to ~1e-9 here, far below the two or three decim
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ def _t_cdf(x: float, df: int, points: int = 4001) -> float:
     return 0.5 + float(simpson)
 
 
+@functools.lru_cache(maxsize=256)  # a report asks for the same few (p, df) once per cell and measure
 def t_quantile(p: float, df: int) -> float:
     """The p quantile (p > 0.5) of Student's t with df degrees of freedom."""
     if not 0.5 < p < 1 or df < 1:
