@@ -23,7 +23,7 @@ from jobs import lastwords, queue
 from jobs.database import retry_write, transaction
 from jobs.schemas import JobState
 from jobs.settings import Settings, get_settings
-from jobs.stages import Stage
+from jobs.stages import ORCHESTRATED_STAGES, Stage
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TIME_S = 24 * 3600
@@ -251,8 +251,8 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
         stale = session.scalars(
             select(Job).where(
                 Job.state == JobState.RUNNING.value,
-                # A comparison has no worker of its own: its report job settles it (jobs/compare.py).
-                Job.stage != Stage.compare.value,
+                # A comparison or sweep has no worker of its own: its report job settles it (jobs/compare.py).
+                Job.stage.not_in([stage.value for stage in ORCHESTRATED_STAGES]),
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()

@@ -62,7 +62,9 @@ def _friendly_errors(function: F) -> F:
         except ValidationError as exc:
             first = exc.errors()[0]
             key = ".".join(str(part) for part in first["loc"])
-            _die(f"invalid value for '{key}': {first['msg']}", EXIT_BAD_INPUT)
+            if key:
+                _die(f"invalid value for '{key}': {first['msg']}", EXIT_BAD_INPUT)
+            _die(str(first["msg"]).removeprefix("Value error, "), EXIT_BAD_INPUT)  # a check across fields
         except (service.JobNotFound, service.ExperimentNotFound, service.BrokerUnavailable) as exc:
             _die(str(exc), EXIT_FAILED)
         except (LocalBrokerError, UnsupportedBroker) as exc:
@@ -108,6 +110,11 @@ class StageOptions:
     merge: bool
     push_to_hub: str | None
     private: bool
+    grid: list[str] | None
+    seeds: int | None
+    seed_list: str | None
+    metric: str | None
+    mode: str | None
 
     def to_request(
         self, stage: Stage, idempotency_key: str | None = None, gpu_class: str | None = None
@@ -134,6 +141,11 @@ class StageOptions:
             merge=self.merge,
             push_to_hub=self.push_to_hub,
             private=self.private,
+            grid=parse_grid(self.grid),
+            seeds=self.seeds,
+            seed_list=_parse_seed_list(self.seed_list),
+            metric=self.metric,
+            mode=self.mode,  # type: ignore[arg-type]  # pydantic checks it
         )
         return SubmitRequest(
             stage=stage,
@@ -152,6 +164,32 @@ def _from_here(raw: str | None) -> str | None:
     if raw is None or raw.startswith(("job:", "~")) or "\x00" in raw:
         return raw  # a comparison child's reference, the home folder, or refused later with its field named
     return os.path.abspath(raw)
+
+
+def parse_grid(items: list[str] | None) -> dict[str, list[str]] | None:
+    """['peft.method=lora,qlora', 'peft.r=8,16'] -> {'peft.method': ['lora', 'qlora'], 'peft.r': ['8', '16']}."""
+    if not items:
+        return None
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        parts = [value.strip() for value in values.split(",")]
+        if not sep or not key.strip() or not all(parts):
+            raise service.InvalidRequest(f"--grid expects KEY=V1,V2,... (e.g. peft.r=8,16), got '{item}'")
+        if key.strip() in grid:
+            raise service.InvalidRequest(f"--grid names '{key.strip()}' twice; give all its values in one --grid")
+        grid[key.strip()] = parts
+    return grid
+
+
+def _parse_seed_list(raw: str | None) -> list[int] | None:
+    if raw is None:
+        return None
+    try:
+        return [int(part) for part in raw.split(",")]
+    except ValueError:
+        message = f"--seed-list expects integers separated by commas (e.g. 1,2,3), got '{raw}'"
+        raise service.InvalidRequest(message) from None
 
 
 def _option(annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
@@ -194,8 +232,13 @@ STAGE_OPTIONS = [
             (bool, False, "--merge"),
             (str | None, None, "--push-to-hub"),
             (bool, False, "--private"),
+            (int | None, None, "--seeds"),
+            (str | None, None, "--metric"),
+            (str | None, None, "--mode"),
         )
     ),
+    _option(list[str] | None, None, "--grid", help="sweep: KEY=V1,V2 over any config key (repeatable)."),
+    _option(str | None, None, "--seed-list", help="compare/sweep: these seeds, e.g. 1,2,3 (instead of --seeds)."),
 ]
 
 
@@ -345,12 +388,12 @@ def run(
 
 
 def _run_comparison(request: SubmitRequest, as_json: bool) -> None:
-    """`jobs run compare`: every child in this process, one after another."""
+    """`jobs run compare` (or sweep): every child in this process, one after another."""
     from jobs.compare import run_compare_inline
 
-    config, _ = service.validate(request)
+    config, runs = service.validate_runs(request)
     with contextlib.redirect_stdout(sys.stderr):
-        final = run_compare_inline(request, config)
+        final = run_compare_inline(request, config, runs)
     typer.echo(final.model_dump_json(indent=2) if as_json else display.job_summary_line(final))
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
@@ -453,7 +496,7 @@ def report(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print a LoRA/QLoRA comparison report: its table and conclusions, and where its HTML page is."""
+    """Print a comparison or sweep report: its tables and conclusions, and where its HTML page is."""
     job = service.get_job(job_id) if job_id else service.latest_report_job()
     if job.stage != Stage.report.value or "json" not in job.artifacts:
         raise service.JobNotFound(f"job {job.id} is not a finished report job; `jobs list` shows the jobs")

@@ -1,12 +1,16 @@
-"""The comparison job: one parent, children for each step, and a Celery canvas that runs them.
+"""Comparisons and sweeps: one parent, children for each step, and a Celery canvas that runs them.
 
-    prepare-data -> ( train lora  [-> train-full lora  -> evaluate lora ]  )  -> report
-                    ( train qlora [-> train-full qlora -> evaluate qlora]  )
+    prepare-data [-> prepare-data ...] -> ( train run 1 [-> train-full -> evaluate] )  -> report
+                                          ( train run 2 [-> train-full -> evaluate] )
+                                          ...
 
-The two branches run in parallel where two workers are free; the report is the chord's callback. Every
-child is an ordinary job row (parent_id = the comparison), so it is claimed, heartbeated, recorded and
-cancelled like any other. A child that needs an earlier child's output names it as ``job:<id>`` in its
-params; the runner resolves that to the earlier job's checkpoint when the child starts (resolve_job_refs).
+A sweep runs every combination of its grid (jobs/grid.py) with every seed; a comparison is the sweep over
+``peft.method = lora, qlora``. There is one prepare-data child per distinct data setup (the split follows the
+seed), run one after another before the branches. The branches run in parallel where workers are free; the
+report is the chord's callback. Every child is an ordinary job row (parent_id = the comparison), so it is
+claimed, heartbeated, recorded and cancelled like any other. A child that needs an earlier child's output
+names it as ``job:<id>`` in its params; the runner resolves that to the earlier job's checkpoint when the
+child starts (resolve_job_refs).
 
 The parent is not run by a worker: it is RUNNING from submission until its report job settles it
 (settle_parent), and the stale-job sweep leaves it alone.
@@ -23,12 +27,12 @@ from sqlalchemy import select, update
 
 from db.models import Experiment, Job, utcnow
 from jobs.database import transaction
+from jobs.grid import Run
 from jobs.schemas import JobState, JobView, SubmitRequest
 from jobs.stages import Stage
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lora", "qlora")
 JOB_REF = "job:"
 
 
@@ -37,17 +41,30 @@ class JobRefError(ValueError):
 
 
 @dataclass
+class Branch:
+    """One run of the sweep (a grid point and a seed) and its chain of child jobs."""
+
+    cell: dict[str, Any]
+    seed: int
+    steps: list[tuple[Stage, int]] = field(default_factory=list)  # [(stage, job id)] in order
+
+
+@dataclass
 class ComparePlan:
     """The parent's id and its children's ids, in the shape of the canvas."""
 
     parent_id: int
-    prepare_id: int
-    branches: dict[str, list[tuple[Stage, int]]] = field(default_factory=dict)  # method -> [(stage, job id)]
+    prepare_ids: list[int] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
     report_id: int = 0
 
     def child_ids(self) -> list[int]:
-        branch_ids = [job_id for steps in self.branches.values() for _, job_id in steps]
-        return [self.prepare_id, *branch_ids, self.report_id]
+        branch_ids = [job_id for branch in self.branches for _, job_id in branch.steps]
+        return [*self.prepare_ids, *branch_ids, self.report_id]
+
+    def branch(self, **cell: Any) -> Branch:
+        """The first branch whose grid point has these values, e.g. plan.branch(**{"peft.method": "lora"})."""
+        return next(b for b in self.branches if all(b.cell.get(k) == v for k, v in cell.items()))
 
 
 def _child(
@@ -69,16 +86,28 @@ def _child(
     return job.id
 
 
-def create_plan(request: SubmitRequest, config: dict[str, Any], *, with_generation: bool) -> ComparePlan:
+def parent_params(request: SubmitRequest, runs: list[Run], *, with_generation: bool) -> dict[str, Any]:
+    """What the parent row keeps of what ran, for the report: the grid's keys in order and the seeds,
+    whatever flags asked for them."""
+    return request.params.for_stage(request.stage) | {
+        "with_generation": with_generation,
+        "grid": {key: list(dict.fromkeys(str(run.cell[key]) for run in runs)) for key in runs[0].cell},
+        "seed_list": list(dict.fromkeys(run.seed for run in runs)),
+    }
+
+
+def create_plan(
+    request: SubmitRequest, config: dict[str, Any], runs: list[Run], *, with_generation: bool
+) -> ComparePlan:
     """Insert the parent (RUNNING) and every child (QUEUED) in one transaction.
 
-    The children share the parent's config; only peft.method differs between the branches, so data,
-    seed and hyperparameters are identical by construction.
+    Each branch's config is its run's: the parent's config with the grid point and the seed set, so data,
+    seed and hyperparameters differ between branches only where the grid or the seeds say so.
     """
     with transaction() as session:
         parent = Job(
-            stage=Stage.compare.value,
-            params={"with_generation": with_generation},
+            stage=request.stage.value,
+            params=parent_params(request, runs, with_generation=with_generation),
             request=request.model_dump(mode="json", exclude={"params"}),
             config=config,
             state=JobState.RUNNING.value,
@@ -87,28 +116,35 @@ def create_plan(request: SubmitRequest, config: dict[str, Any], *, with_generati
         )
         session.add(parent)
         session.flush()
-        prepare_id = _child(session, parent, Stage.prepare_data, {}, config, after=[])
-        plan = ComparePlan(parent_id=parent.id, prepare_id=prepare_id)
-        for method in METHODS:
-            method_config = {**config, "peft": {**config["peft"], "method": method}}
-            train_id = _child(session, parent, Stage.train, {}, method_config, after=[prepare_id])
-            steps = [(Stage.train, train_id)]
+        # `after` mirrors the canvas below: the prepares one after another, every branch after all of them,
+        # the report after everything.
+        plan = ComparePlan(parent_id=parent.id)
+        prepared: dict[str, int] = {}
+        for run in runs:
+            if run.data_key() not in prepared:
+                after = list(prepared.values())[-1:]
+                prepared[run.data_key()] = _child(session, parent, Stage.prepare_data, {}, run.config, after=after)
+        plan.prepare_ids = list(prepared.values())
+        for run in runs:
+            branch = Branch(cell=run.cell, seed=run.seed)
+            train_id = _child(session, parent, Stage.train, {}, run.config, after=plan.prepare_ids)
+            branch.steps.append((Stage.train, train_id))
             if with_generation:
                 full_params = {"siglip_checkpoint": f"{JOB_REF}{train_id}"}
-                full_id = _child(session, parent, Stage.train_full, full_params, method_config, after=[train_id])
+                full_id = _child(session, parent, Stage.train_full, full_params, run.config, after=[train_id])
                 eval_params = {"checkpoint": f"{JOB_REF}{full_id}", "split": "test"}
-                eval_id = _child(session, parent, Stage.evaluate, eval_params, method_config, after=[full_id])
-                steps += [(Stage.train_full, full_id), (Stage.evaluate, eval_id)]
-            plan.branches[method] = steps
-        branch_ids = [job_id for steps in plan.branches.values() for _, job_id in steps]
+                eval_id = _child(session, parent, Stage.evaluate, eval_params, run.config, after=[full_id])
+                branch.steps += [(Stage.train_full, full_id), (Stage.evaluate, eval_id)]
+            plan.branches.append(branch)
+        branch_ids = [job_id for branch in plan.branches for _, job_id in branch.steps]
         plan.report_id = _child(
-            session, parent, Stage.report, {"compare_job": parent.id}, config, after=[prepare_id, *branch_ids]
+            session, parent, Stage.report, {"compare_job": parent.id}, config, after=[*plan.prepare_ids, *branch_ids]
         )
     return plan
 
 
 def canvas(plan: ComparePlan, gpu_class: str | None = None) -> Any:
-    """prepare -> group(branch per method) -> report: Celery turns a group followed by a task into a chord."""
+    """prepare(s) -> group(branch per run) -> report: Celery turns a group followed by a task into a chord."""
     from celery import chain, group
 
     from jobs.claim import max_time_s
@@ -122,34 +158,50 @@ def canvas(plan: ComparePlan, gpu_class: str | None = None) -> Any:
         task_id, limit = steps[job_id]
         return stage_signature(job_id, stage, task_id, limit, gpu_class)
 
-    branches = [chain(*(step(stage, job_id) for stage, job_id in branch)) for branch in plan.branches.values()]
-    return chain(step(Stage.prepare_data, plan.prepare_id), group(branches), step(Stage.report, plan.report_id))
+    branches = [chain(*(step(stage, job_id) for stage, job_id in branch.steps)) for branch in plan.branches]
+    prepares = [step(Stage.prepare_data, job_id) for job_id in plan.prepare_ids]
+    return chain(*prepares, group(branches), step(Stage.report, plan.report_id))
 
 
-def submit_compare(request: SubmitRequest, config: dict[str, Any]) -> JobView:
-    """Create the comparison's rows and send its canvas; a broker failure fails the parent and its children."""
+def plan_runs(request: SubmitRequest, config: dict[str, Any]) -> list[Run]:
+    """The runs a compare or sweep request asks for; GridError names a bad key, value or size."""
+    from jobs.grid import expand, grid_for
+
+    seeds = request.params.seed_values(int(config["seed"]))
+    return expand(
+        grid_for(request.stage, request.params),
+        seeds,
+        preset=request.preset,
+        overrides=request.overrides,
+        config_path=request.config_path,
+    )
+
+
+def submit_compare(request: SubmitRequest, config: dict[str, Any], runs: list[Run]) -> JobView:
+    """Create the rows of a comparison or sweep and send its canvas; a broker failure fails the parent and
+    its children."""
     from jobs import queue
     from jobs.service import get_job
 
-    plan = create_plan(request, config, with_generation=request.params.with_generation)
+    plan = create_plan(request, config, runs, with_generation=request.params.with_generation)
     try:
         canvas(plan, request.gpu_class).apply_async()
     except Exception as exc:  # kombu raises transport-specific errors
-        error = f"broker did not accept the comparison: {exc}"
+        error = f"broker did not accept the {'sweep' if request.stage is Stage.sweep else 'comparison'}: {exc}"
         settle_parent(plan.parent_id, JobState.FAILED, error)
         _fail_queued_children(plan.parent_id, error)
         raise queue.BrokerUnavailable(error) from exc
-    log.info("comparison %s queued with children %s", plan.parent_id, plan.child_ids())
+    log.info("%s %s queued with children %s", request.stage.value, plan.parent_id, plan.child_ids())
     return get_job(plan.parent_id)
 
 
-def run_compare_inline(request: SubmitRequest, config: dict[str, Any]) -> JobView:
-    """`jobs run compare`: the same rows, run one after another in this process (no broker)."""
+def run_compare_inline(request: SubmitRequest, config: dict[str, Any], runs: list[Run]) -> JobView:
+    """`jobs run compare` (or sweep): the same rows, run one after another in this process (no broker)."""
     from jobs.claim import WorkerIdentity
     from jobs.runner import execute_job
     from jobs.service import get_job
 
-    plan = create_plan(request, config, with_generation=request.params.with_generation)
+    plan = create_plan(request, config, runs, with_generation=request.params.with_generation)
     worker = WorkerIdentity.current()
     for job_id in plan.child_ids():
         if get_job(plan.parent_id).state.finished:  # cancelled meanwhile

@@ -74,7 +74,7 @@ def _progress_text(job: JobView) -> str:
 
 def _method(job: JobView) -> str:
     """The PEFT method of a training job, so a comparison's two branches can be told apart."""
-    if job.stage in ("prepare-data", "compare", "report"):
+    if job.stage in ("prepare-data", "compare", "sweep", "report"):
         return "-"
     return str(((job.config or {}).get("peft") or {}).get("method") or "-")
 

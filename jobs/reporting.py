@@ -1,11 +1,13 @@
-"""The report stage: reads a comparison's rows from the database and hands them to worker.report.
+"""The report stage: reads a comparison's or sweep's rows from the database and hands them to worker.report.
 
 It lives in `jobs` because it reads SQL; the rendering itself (worker/report) sees only plain dicts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,7 @@ from sqlalchemy import select
 from db.models import Experiment, Job, Metric
 from jobs.compare import settle_parent
 from jobs.database import transaction
+from jobs.grid import COMPARE_GRID, dotted_get
 from jobs.schemas import JobState
 from jobs.stages import Stage
 
@@ -29,74 +32,127 @@ class NoComparison(LookupError):
     """There is no comparison job to report on."""
 
 
+PARENT_STAGES = (Stage.compare.value, Stage.sweep.value)
+
+
 def latest_compare_job() -> int:
     with transaction() as session:
-        job_id = session.scalar(select(Job.id).where(Job.stage == Stage.compare.value).order_by(Job.id.desc()))
+        job_id = session.scalar(select(Job.id).where(Job.stage.in_(PARENT_STAGES)).order_by(Job.id.desc()))
     if job_id is None:
         raise NoComparison("no comparison job yet: run `jobs submit compare --preset smoke` first")
     return job_id
 
 
-def comparison_rows(compare_job: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], list[str]]:
-    """(experiments, metric rows, failures by 'method:stage', expected stages) of a comparison's children."""
+@dataclass
+class ComparisonRows:
+    """What the report of one comparison or sweep is built from, read from its parent and children."""
+
+    kind: str
+    grid: dict[str, list[str]]
+    metric: str | None
+    mode: str | None
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+# Per-item files the stages write (artifact name, the field naming the item, the values to read): the report
+# compares two runs item by item from them.
+PER_ITEM_FILES = {
+    Stage.evaluate.value: ("predictions", "uid", ("bleu4", "rougeL")),
+    Stage.train.value: ("val_hits", "image", ("i2t_hit@1", "t2i_hit@1")),
+}
+
+
+def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """value name -> item -> value from the stage's per-item JSONL file; empty when there is none (any more)."""
+    if stage not in PER_ITEM_FILES:
+        return {}
+    artifact, key, names = PER_ITEM_FILES[stage]
+    path = Path((artifacts or {}).get(artifact) or "")
+    if not path.is_file():
+        return {}
+    values: dict[str, dict[str, float]] = {name: {} for name in names}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        for name in names:
+            if isinstance(record.get(name), int | float):
+                values[name][str(record[key])] = float(record[name])
+    return {name: by_item for name, by_item in values.items() if by_item}
+
+
+def comparison_rows(compare_job: int) -> ComparisonRows:
+    """The experiments of a comparison's or sweep's children, each with its grid point and seed, and what failed."""
+    from worker.report.compare import cell_label
+
     with transaction() as session:
         parent = session.get(Job, compare_job)
-        if parent is None or parent.stage != Stage.compare.value:
-            raise NoComparison(f"job {compare_job} is not a comparison; `jobs list` shows the jobs")
-        children = session.scalars(select(Job).where(Job.parent_id == compare_job)).all()
+        if parent is None or parent.stage not in PARENT_STAGES:
+            raise NoComparison(f"job {compare_job} is not a comparison or a sweep; `jobs list` shows the jobs")
+        params = parent.params or {}
+        grid = params.get("grid") or COMPARE_GRID
+        rows = ComparisonRows(parent.stage, grid, params.get("metric"), params.get("mode"))
+        children = {c.id: c for c in session.scalars(select(Job).where(Job.parent_id == compare_job))}
+        point = {
+            job_id: ({key: dotted_get(job.config or {}, key) for key in grid}, int((job.config or {}).get("seed", 0)))
+            for job_id, job in children.items()
+            if job.stage not in (Stage.prepare_data.value, Stage.report.value)
+        }
         experiments = session.scalars(
-            select(Experiment).where(Experiment.job_id.in_([c.id for c in children])).order_by(Experiment.id)
+            select(Experiment).where(Experiment.job_id.in_(list(children))).order_by(Experiment.id)
         ).all()
-        experiment_dicts = [
-            {
-                "id": e.id,
-                "job_id": e.job_id,
-                "stage": e.stage,
-                "peft_method": e.peft_method,
-                "status": e.status,
-                "metrics": dict(e.metrics or {}),
-            }
-            for e in experiments
-        ]
+        for e in experiments:
+            if e.job_id not in point:
+                continue
+            cell, seed = point[e.job_id]
+            row = {"id": e.id, "job_id": e.job_id, "stage": e.stage, "peft_method": e.peft_method,
+                   "status": e.status, "metrics": dict(e.metrics or {}), "cell": cell, "seed": seed}  # fmt: skip
+            row["per_item"] = _per_item(e.stage, e.artifacts)
+            rows.experiments.append(row)
         metrics = session.scalars(select(Metric).where(Metric.experiment_id.in_([e.id for e in experiments])))
-        metric_dicts = [
+        rows.metrics = [
             {"experiment_id": m.experiment_id, "split": m.split, "epoch": m.epoch, "step": m.step,
              "name": m.name, "value": m.value}
             for m in metrics
         ]  # fmt: skip
-        failures = {}
-        for child in children:
-            method = (child.config or {}).get("peft", {}).get("method")
-            if child.state != JobState.SUCCEEDED.value and child.stage != Stage.report.value:
-                error = (child.error or "").splitlines()[0] if child.error else "did not finish"
-                failures[f"{method}:{child.stage}"] = f"job {child.id} {child.state}: {error}"
-        stages = {c.stage for c in children} - {Stage.prepare_data.value, Stage.report.value}
-    expected = [s for s in (Stage.train.value, Stage.train_full.value, Stage.evaluate.value) if s in stages]
-    return experiment_dicts, metric_dicts, failures, expected
+        for child in children.values():
+            if child.state == JobState.SUCCEEDED.value or child.stage == Stage.report.value:
+                continue
+            error = (child.error or "").splitlines()[0] if child.error else "did not finish"
+            seed = (child.config or {}).get("seed")
+            where = f"{cell_label(point[child.id][0], list(grid))} " if child.id in point else ""
+            rows.failures.append(
+                {"label": f"{where}seed {seed} {child.stage}", "reason": f"job {child.id} {child.state}: {error}"}
+            )
+    return rows
 
 
 def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | None = None) -> StageResult:
-    """Build the comparison report from the database; a comparison's own report also settles its parent."""
-    from worker.report import build_report
+    """Build the comparison or sweep report from the database; a parent's own report also settles the parent."""
+    from worker.report.stage import build_report
 
     compare_job = compare_job or latest_compare_job()
     try:
-        experiments, metrics, failures, expected = comparison_rows(compare_job)
+        rows = comparison_rows(compare_job)
         result = build_report(
-            experiments,
-            metrics,
+            rows.experiments,
+            rows.metrics,
             Path(config.run_path("report")),
+            grid=rows.grid,
+            kind=rows.kind,
             compare_job_id=compare_job,
-            expected_stages=expected,
-            failures=failures,
+            report_job_id=getattr(recorder, "job_id", None),  # the database recorder knows its job
+            metric=rows.metric,
+            mode=rows.mode,
+            failures=rows.failures,
         )
     except Exception as exc:
         settle_parent(compare_job, JobState.FAILED, f"report failed: {exc}")
         raise
     _log_to_mlflow(config, compare_job, result)
-    if failures:
-        summary = "; ".join(f"{key}: {why}" for key, why in sorted(failures.items()))
-        error = f"{len(failures)} step(s) did not succeed ({summary}); the report covers the rest"
+    if rows.failures:
+        summary = "; ".join(f"{f['label']}: {f['reason']}" for f in rows.failures)
+        error = f"{len(rows.failures)} step(s) did not succeed ({summary}); the report covers the rest"
         settle_parent(compare_job, JobState.FAILED, error=error, artifacts=result.artifacts)
     else:
         settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=result.artifacts)

@@ -42,6 +42,7 @@ __all__ = [
     "list_jobs",
     "read_logs",
     "submit",
+    "validate_runs",
 ]
 
 
@@ -181,14 +182,40 @@ def submit(request: SubmitRequest) -> JobView:
     return job
 
 
-def _submit_comparison(request: SubmitRequest) -> JobView:
-    """A comparison is a parent row plus a canvas of child jobs (jobs/compare.py)."""
-    from jobs.compare import submit_compare
+def validate_runs(request: SubmitRequest) -> tuple[dict[str, Any], list[Any]]:
+    """A comparison's or sweep's config and its runs (jobs.grid.Run), or InvalidRequest naming what is wrong."""
+    from jobs.compare import plan_runs
+    from jobs.grid import GridError
+    from worker.config import RunConfig
+    from worker.report.metrics import find_measure  # torch-free, like worker.config
 
-    config, params = validate(request)
+    config, _ = validate(request)
+    if request.params.metric is not None:
+        try:
+            find_measure(request.params.metric)
+        except KeyError as exc:
+            raise InvalidRequest(f"metric: {exc.args[0]}") from None
+    try:
+        runs = plan_runs(request, config)
+    except GridError as exc:
+        raise InvalidRequest(str(exc)) from None
+    for run in runs:  # a grid value names a file or a model like an override does: the same rule
+        try:
+            check_job_inputs(RunConfig.model_validate(run.config), {})
+        except LocationRefused as exc:
+            raise InvalidRequest(f"grid: {exc}", field=f"params.grid.{exc.key}") from None
+    return config, runs
+
+
+def _submit_comparison(request: SubmitRequest) -> JobView:
+    """A comparison or a sweep is a parent row plus a canvas of child jobs (jobs/compare.py)."""
+    from jobs.compare import parent_params, submit_compare
+
+    config, runs = validate_runs(request)
+    params = parent_params(request, runs, with_generation=request.params.with_generation)
     if (existing := _same_key_job(request, params)) is not None:
         return existing
-    return submit_compare(request, config)
+    return submit_compare(request, config, runs)
 
 
 def _finish_unqueued(job_id: int, state: JobState, error: str | None) -> None:

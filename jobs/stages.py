@@ -13,7 +13,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from db.models import MAX_ROW_ID
 from jobs.text import StorableStr
@@ -26,6 +26,7 @@ class Stage(StrEnum):
     evaluate = "evaluate"
     qualitative = "qualitative"
     compare = "compare"
+    sweep = "sweep"
     report = "report"
     export = "export"
     predict = "predict"
@@ -43,8 +44,16 @@ STAGE_FUNCTIONS: dict[Stage, str] = {
     # The report reads the experiments table, so its stage function is in jobs, not worker.
     Stage.report: "jobs.reporting:report_stage",
 }
-# A comparison is not one stage function but a canvas of child jobs (jobs/compare.py).
-ORCHESTRATED_STAGES = {Stage.compare}
+# A comparison or a sweep is not one stage function but a canvas of child jobs (jobs/compare.py).
+ORCHESTRATED_STAGES = {Stage.compare, Stage.sweep}
+
+# Bounds on a sweep: each run is a training job (three with generation), so a typo must not queue thousands.
+MAX_SWEEP_RUNS = 64
+MAX_SEEDS = 20
+DOTTED_KEY = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+GridKey = Annotated[str, StringConstraints(pattern=DOTTED_KEY, max_length=100)]
+GridValue = Annotated[StorableStr, StringConstraints(min_length=1, max_length=200)]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_@.-]+$", max_length=64)]
 
 # Which Celery queue a stage goes to: GPU work apart from CPU work.
 GPU_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative, Stage.predict}
@@ -90,6 +99,43 @@ class StageParams(BaseModel):
         None, pattern=HUB_REPO_PATTERN, description="export: push the output to this Hub repo (user/name; HF_TOKEN)."
     )
     private: bool = Field(False, description="export: create the Hub repo private.")
+    grid: dict[GridKey, list[GridValue]] | None = Field(
+        None,
+        max_length=8,
+        description='sweep: dotted config key -> values to try, e.g. {"peft.method": ["lora", "qlora"], "peft.r": '
+        '["8", "16"]}; every combination runs.',
+    )
+    seeds: int | None = Field(
+        None, ge=1, le=MAX_SEEDS, description="compare/sweep: run every configuration with this many seeds."
+    )
+    seed_list: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        None, min_length=1, max_length=MAX_SEEDS, description="compare/sweep: these seeds instead of --seeds N."
+    )
+    metric: MetricName | None = Field(
+        None, description="sweep: the metric that picks the best configuration (default: best validation loss)."
+    )
+    mode: Literal["min", "max"] | None = Field(
+        None, description="sweep: whether the best configuration has the lowest or the highest metric."
+    )
+
+    @model_validator(mode="after")
+    def _sweep_bounds(self) -> StageParams:
+        if self.seeds is not None and self.seed_list is not None:
+            raise ValueError("give --seeds (seeds) or --seed-list (seed_list), not both")
+        if self.seed_list is not None and len(set(self.seed_list)) != len(self.seed_list):
+            raise ValueError(f"seed_list repeats a seed: {self.seed_list}")
+        for key, values in (self.grid or {}).items():
+            if not 1 <= len(values) <= MAX_SWEEP_RUNS:
+                raise ValueError(f"grid key '{key}' needs 1 to {MAX_SWEEP_RUNS} values, got {len(values)}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"grid key '{key}' repeats a value: {', '.join(values)}")
+        return self
+
+    def seed_values(self, base_seed: int) -> list[int]:
+        """The seeds every configuration runs with: seed_list, or `seeds` consecutive ones from the config's."""
+        if self.seed_list is not None:
+            return list(self.seed_list)
+        return [base_seed + i for i in range(self.seeds or 1)]
 
     def for_stage(self, stage: Stage) -> dict[str, Any]:
         """The keyword arguments the stage function takes; missing required ones raise ValueError."""
@@ -98,7 +144,7 @@ class StageParams(BaseModel):
         for name in REQUIRED_PARAMS.get(stage, ()):
             if kwargs.get(name) is None:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"stage '{stage.value}' needs {flag} PATH")
+                raise ValueError(f"stage '{stage.value}' needs {flag} {'KEY=V1,V2' if name == 'grid' else 'PATH'}")
         return kwargs
 
 
@@ -106,7 +152,8 @@ STAGE_PARAMS: dict[Stage, tuple[str, ...]] = {
     Stage.train_full: ("siglip_checkpoint",),
     Stage.evaluate: ("checkpoint", "split"),
     Stage.qualitative: ("checkpoint", "split", "num_samples"),
-    Stage.compare: ("with_generation",),
+    Stage.compare: ("with_generation", "seeds", "seed_list"),
+    Stage.sweep: ("with_generation", "grid", "seeds", "seed_list", "metric", "mode"),
     Stage.report: ("compare_job",),
     Stage.export: ("checkpoint", "merge", "push_to_hub", "private"),
     Stage.predict: ("checkpoint", "images", "top_k"),
@@ -117,4 +164,5 @@ REQUIRED_PARAMS: dict[Stage, tuple[str, ...]] = {
     Stage.qualitative: ("checkpoint",),
     Stage.export: ("checkpoint",),
     Stage.predict: ("checkpoint", "images"),
+    Stage.sweep: ("grid",),
 }

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
 from jobs import service
-from jobs.compare import JobRefError, create_plan, resolve_job_refs
+from jobs.compare import ComparePlan, JobRefError, create_plan, plan_runs, resolve_job_refs
 from jobs.database import dispose_engines, transaction
 from jobs.reporting import report_stage
 from jobs.schemas import JobState, SubmitRequest
@@ -25,8 +25,16 @@ CONFIGURED = (
 )  # fmt: skip
 
 
+LORA, QLORA = {"peft.method": "lora"}, {"peft.method": "qlora"}
+
+
 def _request(with_generation: bool = False) -> SubmitRequest:
     return SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=with_generation))
+
+
+def _plan(request: SubmitRequest) -> ComparePlan:
+    config = load_config("smoke").to_dict()
+    return create_plan(request, config, plan_runs(request, config), with_generation=request.params.with_generation)
 
 
 def _children(parent_id: int) -> list[Job]:
@@ -36,8 +44,7 @@ def _children(parent_id: int) -> list[Job]:
 
 @pytest.mark.usefixtures("job_env")
 def test_plan_links_children_and_differs_only_in_peft_method():
-    config = load_config("smoke").to_dict()
-    plan = create_plan(_request(with_generation=True), config, with_generation=True)
+    plan = _plan(_request(with_generation=True))
     children = _children(plan.parent_id)
     assert [c.stage for c in children] == [
         "prepare-data", "train", "train-full", "evaluate", "train", "train-full", "evaluate", "report",
@@ -48,14 +55,14 @@ def test_plan_links_children_and_differs_only_in_peft_method():
     assert lora["peft"]["method"] == "lora" and qlora["peft"]["method"] == "qlora"
     assert {**lora, "peft": None} == {**qlora, "peft": None}
     train_full = next(c for c in children if c.stage == "train-full")
-    assert train_full.params["siglip_checkpoint"] == f"job:{plan.branches['lora'][0][1]}"
+    assert train_full.params["siglip_checkpoint"] == f"job:{plan.branch(**LORA).steps[0][1]}"
     assert service.get_job(plan.parent_id).state is JobState.RUNNING
 
 
 @pytest.mark.usefixtures("job_env")
 def test_a_job_reference_resolves_only_to_a_succeeded_checkpoint():
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
-    train_id = plan.branches["lora"][0][1]
+    plan = _plan(_request())
+    train_id = plan.branch(**LORA).steps[0][1]
     with pytest.raises(JobRefError, match=f"input job {train_id} ended QUEUED"):
         resolve_job_refs({"siglip_checkpoint": f"job:{train_id}"})
     with transaction() as session:
@@ -73,7 +80,7 @@ def test_a_job_reference_resolves_only_to_a_succeeded_checkpoint():
 
 @pytest.mark.usefixtures("job_env")
 def test_cancelling_the_parent_cancels_it_and_its_queued_children():
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
+    plan = _plan(_request())
     assert service.cancel(plan.parent_id).state is JobState.CANCELLED
     assert {c.state for c in _children(plan.parent_id)} == {JobState.CANCELLED.value}
 
@@ -93,11 +100,11 @@ def _record(job_id: int, method: str, metrics: dict, val_losses: list[float]) ->
 
 @pytest.mark.usefixtures("job_env")
 def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path):
-    plan = create_plan(_request(), load_config("smoke").to_dict(), with_generation=False)
+    plan = _plan(_request())
     lora = {"train_time_s": 80.0, "samples_per_s": 64.0, "peak_gpu_mem_mb": 5000.0, "i2t_recall@1": 0.5}
     qlora = {"train_time_s": 100.0, "samples_per_s": 48.0, "peak_gpu_mem_mb": 3000.0, "i2t_recall@1": 0.45}
-    _record(plan.branches["lora"][0][1], "lora", lora, [1.0, 0.8])
-    _record(plan.branches["qlora"][0][1], "qlora", qlora, [1.1, 0.9])
+    _record(plan.branch(**LORA).steps[0][1], "lora", lora, [1.0, 0.8])
+    _record(plan.branch(**QLORA).steps[0][1], "qlora", qlora, [1.1, 0.9])
 
     config = load_config("smoke", {"paths.run_dir": str(tmp_path / "report")})
     result = report_stage(config, MemoryRecorder(), compare_job=plan.parent_id)
@@ -106,19 +113,25 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     table = {row["metric"]: row for row in report["table"]}
     assert set(table) == set(lora)
     for metric in lora:
-        assert table[metric]["lora"] == pytest.approx(lora[metric])
-        assert table[metric]["qlora"] == pytest.approx(qlora[metric])
+        assert table[metric]["cells"][0]["mean"] == pytest.approx(lora[metric])
+        assert table[metric]["cells"][1]["mean"] == pytest.approx(qlora[metric])
         assert table[metric]["ratio"] == pytest.approx(qlora[metric] / lora[metric])
-    assert report["curves"]["qlora"]["val_loss"] == [[0, 1.1], [1, 0.9]]
-    assert "QLoRA used 40% less peak GPU memory than LoRA (3,000 MB against 5,000 MB)." in report["conclusions"]
+    train_ids = {m: plan.branch(**cell).steps[0][1] for m, cell in (("LoRA", LORA), ("QLoRA", QLORA))}
+    assert {c["label"]: c["experiments"]["42"]["train"]["job_id"] for c in report["cells"]} == train_ids
+    assert report["curves"]["QLoRA"]["val_loss"] == [[0, 1.1], [1, 0.9]]
+    assert any(line.startswith("Peak GPU memory, allocated (MB): QLoRA is lower (better) than LoRA (QLoRA 3,000.0 "
+                               "against LoRA 5,000.0, 40% lower") for line in report["conclusions"])  # fmt: skip
     parent = service.get_job(plan.parent_id)
     # prepare-data never ran in this test, so the parent ends FAILED naming it, with the report attached.
-    assert parent.state is JobState.FAILED and "prepare-data" in parent.error
+    assert parent.state is JobState.FAILED and "seed 42 prepare-data" in parent.error
+    assert report["missing"] == [f"seed 42 prepare-data: job {plan.prepare_ids[0]} QUEUED: did not finish"]
     assert parent.artifacts["html"] == result.artifacts["html"]
 
 
 @pytest.mark.slow
-def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_config, tmp_path, monkeypatch):
+def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
+    smoke_prepared, smoke_config, tmp_path, monkeypatch
+):
     for name in CONFIGURED:
         monkeypatch.delenv(name, raising=False)
     # Data and tiny models from the session's smoke folder; a database and broker of this test's own.
@@ -137,7 +150,7 @@ def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_
     worker = Worker(env, fake=False, name="compare")
     try:
         completed = run_cli(
-            env, "submit", "compare", "--preset", "smoke", "--epochs", "2",
+            env, "submit", "compare", "--preset", "smoke", "--epochs", "2", "--seeds", "3",
             "--set", "train.limit_train_batches=2", "--wait", "--json", timeout=500,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr + worker.output()[-4000:]
@@ -146,16 +159,32 @@ def test_compare_through_a_worker_on_the_embedded_default(smoke_prepared, smoke_
     parent = json.loads(completed.stdout)
     assert parent["stage"] == "compare" and parent["state"] == "SUCCEEDED"
     children = service.get_job(parent["id"]).children
-    assert sorted(c.stage for c in children) == ["prepare-data", "report", "train", "train"]
+    # One data preparation per seed (the split follows the seed), one training per method and seed.
+    assert sorted(c.stage for c in children) == ["prepare-data"] * 3 + ["report"] + ["train"] * 6
     assert all(c.state is JobState.SUCCEEDED and c.parent_id == parent["id"] for c in children)
 
     report = json.loads(Path(parent["artifacts"]["json"]).read_text())
-    assert report["compare_job_id"] == parent["id"] and report["missing"] == []
-    by_method = {e.peft_method: e for e in service.list_experiments(stage="train")}
+    report_job = next(c for c in children if c.stage == "report")
+    assert report["compare_job_id"] == parent["id"] and report["report_job_id"] == report_job.id
+    assert report["missing"] == [] and len(report["seeds"]) == 3
+    experiments = service.list_experiments(stage="train")
     table = {row["metric"]: row for row in report["table"]}
     for metric in ("train_time_s", "samples_per_s", "peak_ram_mb", "best_val_loss", "i2t_recall@1"):
-        assert table[metric]["lora"] == pytest.approx(by_method["lora"].metrics[metric])
-        assert table[metric]["qlora"] == pytest.approx(by_method["qlora"].metrics[metric])
-    assert len(report["curves"]["lora"]["val_loss"]) == 2
+        for index, method in enumerate(("lora", "qlora")):
+            values = {e.id: e.metrics[metric] for e in experiments if e.peft_method == method}
+            cell = table[metric]["cells"][index]
+            assert cell["n"] == 3 and sorted(cell["experiment_ids"]) == sorted(values)
+            assert cell["mean"] == pytest.approx(sum(values.values()) / 3)
+            assert cell["low"] <= cell["mean"] <= cell["high"]
+        difference = table[metric]["difference"]
+        # Recall@1 pairs the two methods image by image (the train stage writes per-image hits).
+        over = "validation images x 3 seeds (paired bootstrap)" if metric == "i2t_recall@1" else "3 paired seeds (t)"
+        assert difference["over"].endswith(over)
+        assert difference["significant"] is (difference["low"] > 0 or difference["high"] < 0)
+    # The conclusion on validation loss follows its interval.
+    loss = table["best_val_loss"]["difference"]
+    line = next(line for line in report["conclusions"] if line.startswith("Best validation loss"))
+    assert ("no significant difference" in line) is (not loss["significant"])
+    assert len(report["curves"]["LoRA"]["val_loss"]) == 2
     dispose_engines()
     reset_settings()

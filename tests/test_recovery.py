@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from db.models import Experiment, Job
 from jobs import queue, service
-from jobs.compare import create_plan
+from jobs.compare import create_plan, plan_runs
 from jobs.database import transaction
 from jobs.recovery import requeue_lost_jobs, settle_finished_parents
 from jobs.schemas import JobState, SubmitRequest
@@ -39,6 +39,12 @@ def start_worker(queue_env: JobEnv) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+def _plan(request: SubmitRequest):  # noqa: ANN202
+    """The comparison's rows, without sending its canvas."""
+    config = load_config(request.preset, request.overrides).to_dict()
+    return create_plan(request, config, plan_runs(request, config), with_generation=False)
 
 
 def _state(job_id: int) -> JobState:
@@ -70,24 +76,25 @@ def test_the_sweep_leaves_a_queued_job_alone_while_its_message_waits(queue_env):
 def test_a_comparison_whose_canvas_was_lost_runs_in_order_and_settles(queue_env, start_worker):
     """Nothing of the canvas reaches the broker (as when the worker holding the chord callback dies): the
     sweep sends each child once the ones it waits for have ended, and the report settles the parent."""
-    request = SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=False))
-    plan = create_plan(request, load_config("smoke", {"train.epochs": 1}).to_dict(), with_generation=False)
+    request = SubmitRequest(
+        stage=Stage.compare, preset="smoke", overrides={"train.epochs": 1}, params=StageParams(with_generation=False)
+    )
+    plan = _plan(request)
     worker = start_worker()
     wait_for(lambda: _state(plan.parent_id).finished, 120, "the comparison to settle", worker)
     parent = service.get_job(plan.parent_id)
     assert parent.state is JobState.SUCCEEDED, parent.error
     children = {child.id: child for child in parent.children}
     assert all(child.state is JobState.SUCCEEDED and child.attempts == 1 for child in children.values())
-    prepare, report = children[plan.prepare_id], children[plan.report_id]
-    trains = [children[job_id] for steps in plan.branches.values() for _, job_id in steps]
+    [prepare], report = [children[job_id] for job_id in plan.prepare_ids], children[plan.report_id]
+    trains = [children[job_id] for branch in plan.branches for _, job_id in branch.steps]
     assert all(train.started_at >= prepare.finished_at for train in trains)
     assert report.started_at >= max(train.finished_at for train in trains)
     assert parent.artifacts["html"].endswith("report.html")
 
 
 def test_a_parent_whose_children_ended_without_a_report_is_settled_failed(queue_env):
-    request = SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=False))
-    plan = create_plan(request, load_config("smoke").to_dict(), with_generation=False)
+    plan = _plan(SubmitRequest(stage=Stage.compare, preset="smoke", params=StageParams(with_generation=False)))
     assert settle_finished_parents() == []  # children still queued
     with transaction() as session:
         for child in session.scalars(select(Job).where(Job.parent_id == plan.parent_id)):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.siglip.retrieval import _chance_recall, retrieval_metrics, text_ids
+from worker.siglip.retrieval import _chance_recall, hits_at_1, retrieval_metrics, text_ids
 
 
 def _onehot(rows: list[int], dim: int = 8) -> torch.Tensor:
@@ -61,3 +61,16 @@ def test_text_ids_share_an_id_for_equal_texts():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="one image and one text"):
         retrieval_metrics(torch.randn(3, 2), torch.randn(2, 2), ["a", "b", "c"])
+
+
+def test_per_image_hits_average_to_recall_at_1():
+    texts = ["no acute disease", "no acute disease", "effusion", "nodule", "effusion", "cardiomegaly"]
+    generator = torch.Generator().manual_seed(3)
+    images, text_emb = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    hits = hits_at_1(images, text_emb, texts)
+    metrics = retrieval_metrics(images, text_emb, texts)
+    for direction in ("i2t", "t2i"):
+        assert set(hits[f"{direction}_hit@1"]) <= {0.0, 1.0} and len(hits[f"{direction}_hit@1"]) == 6
+        assert np.mean(hits[f"{direction}_hit@1"]) == pytest.approx(metrics[f"{direction}_recall@1"])
+    # Image 0's best text is row 1: a hit by the duplicate-aware rule.
+    assert hits_at_1(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]]), ["a"])["i2t_hit@1"] == [1.0]

@@ -3,6 +3,9 @@ checkpoints hold, that they reload onto a fresh base model, cancellation and res
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -62,6 +65,12 @@ def test_stage_returns_and_records_every_named_metric(model_dir, splits, tmp_pat
     _, steps, totals = zip(*recorder.progress_events, strict=True)
     assert steps[-1] == totals[-1] == 2 * (48 // 24)
     assert result.artifacts["best_checkpoint"] == result.metrics["best_checkpoint"]
+    # One line per validation image at the best epoch; its hits average to the recorded recall@1.
+    lines = [json.loads(line) for line in Path(result.artifacts["val_hits"]).read_text().splitlines()]
+    assert len(lines) == 24 and len({line["image"] for line in lines}) == 24
+    for direction in ("i2t", "t2i"):
+        hits = [line[f"{direction}_hit@1"] for line in lines]
+        assert sum(hits) / len(hits) == pytest.approx(result.metrics[f"{direction}_recall@1"])
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])

@@ -1,212 +1,352 @@
-"""Side-by-side table, ratios and computed conclusions for LoRA against QLoRA."""
+"""A comparison or a sweep, computed from experiment rows (plain dicts).
+
+A cell is one point of the grid (LoRA, or ``peft.method=qlora, peft.r=8``); it ran once per seed. Every measure
+is shown per cell as the mean over seeds with a 95% t-interval; two cells are compared by the interval of their
+difference (paired by seed, or by test study where the evaluate stage scored each study). Conclusions are worded
+from those intervals, and every number keeps the ids of the experiment rows it came from.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("lora", "qlora")
+from worker.report.metrics import MEASURES, Measure, find_measure, fmt, signed
+from worker.report.stats import Interval, paired_bootstrap_difference, paired_seed_difference, t_interval
 
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the table: a metric of one stage, and whether smaller values are better."""
-
-    stage: str
-    metric: str
-    label: str
-    lower_is_better: bool | None  # None: neither (e.g. total parameters)
-
-
-TRAIN_ROWS = [
-    Row("train", "train_time_s", "Training time (s)", True),
-    Row("train", "samples_per_s", "Throughput (samples/s)", False),
-    Row("train", "peak_gpu_mem_mb", "Peak GPU memory, allocated (MB)", True),
-    Row("train", "peak_gpu_reserved_mb", "Peak GPU memory, reserved (MB)", True),
-    Row("train", "peak_ram_mb", "Peak RAM (MB)", True),
-    Row("train", "weight_memory_mb", "Weight memory (MB)", True),
-    Row("train", "trainable_params", "Trainable parameters", None),
-    Row("train", "total_params", "Total parameters", None),
-    Row("train", "best_val_loss", "Best validation loss", True),
-    Row("train", "i2t_recall@1", "Image-to-text recall@1", False),
-    Row("train", "i2t_recall@5", "Image-to-text recall@5", False),
-    Row("train", "i2t_recall@10", "Image-to-text recall@10", False),
-    Row("train", "t2i_recall@1", "Text-to-image recall@1", False),
-    Row("train", "t2i_recall@5", "Text-to-image recall@5", False),
-    Row("train", "t2i_recall@10", "Text-to-image recall@10", False),
-]
-GENERATION_ROWS = [
-    Row("train-full", "train_time_s", "Report generation: training time (s)", True),
-    Row("train-full", "best_val_loss", "Report generation: best validation loss", True),
-    *(Row("evaluate", f"bleu{n}", f"BLEU-{n}", False) for n in range(1, 5)),
-    Row("evaluate", "rouge1", "ROUGE-1", False),
-    Row("evaluate", "rouge2", "ROUGE-2", False),
-    Row("evaluate", "rougeL", "ROUGE-L", False),
-    Row("evaluate", "meteor", "METEOR", False),
-    Row("evaluate", "coco_cider", "CIDEr (COCO toolkit)", False),
-    Row("evaluate", "cosine_generated", "Image-text cosine, generated", False),
-    Row("evaluate", "cosine_reference", "Image-text cosine, reference", False),
-]
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 CURVES = ("train_loss", "val_loss", "i2t_recall@1")
+DEFAULT_METRIC = "best_val_loss"
+# What the two-cell conclusions talk about, in order; memory is chosen separately (GPU if measured).
+HEADLINE = ("samples_per_s", "i2t_recall@1", "best_val_loss", "bleu4", "study_bleu4")
+
+
+@dataclass
+class Cell:
+    """One grid point and its runs: seed -> stage -> the latest succeeded experiment row."""
+
+    values: dict[str, Any]
+    label: str
+    runs: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def per_seed(self, measure: Measure) -> dict[int, float]:
+        """The measure's value in every seed that recorded it (or the mean of its per-item values)."""
+        found = {}
+        items = self.per_item(measure)
+        for seed, stages in self.runs.items():
+            value = ((stages.get(measure.stage) or {}).get("metrics") or {}).get(measure.metric)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                found[seed] = float(value)
+            elif seed in items:
+                found[seed] = sum(items[seed].values()) / len(items[seed])
+        return found
+
+    def per_item(self, measure: Measure) -> dict[int, dict[str, float]]:
+        """seed -> item (test study, validation image) -> value, where the stage wrote per-item values."""
+        found = {}
+        for seed, stages in self.runs.items():
+            values = ((stages.get(measure.stage) or {}).get("per_item") or {}).get(measure.per_item or "")
+            if values:
+                found[seed] = dict(values)
+        return found
+
+    def experiment_ids(self, stage: str, seeds: Iterable[int]) -> list[int]:
+        return [self.runs[s][stage]["id"] for s in sorted(seeds) if stage in self.runs.get(s, {})]
 
 
 @dataclass
 class Comparison:
     """Everything the report shows, computed from the rows; serialised as the report's JSON."""
 
+    kind: str  # "compare" (two cells, one differs from the other) or "sweep"
     compare_job_id: int | None
-    experiments: dict[str, dict[str, dict[str, Any]]]  # method -> stage -> experiment row
+    report_job_id: int | None
+    grid_keys: list[str]
+    cells: list[Cell]
+    metric: str = DEFAULT_METRIC
+    mode: str = "min"
     table: list[dict[str, Any]] = field(default_factory=list)
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     conclusions: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
-    def value(self, method: str, stage: str, metric: str) -> float | None:
-        row = self.experiments.get(method, {}).get(stage)
-        value = (row or {}).get("metrics", {}).get(metric)
-        return float(value) if isinstance(value, int | float) else None
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({seed for cell in self.cells for seed in cell.runs})
+
+    def row(self, metric: str, stage: str | None = None) -> dict[str, Any] | None:
+        return next((r for r in self.table if r["metric"] == metric and stage in (None, r["stage"])), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "compare_job_id": self.compare_job_id,
-            "experiments": {
-                method: {stage: {"id": row.get("id"), "job_id": row.get("job_id")} for stage, row in stages.items()}
-                for method, stages in self.experiments.items()
-            },
+            "report_job_id": self.report_job_id,
+            "grid_keys": self.grid_keys,
+            "seeds": self.seeds,
+            "cells": [
+                {
+                    "label": cell.label,
+                    "values": cell.values,
+                    "experiments": {
+                        str(seed): {
+                            stage: {"id": row.get("id"), "job_id": row.get("job_id")} for stage, row in st.items()
+                        }
+                        for seed, st in sorted(cell.runs.items())
+                    },
+                }
+                for cell in self.cells
+            ],
+            "metric": self.metric,
+            "mode": self.mode,
             "table": self.table,
             "curves": {m: {n: [list(p) for p in pts] for n, pts in c.items()} for m, c in self.curves.items()},
+            "best": self.best,
+            "groups": self.groups,
             "conclusions": self.conclusions,
             "missing": self.missing,
         }
 
 
-def ratio(qlora: float | None, lora: float | None) -> float | None:
-    """QLoRA / LoRA, or None where either is missing or LoRA's value is zero."""
-    if qlora is None or lora is None or lora == 0:
-        return None
-    return qlora / lora
+def cell_label(values: Mapping[str, Any], keys: list[str]) -> str:
+    if keys == ["peft.method"]:
+        return METHOD_NAMES.get(str(values["peft.method"]), str(values["peft.method"]))
+    return ", ".join(f"{key}={values[key]}" for key in keys)
 
 
-def _group(experiments: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """method -> stage -> the latest succeeded experiment of that stage."""
-    grouped: dict[str, dict[str, dict[str, Any]]] = {}
+def _cells(experiments: Iterable[Mapping[str, Any]], grid: Mapping[str, list[str]]) -> list[Cell]:
+    """Cells in the grid's order, each with its latest succeeded experiment per seed and stage."""
+    keys = list(grid)
+    cells: dict[tuple[str, ...], Cell] = {}
     for row in sorted(experiments, key=lambda r: r.get("id") or 0):
-        method = row.get("peft_method")
-        if method not in METHODS or row.get("status", "succeeded").lower() != "succeeded":
+        if str(row.get("status", "succeeded")).lower() != "succeeded":
             continue
-        grouped.setdefault(method, {})[row["stage"]] = dict(row)
-    return grouped
-
-
-def _curves(
-    grouped: dict[str, dict[str, dict[str, Any]]], metric_rows: Iterable[Mapping[str, Any]]
-) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """Per-epoch series of the training stage, method -> metric -> [(epoch, value)]."""
-    owner = {stages["train"]["id"]: method for method, stages in grouped.items() if "train" in stages}
-    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for row in metric_rows:
-        method = owner.get(row["experiment_id"])
-        if method is None or row["name"] not in CURVES or row.get("epoch") is None:
+        values = dict(row.get("cell") or {"peft.method": row.get("peft_method")})
+        if any(key not in values for key in keys):
             continue
-        curves.setdefault(method, {}).setdefault(row["name"], []).append((int(row["epoch"]), float(row["value"])))
-    for series in curves.values():
-        for name, points in series.items():
-            series[name] = sorted(dict(points).items())
-    return curves
+        ident = tuple(str(values[key]) for key in keys)
+        cell = cells.setdefault(ident, Cell({k: values[k] for k in keys}, cell_label(values, keys)))
+        cell.runs.setdefault(int(row.get("seed") or 0), {})[row["stage"]] = dict(row)
+
+    def order(ident: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(grid[k].index(v) if v in grid[k] else len(grid[k]) for k, v in zip(keys, ident, strict=True))
+
+    return [cells[ident] for ident in sorted(cells, key=order)]
 
 
-def _table(comparison: Comparison, rows: list[Row]) -> list[dict[str, Any]]:
+def _summary(cell: Cell, measure: Measure) -> dict[str, Any]:
+    values = cell.per_seed(measure)
+    if not values:
+        return {"label": cell.label, "mean": None, "low": None, "high": None, "n": 0, "seeds": [], "values": [],
+                "experiment_ids": []}  # fmt: skip
+    interval = t_interval([values[s] for s in sorted(values)])
+    return {
+        "label": cell.label,
+        "mean": interval.mean,
+        "low": interval.low,
+        "high": interval.high,
+        "n": interval.n,
+        "seeds": sorted(values),
+        "values": [values[s] for s in sorted(values)],
+        "experiment_ids": cell.experiment_ids(measure.stage, values),
+    }
+
+
+def difference(a: Cell, b: Cell, measure: Measure) -> Interval | None:
+    """b - a: over the items (test studies, validation images) both scored where the stage wrote per-item
+    values, else over the seeds both ran; None without an interval."""
+    by_item = paired_bootstrap_difference(a.per_item(measure), b.per_item(measure), items=measure.items)
+    return by_item or paired_seed_difference(a.per_seed(measure), b.per_seed(measure))
+
+
+def _table(c: Comparison) -> list[dict[str, Any]]:
     table = []
-    for row in rows:
-        lora = comparison.value("lora", row.stage, row.metric)
-        qlora = comparison.value("qlora", row.stage, row.metric)
-        if lora is None and qlora is None:
+    for measure in MEASURES:
+        summaries = [_summary(cell, measure) for cell in c.cells]
+        if all(s["mean"] is None for s in summaries):
             continue
-        table.append(
-            {
-                "stage": row.stage,
-                "metric": row.metric,
-                "label": row.label,
-                "lora": lora,
-                "qlora": qlora,
-                "ratio": ratio(qlora, lora),
-                "lower_is_better": row.lower_is_better,
-            }
-        )
+        row: dict[str, Any] = {
+            "stage": measure.stage,
+            "metric": measure.metric,
+            "label": measure.label,
+            "decimals": measure.decimals,
+            "lower_is_better": measure.lower_is_better,
+            "cells": summaries,
+        }
+        if len(c.cells) == 2:
+            a, b = (s["mean"] for s in summaries)
+            row["ratio"] = b / a if a and b is not None else None
+            diff = difference(c.cells[0], c.cells[1], measure)
+            row["difference"] = diff.to_dict() if diff else None
+        table.append(row)
     return table
 
 
-def _pct(qlora: float, lora: float) -> str:
-    return f"{abs(qlora - lora) / lora * 100:.0f}%" if lora else "n/a"
+def _curves(
+    cells: list[Cell], metric_rows: Iterable[Mapping[str, Any]]
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Per-epoch series of each cell's training runs, averaged over its seeds: label -> metric -> [(epoch, mean)]."""
+    owner = {stages["train"]["id"]: cell.label for cell in cells for stages in cell.runs.values() if "train" in stages}
+    sums: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for row in metric_rows:
+        label = owner.get(row["experiment_id"])
+        if label is None or row["name"] not in CURVES or row.get("epoch") is None or row.get("value") is None:
+            continue
+        sums.setdefault(label, {}).setdefault(row["name"], {}).setdefault(int(row["epoch"]), []).append(row["value"])
+    return {
+        label: {name: [(e, sum(v) / len(v)) for e, v in sorted(points.items())] for name, points in series.items()}
+        for label, series in sums.items()
+    }
 
 
-def _memory_conclusion(c: Comparison) -> str | None:
-    gpu_l, gpu_q = c.value("lora", "train", "peak_gpu_mem_mb"), c.value("qlora", "train", "peak_gpu_mem_mb")
-    if gpu_l is not None and gpu_q is not None:
-        word = "less" if gpu_q < gpu_l else "MORE"
-        return (
-            f"QLoRA used {_pct(gpu_q, gpu_l)} {word} peak GPU memory than LoRA "
-            f"({gpu_q:,.0f} MB against {gpu_l:,.0f} MB)."
-        )
-    w_l, w_q = c.value("lora", "train", "weight_memory_mb"), c.value("qlora", "train", "weight_memory_mb")
-    if w_l is not None and w_q is not None:
-        word = "less" if w_q < w_l else "MORE"
-        return (
-            f"No GPU in this run: QLoRA's weights took {_pct(w_q, w_l)} {word} memory than LoRA's "
-            f"({w_q:,.1f} MB against {w_l:,.1f} MB); peak GPU memory was not measured."
-        )
-    return None
-
-
-def _speed_conclusion(c: Comparison) -> str | None:
-    s_l, s_q = c.value("lora", "train", "samples_per_s"), c.value("qlora", "train", "samples_per_s")
-    if s_l is None or s_q is None:
+def _best(c: Comparison, measure: Measure) -> dict[str, Any] | None:
+    """The cell with the best mean, the runner-up, and the interval of their difference."""
+    ranked = [(cell, cell.per_seed(measure)) for cell in c.cells]
+    ranked = [(cell, v) for cell, v in ranked if v]
+    if not ranked:
         return None
-    word = "faster" if s_q > s_l else "slower"
-    return f"QLoRA trained {_pct(s_q, s_l)} {word} than LoRA ({s_q:,.1f} against {s_l:,.1f} samples/s)."
+    ranked.sort(key=lambda item: sum(item[1].values()) / len(item[1]), reverse=c.mode == "max")
+    best = ranked[0][0]
+    result: dict[str, Any] = {"cell": best.label, "values": best.values, **_summary(best, measure)}
+    if len(ranked) > 1:
+        runner_up = ranked[1][0]
+        diff = difference(runner_up, best, measure)
+        result["runner_up"] = {"cell": runner_up.label, **_summary(runner_up, measure)}
+        result["difference"] = diff.to_dict() if diff else None
+    return result
 
 
-def _quality_conclusions(c: Comparison) -> list[str]:
-    out = []
-    r_l, r_q = c.value("lora", "train", "i2t_recall@1"), c.value("qlora", "train", "i2t_recall@1")
-    if r_l is not None and r_q is not None:
-        diff = r_q - r_l
-        verdict = "lost accuracy" if diff < 0 else "matched or beat LoRA"
-        out.append(f"Retrieval: QLoRA {verdict} on image-to-text recall@1 ({r_q:.3f} against {r_l:.3f}, {diff:+.3f}).")
-    v_l, v_q = c.value("lora", "train", "best_val_loss"), c.value("qlora", "train", "best_val_loss")
-    if v_l is not None and v_q is not None:
-        word = "higher" if v_q > v_l else "lower or equal"
-        out.append(f"Best validation loss: QLoRA {v_q:.4f}, LoRA {v_l:.4f} ({word} for QLoRA).")
-    b_l, b_q = c.value("lora", "evaluate", "bleu4"), c.value("qlora", "evaluate", "bleu4")
-    if b_l is not None and b_q is not None:
-        out.append(f"Report generation: BLEU-4 {b_q:.3f} with the QLoRA encoder against {b_l:.3f} with LoRA's.")
-    return out
+def _groups(c: Comparison, measure: Measure) -> dict[str, list[dict[str, Any]]]:
+    """For each grid key, the measure per value of that key, pooled over the other keys and the seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for key in c.grid_keys:
+        pooled: dict[str, tuple[list[float], list[int]]] = {}
+        for cell in c.cells:
+            values, ids = pooled.setdefault(str(cell.values[key]), ([], []))
+            found = cell.per_seed(measure)
+            values.extend(found.values())
+            ids.extend(cell.experiment_ids(measure.stage, found))
+        groups[key] = [
+            {"value": value, **t_interval(values, "runs").to_dict(), "experiment_ids": ids}
+            for value, (values, ids) in pooled.items()
+            if values
+        ]
+    return groups
 
 
-def compare_methods(
+def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
+    return f"95% CI {signed(diff['low'], decimals)} to {signed(diff['high'], decimals)} over {diff['over']}"
+
+
+def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
+    """One sentence comparing cell b with cell a on one row: higher, lower, or no significant difference."""
+    first, second = row["cells"][0], row["cells"][1]
+    if first["mean"] is None or second["mean"] is None:
+        return None
+    d, label = row["decimals"], row["label"]
+    va, vb = first["mean"], second["mean"]
+    diff = row.get("difference")
+    numbers = f"{b} {fmt(vb, d)} against {a} {fmt(va, d)}"
+    if diff is not None and not diff["significant"]:
+        return (
+            f"{label}: no significant difference between {b} and {a} "
+            f"({numbers}; {b} − {a} {signed(diff['mean'], d)}, {_interval_text(diff, d)})."
+        )
+    delta = diff["mean"] if diff is not None else vb - va
+    if fmt(va, d) == fmt(vb, d) and diff is None:
+        return f"{label}: {b} and {a} equal to {d} decimals ({fmt(vb, d)}; one run each, no interval)."
+    word = "higher" if delta > 0 else "lower"
+    judged = (
+        "" if row["lower_is_better"] is None else (" (better)" if (delta < 0) == row["lower_is_better"] else " (worse)")
+    )
+    percent = abs(delta) / abs(va) * 100 if va else None
+    # Whole percent reads best; below 10% a decimal keeps a small change from printing as "0% lower".
+    relative = "" if percent is None else f", {percent:.0f}% {word}" if percent >= 10 else f", {percent:.1f}% {word}"
+    if diff is None:
+        why = "one seed, no interval" if min(first["n"], second["n"]) < 2 else "no two seeds in common, no interval"
+        return f"{label}: {b} is {word}{judged} than {a} ({numbers}{relative}; {why})."
+    return f"{label}: {b} is {word}{judged} than {a} ({numbers}{relative}; {_interval_text(diff, d)})."
+
+
+def _pair_conclusions(c: Comparison) -> list[str]:
+    a, b = (cell.label for cell in c.cells)
+    lines = []
+    gpu = c.row("peak_gpu_mem_mb")
+    if gpu is None:
+        lines.append("No GPU in this run: peak GPU memory was not measured; weight memory is compared instead.")
+    for metric, stage in (
+        (("peak_gpu_mem_mb" if gpu else "weight_memory_mb"), "train"),
+        *((m, None) for m in HEADLINE),
+    ):
+        row = c.row(metric, stage)
+        if row and (line := verdict(row, a, b)):
+            lines.append(line)
+    return lines
+
+
+def _best_conclusion(c: Comparison) -> list[str]:
+    best = c.best
+    if best is None:
+        return [f"No configuration recorded {c.metric}; no best configuration."]
+    measure = find_measure(c.metric)
+    d = measure.decimals
+    spread = f" ± {fmt(best['high'] - best['mean'], d)}" if best["high"] is not None else ""
+    line = (
+        f"Best configuration by {measure.label.split(' (')[0].lower()} ({'lowest' if c.mode == 'min' else 'highest'}):"
+        f" {best['cell']}, {fmt(best['mean'], d)}{spread} over {best['n']} seed{'s' if best['n'] != 1 else ''}"
+    )
+    runner = best.get("runner_up")
+    if runner is None:
+        return [line + "."]
+    diff = best.get("difference")
+    next_best = f"the next best, {runner['cell']} with {fmt(runner['mean'], d)}"
+    if diff is None:
+        return [f"{line}; {next_best}, may be as good (one seed, no interval)."]
+    if not diff["significant"]:
+        return [f"{line}; within noise of {next_best} (no significant difference, {_interval_text(diff, d)})."]
+    return [f"{line}; better than {next_best} ({_interval_text(diff, d)})."]
+
+
+def compare_runs(
     experiments: Iterable[Mapping[str, Any]],
     metric_rows: Iterable[Mapping[str, Any]],
     *,
+    grid: Mapping[str, list[str]] | None = None,
+    kind: str = "compare",
     compare_job_id: int | None = None,
-    expected_stages: Iterable[str] = ("train",),
-    failures: Mapping[str, str] | None = None,
+    report_job_id: int | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    failures: Iterable[Mapping[str, str]] = (),
 ) -> Comparison:
-    """Build the comparison from experiment rows ({id, job_id, stage, peft_method, status, metrics})
-    and metric rows ({experiment_id, split, epoch, step, name, value})."""
-    grouped = _group(experiments)
-    comparison = Comparison(compare_job_id=compare_job_id, experiments=grouped)
-    for method in METHODS:
-        for stage in expected_stages:
-            if stage not in grouped.get(method, {}):
-                reason = (failures or {}).get(f"{method}:{stage}", "no succeeded experiment")
-                comparison.missing.append(f"{method} {stage}: {reason}")
-    comparison.table = _table(comparison, TRAIN_ROWS + GENERATION_ROWS)
-    comparison.curves = _curves(grouped, metric_rows)
-    for line in (_memory_conclusion(comparison), _speed_conclusion(comparison)):
-        if line:
-            comparison.conclusions.append(line)
-    comparison.conclusions.extend(_quality_conclusions(comparison))
-    if comparison.missing:
-        comparison.conclusions.append("Incomplete comparison; missing: " + "; ".join(comparison.missing) + ".")
-    return comparison
+    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item}) and
+    metric rows ({experiment_id, split, epoch, step, name, value}). `grid` is the sweep's key -> values in
+    order (a comparison's is peft.method = lora, qlora); failures are {label, reason} of steps that did not
+    succeed."""
+    grid = {k: [str(v) for v in values] for k, values in (grid or {"peft.method": ["lora", "qlora"]}).items()}
+    measure = find_measure(metric or DEFAULT_METRIC)
+    c = Comparison(
+        kind=kind,
+        compare_job_id=compare_job_id,
+        report_job_id=report_job_id,
+        grid_keys=list(grid),
+        cells=_cells(experiments, grid),
+        metric=measure.metric,
+        mode=mode or ("min" if measure.lower_is_better else "max"),
+    )
+    c.table = _table(c)
+    c.curves = _curves(c.cells, metric_rows)
+    c.missing = [f"{f['label']}: {f['reason']}" for f in failures]
+    if kind == "sweep":
+        c.best = _best(c, measure)
+        c.groups = _groups(c, measure)
+        c.conclusions = _best_conclusion(c)
+    if len(c.cells) == 2:
+        c.conclusions += _pair_conclusions(c)
+    if c.missing:
+        c.conclusions.append("Incomplete: " + "; ".join(c.missing) + ".")
+    return c

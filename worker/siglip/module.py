@@ -15,7 +15,7 @@ from worker.config import RunConfig
 from worker.siglip.callbacks import logged_metrics
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
-from worker.siglip.retrieval import retrieval_metrics
+from worker.siglip.retrieval import hits_at_1, retrieval_metrics
 
 RUN_CONFIG_KEY = "run_config"
 LORA_TARGETS_KEY = "lora_targets"
@@ -49,6 +49,7 @@ class SiglipContrastiveModule(L.LightningModule):
         self.val_texts = val_texts
         self.strict_loading = False  # resuming loads only the trainable parameters
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.val_hits: dict[int, tuple[list[int], dict[str, list[float]]]] = {}  # epoch -> (val indices, hits)
         self._encode = torch.compile(self.encode) if config.train.compile else self.encode
 
     @property
@@ -95,8 +96,11 @@ class SiglipContrastiveModule(L.LightningModule):
             index, image, text = (t.flatten(0, 1) for t in self.all_gather((index, image, text)))
         # The distributed sampler pads with repeated items; keep each index once, in split order.
         unique, first = _first_occurrence(index)
-        metrics = retrieval_metrics(image[first].cpu(), text[first].cpu(), [self.val_texts[i] for i in unique])
+        texts = [self.val_texts[i] for i in unique]
+        metrics = retrieval_metrics(image[first].cpu(), text[first].cpu(), texts)
         self.log_dict(metrics, on_epoch=True)
+        # Per validation image, for intervals over images; the sanity check's epoch 0 is overwritten by the real one.
+        self.val_hits[self.current_epoch] = (unique, hits_at_1(image[first].cpu(), text[first].cpu(), texts))
         self._val_batches = []
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -15,9 +15,14 @@ import torch
 RECALL_KS = (1, 5, 10)
 
 
+def _hits(ranked: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """ranked: [Q, K] gallery indices; relevant: [Q, G] bool. 1.0 for each query with a relevant hit, else 0.0."""
+    return relevant.gather(1, ranked).any(dim=1).float()
+
+
 def _hit_rate(ranked: torch.Tensor, relevant: torch.Tensor) -> float:
-    """ranked: [Q, K] gallery indices; relevant: [Q, G] bool. Fraction of queries with a relevant hit."""
-    return relevant.gather(1, ranked).any(dim=1).float().mean().item()
+    """The fraction of queries with a relevant hit."""
+    return _hits(ranked, relevant).mean().item()
 
 
 def _chance_recall(n: int, same_text_counts: np.ndarray, k: int) -> float:
@@ -39,9 +44,8 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor, tex
     n = len(texts)
     if image_embeds.shape[0] != n or text_embeds.shape[0] != n:
         raise ValueError(f"retrieval needs one image and one text embedding per text, got {n} texts")
-    sims = image_embeds.float() @ text_embeds.float().t()  # [images, texts]
+    sims, same_text = _similarities(image_embeds, text_embeds, texts)
     ids = torch.tensor(text_ids(texts))
-    same_text = ids[:, None] == ids[None, :]
     own = torch.eye(n, dtype=torch.bool)
     counts = np.bincount(ids.numpy())[ids.numpy()]
 
@@ -57,6 +61,25 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor, tex
     different = ~same_text
     metrics["neg_cosine"] = sims[different].mean().item() if different.any() else float("nan")
     return metrics
+
+
+def hits_at_1(image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: list[str]) -> dict[str, list[float]]:
+    """Per query (row i: study i's image, and its text), 1.0 where the top-ranked item is relevant, as
+    ``i2t_recall@1`` and ``t2i_recall@1`` count it: their means are those recalls. Kept per image so that two
+    runs scored on the same validation images can be compared image by image (a paired bootstrap)."""
+    sims, same_text = _similarities(image_embeds, text_embeds, texts)
+    return {
+        f"{direction}_hit@1": _hits(scores.topk(1, dim=1).indices, same_text).tolist()
+        for direction, scores in (("i2t", sims), ("t2i", sims.t()))
+    }
+
+
+def _similarities(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[images, texts] cosine similarities, and which pairs share a text (the duplicate-aware relevance)."""
+    ids = torch.tensor(text_ids(texts))
+    return image_embeds.float() @ text_embeds.float().t(), ids[:, None] == ids[None, :]
 
 
 def text_ids(texts: list[str]) -> list[int]:

@@ -8,7 +8,9 @@ stay fp32 (autocast bridges them). On the CPU everything is fp32.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from worker.config import RunConfig, TrainConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.datamodule import SiglipDataModule, Splits
+from worker.siglip.datamodule import PairSplit, SiglipDataModule, Splits
 from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, weight_memory_bytes, weights_dtype_for
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
@@ -116,7 +118,35 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         "resumed_from": str(resume_from) if resume_from else None,
         "precision": precision,
     }
-    return write_run_outputs(trainer, fit_result(STAGE, callbacks, ckpt_dir, metrics), ckpt_dir)
+    result = fit_result(STAGE, callbacks, ckpt_dir, metrics)
+    if trainer.is_global_zero:  # every rank holds the gathered hits; one writes them
+        hits = write_val_hits(module, splits.split("val"), checkpointing.best_model_path, ckpt_dir.parent)
+        if hits is not None:
+            result.artifacts["val_hits"] = str(hits)
+    return write_run_outputs(trainer, result, ckpt_dir)
+
+
+BEST_EPOCH = re.compile(r"epoch=(\d+)")
+
+
+def write_val_hits(module: SiglipContrastiveModule, val: PairSplit, best_checkpoint: str, out_dir: Path) -> Path | None:
+    """One JSON line per validation image at the best checkpoint's epoch: its file, its study and its
+    i2t/t2i hit@1 (their means are the recorded recall@1). None when this process did not validate that epoch
+    (a run resumed after it)."""
+    match = BEST_EPOCH.search(Path(best_checkpoint).name) if best_checkpoint else None
+    epoch = int(match.group(1)) if match else max(module.val_hits, default=-1)
+    if epoch not in module.val_hits:
+        return None
+    indices, hits = module.val_hits[epoch]
+    # The image file names the item across runs (worker.data.SplitData has them); the row index otherwise.
+    names = getattr(val, "filenames", None) or [str(i) for i in range(max(indices, default=-1) + 1)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "val-hits.jsonl"
+    with path.open("w") as out:
+        for row, index in enumerate(indices):
+            record = {"image": names[index]} | {name: values[row] for name, values in hits.items()}
+            out.write(json.dumps(record) + "\n")
+    return path
 
 
 def _as_float(value: torch.Tensor | None) -> float | None:
