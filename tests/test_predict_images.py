@@ -15,6 +15,7 @@ from dicom_files import write_dicom
 from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
 from PIL import Image
 
+from jobs.settings import reset_settings
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
@@ -125,7 +126,12 @@ def test_a_siglip_checkpoint_gives_retrieval_without_impressions(smoke_config, t
     assert record["impression"] is None and len(record["similar_reports"]) == 2
 
 
-def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, inputs):  # noqa: F811
+def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, inputs, monkeypatch, tmp_path_factory):  # noqa: F811
+    # The smoke data and models live in the session's var folder: the var root of this job system too; the
+    # checkpoints and images in other temp folders of the session, which become a data root.
+    monkeypatch.setenv("MEDVL_VAR_DIR", str(smoke_config.paths.var_dir))
+    monkeypatch.setenv("MEDVL_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+    reset_settings()
     args = ["run", "predict", "--set", f"paths.var_dir={smoke_config.paths.var_dir}", "--checkpoint",
             trained.checkpoint, "--images", inputs.paths[0], inputs.mono1, "--top-k", "2", "--json"]  # PATH...
     result = invoke(*args)

@@ -41,7 +41,7 @@ def start_worker(queue_env: JobEnv) -> Iterator:
         worker.stop()
 
 
-def _plan(request: SubmitRequest):  # noqa: ANN202
+def _plan(request: SubmitRequest):
     """The comparison's rows, without sending its canvas."""
     config = load_config(request.preset, request.overrides).to_dict()
     return create_plan(request, config, plan_runs(request, config), with_generation=False)
@@ -77,7 +77,7 @@ def test_a_comparison_whose_canvas_was_lost_runs_in_order_and_settles(queue_env,
     """Nothing of the canvas reaches the broker (as when the worker holding the chord callback dies): the
     sweep sends each child once the ones it waits for have ended, and the report settles the parent."""
     request = SubmitRequest(
-        stage=Stage.compare, preset="smoke", overrides={"train.epochs": 1}, params=StageParams(with_generation=False)
+        stage=Stage.compare, preset="smoke", overrides={"train.epochs": "1"}, params=StageParams(with_generation=False)
     )
     plan = _plan(request)
     worker = start_worker()
