@@ -123,6 +123,9 @@ class JobSubmission(BaseModel):
         came from."""
         if field is None:
             return ()
+        if field.startswith("params.grid."):  # the grid's keys are dotted themselves: params.grid.<key>.<index>
+            key, _, index = field.removeprefix("params.grid.").rpartition(".")
+            return ("params", "grid", key, index)
         if field.startswith("params.") or field in ("config", "idempotency_key"):
             return tuple(int(part) if part.isdigit() else part for part in field.split("."))
         if field in self.overrides:

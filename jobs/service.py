@@ -199,11 +199,15 @@ def validate_runs(request: SubmitRequest) -> tuple[dict[str, Any], list[Any]]:
         runs = plan_runs(request, config)
     except GridError as exc:
         raise InvalidRequest(str(exc)) from None
+    grid = request.params.grid or {}
     for run in runs:  # a grid value names a file or a model like an override does: the same rule
         try:
             check_job_inputs(RunConfig.model_validate(run.config), {})
         except LocationRefused as exc:
-            raise InvalidRequest(f"grid: {exc}", field=f"params.grid.{exc.key}") from None
+            field = exc.key
+            if exc.key in grid:  # the grid value that brought it: params.grid.<key>.<index>
+                field = f"params.grid.{exc.key}.{grid[exc.key].index(str(run.cell[exc.key]))}"
+            raise InvalidRequest(f"grid: {exc}", field=field) from None
     return config, runs
 
 

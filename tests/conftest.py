@@ -20,6 +20,18 @@ from worker.config import RunConfig, load_config
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: a second intra-op thread only adds contention (measured on
+    the report-generation tests: 85 s with two, 9 s with one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_local_broker_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Stop every local Redis a test started under this session's temp folders (daemonized, they would
     outlive pytest); fixtures stop their own, this catches the ones a subprocess started."""

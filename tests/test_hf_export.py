@@ -19,14 +19,6 @@ EMBEDDING_TOLERANCE = 1e-5
 MERGED_TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))

@@ -17,14 +17,6 @@ from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def siglip_checkpoint(smoke_config: RunConfig, smoke_prepared, tmp_path_factory) -> str:
     from worker.siglip.stage import train_siglip

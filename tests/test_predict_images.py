@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from dicom_files import write_dicom
 from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
 from PIL import Image
@@ -20,14 +19,6 @@ from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
 TOP_K = 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _in_run_dir(config: RunConfig, run_dir: Path, **train: object) -> RunConfig:

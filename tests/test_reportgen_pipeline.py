@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from PIL import Image
 
 from worker.config import RunConfig
@@ -23,15 +22,6 @@ UNIT_METRICS = (
     "bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "meteor",
     "coco_bleu1", "coco_bleu2", "coco_bleu3", "coco_bleu4", "coco_meteor", "coco_rougeL",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny ops: on a shared 2-core machine a second thread only adds sync overhead (measured: 85 s -> 9 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,6 @@ RESULT_METRICS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared by several test processes: more threads only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))

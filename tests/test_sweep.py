@@ -18,7 +18,6 @@ from jobs.compare import create_plan, plan_runs
 from jobs.database import transaction
 from jobs.grid import GridError, expand
 from jobs.schemas import JobState, SubmitRequest
-from jobs.settings import get_settings
 from jobs.stages import MAX_SWEEP_RUNS, Stage, StageParams
 from worker.config import load_config
 
@@ -113,8 +112,7 @@ def test_the_cli_refuses_a_bad_sweep_in_one_line_with_exit_2(stage, args, words)
 
 @pytest.fixture
 def client(job_env: JobEnv, tmp_path: Path):  # noqa: F811
-    settings = ApiSettings(api_token=None, auth_disabled=True, var_root=tmp_path / "var",
-                           artifacts_root=get_settings().artifacts_root)  # fmt: skip
+    settings = ApiSettings(api_token=None, auth_disabled=True)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
