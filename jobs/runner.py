@@ -235,7 +235,10 @@ def _finish(
     try:
         written = _write_final(job_id, worker, experiment_id, job_values, experiment_values)
     except OperationalError:  # still failing after retries (the database's disk is full)
-        lastwords.leave(job_id, state.value, error)
+        # A failure or a cancel is kept beside the log for the sweep to record; a success is not (its results
+        # would be missing from the row): the job is taken over and resumed from its last checkpoint instead.
+        if state is not JobState.SUCCEEDED:
+            lastwords.leave(job_id, state.value, error)
         raise
     if not written:
         log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)

@@ -129,3 +129,24 @@ def test_an_unwritable_artifacts_folder_fails_the_job_naming_the_path(queue_env,
     fine = service.submit(SubmitRequest(stage=Stage.prepare_data))
     wait_for(lambda: _state(fine.id).finished, 60, "the next job", worker)
     assert worker.process.poll() is None
+
+
+def test_a_failure_the_database_refused_is_recorded_by_the_sweep_not_run_again(queue_env):
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from jobs import lastwords
+    from jobs.claim import sweep_stale_jobs
+
+    job, _ = service.create_job(SubmitRequest(stage=Stage.train), task_id=str(uuid.uuid4()), after=[])
+    with transaction() as session:  # a run that died after its last heartbeat, its final write refused
+        row = session.get(Job, job.id)
+        row.state, row.attempts, row.worker_id = JobState.RUNNING.value, 1, "gone:1:x"
+        row.started_at = row.heartbeat_at = utcnow() - timedelta(minutes=5)
+    error = "CheckpointWriteError: could not write checkpoint /data/run/last.ckpt: No space left on device"
+    lastwords.leave(job.id, JobState.FAILED.value, error)
+
+    assert sweep_stale_jobs() == []  # settled, not re-queued
+    final = service.get_job(job.id)
+    assert final.state is JobState.FAILED and final.error == error and final.attempts == 1
+    assert lastwords.read(job.id) is None
