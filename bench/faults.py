@@ -48,8 +48,8 @@ TIMINGS = {
     "JOBS_MAX_ATTEMPTS": "3",
     "OMP_NUM_THREADS": "1",
 }
-# Long enough to be killed mid-way (about 1 s an epoch on one core), short enough for many trials.
-TRAIN = {"train.epochs": "8", "train.limit_train_batches": "4", "train.early_stopping_patience": "50"}
+# Long enough to be killed mid-way (a few tenths of a second an epoch on one core), short enough for many trials.
+TRAIN = {"train.epochs": "30", "train.limit_train_batches": "4", "train.early_stopping_patience": "100"}
 COMPARE = {"train.epochs": "4", "train.limit_train_batches": "3", "train.early_stopping_patience": "50"}
 FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -345,12 +345,16 @@ def kill_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
     """kill -9 of the worker's main process (odd trials) or of its task child (even ones) mid-training."""
     results = []
     worker = Worker(backend, "kill")
-    for trial in range(trials):
+    while len(results) < trials:
+        trial = len(results)
         target = "child" if trial % 2 == 0 else "main"
         job_id = _submit("train", TRAIN)
         _wait(lambda: len(_finished_epochs(job_id)) >= 2, 180, f"job {job_id}: two epochs")  # noqa: B023
         time.sleep(random.uniform(0.0, 1.0))  # anywhere in an epoch, checkpoint writes included
         finished_before = _finished_epochs(job_id)
+        if _job(job_id).state.value != "RUNNING":  # it finished before the kill: not a trial
+            print(f"  job {job_id} finished before the kill; trial {trial} again", flush=True)
+            continue
         before = _rows(job_id)
         worker.kill_child() if target == "child" else worker.kill_main()
         checkpoint_epoch = _last_checkpoint_epoch(job_id)
