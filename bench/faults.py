@@ -499,7 +499,7 @@ def disk_full(kind: str, root: Path, var_dir: Path) -> dict[str, Any]:
             worker.stop()
         finally:
             backend.stop_servers()
-    return {"state": job.state.value, "error": (job.error or "").splitlines()[0][:300],
+    return {"state": job.state.value, "error": (job.error or "").partition("\n")[0][:300],
             "names_the_path": str(full) in (job.error or ""), "next_job": retried.state.value,
             "worker_alive": alive}  # fmt: skip
 
@@ -606,7 +606,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     var_dir = Path(tempfile.mkdtemp(prefix="faults-var-"))  # the smoke data and tiny models, built once
 
     started = time.monotonic()
-    results = [run_backend(kind, args, var_dir) for kind in args.backends.split(",") if kind]
+    results = []
+    for kind in args.backends.split(","):
+        if kind:
+            results.append(run_backend(kind, args, var_dir))
+            write_results("faults", {"mode": "cpu", "backends": results, "partial": True}, args.out)
     checks = [c for r in results for c in checks_for(r)]
     payload: dict[str, Any] = {"mode": "cpu", "backends": results}
     if "demo" in args.phases and args.demo_runs:

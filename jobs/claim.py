@@ -160,7 +160,9 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
     Returns why (None: the job may run). `stale_before` guards a takeover: the row changes only if its
     heartbeat is still stale.
     """
-    words = lastwords.read(job.job_id) if job.state is JobState.RUNNING else None
+    # A run that ended without recording it left its final state beside its log; the job may have been
+    # re-queued meanwhile (a sweep that flipped it before the run gave up), so a QUEUED job is checked too.
+    words = lastwords.read(job.job_id)
     if job.cancel_requested:  # the user asked it to stop (before its worker died, if it was running)
         state, error = JobState.CANCELLED, "cancelled"
     elif words is not None:  # its run ended but could not record it: record what it left

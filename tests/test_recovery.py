@@ -150,3 +150,16 @@ def test_a_failure_the_database_refused_is_recorded_by_the_sweep_not_run_again(q
     final = service.get_job(job.id)
     assert final.state is JobState.FAILED and final.error == error and final.attempts == 1
     assert lastwords.read(job.id) is None
+
+
+def test_a_refused_failure_of_a_job_re_queued_meanwhile_is_recorded_at_its_claim(queue_env):
+    from jobs import lastwords
+    from jobs.claim import WorkerIdentity, claim
+
+    # A sweep flipped the job back to QUEUED while its run was still retrying its final write.
+    job, _ = service.create_job(SubmitRequest(stage=Stage.train), task_id=str(uuid.uuid4()), after=[])
+    lastwords.leave(job.id, JobState.FAILED.value, "could not write checkpoint /data/last.ckpt: disk full")
+    claimed = claim(job.id, WorkerIdentity.current())
+    assert not claimed.acquired
+    final = service.get_job(job.id)
+    assert final.state is JobState.FAILED and "could not write checkpoint /data/last.ckpt" in final.error
