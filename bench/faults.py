@@ -618,8 +618,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["loaded_demo"] = demos = loaded_demo(args.demo_runs)
         checks.append(check("demo under load: runs that finished with the report", sum(d["ok"] for d in demos),
                             len(demos)))  # fmt: skip
-        checks.append(check("demo under load: slowest run (s)", max(d["seconds"] for d in demos), 180.0,
-                            higher_is_better=False))  # fmt: skip
+        # Time under load is reported, not held to the quiet 3-minute bound: the demo gets a third of the CPU.
+        payload["loaded_demo_seconds"] = {"min": min(d["seconds"] for d in demos), "max": max(d["seconds"] for d in demos)}
     payload["targets"] = checks
     payload["wall_s"] = round(time.monotonic() - started)
     print_table("Faults", [{"check": c["target"], "measured": c["measured"], "required": c["required"],

@@ -190,3 +190,29 @@ def test_a_kill_after_an_epoch_whose_val_loss_rose_resumes_at_the_next_epoch(mod
     assert resumed.writes.count(("val", killed_at)) == 1
     assert all(epoch >= killed_at for _, epoch in resumed.writes)
     assert resumed.series("val_loss")[0] > min(dying.series("val_loss"))
+
+
+def test_a_kill_before_an_epochs_last_checkpoint_leaves_the_best_it_names(model_dir, splits, tmp_path, monkeypatch):
+    from worker.siglip import atomic_io
+
+    write = atomic_io.atomic_torch_save
+
+    def dies_writing_last_after_an_improvement(obj, path):
+        states = [s for s in obj.get("callbacks", {}).values() if isinstance(s, dict) and "best_model_path" in s]
+        improved = states and f"epoch={obj['epoch']:02d}" in states[0]["best_model_path"]
+        if path.name == "last.ckpt" and obj["epoch"] >= 1 and improved:
+            raise _Killed(f"killed before last.ckpt of epoch {obj['epoch']}")
+        write(obj, path)
+
+    monkeypatch.setattr(atomic_io, "atomic_torch_save", dies_writing_last_after_an_improvement)
+    settings = {"train.epochs": 6, "train.early_stopping_patience": 20}
+    with pytest.raises(_Killed):
+        run_training(tiny_config(model_dir, tmp_path, **settings), MemoryRecorder(), splits)
+    monkeypatch.setattr(atomic_io, "atomic_torch_save", write)
+
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    [state] = [s for s in last["callbacks"].values() if isinstance(s, dict) and "best_model_path" in s]
+    assert Path(state["best_model_path"]).is_file()  # the best the resumed run starts from is still there
+    resumed_config = tiny_config(model_dir, tmp_path, **settings, **{"train.resume": True})
+    resumed = run_training(resumed_config, MemoryRecorder(), splits)
+    assert resumed.status == "succeeded" and Path(resumed.artifacts["best_checkpoint"]).is_file()

@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from worker.recorder import Recorder
 
 
 class RecorderCallback(L.Callback):
-    """Reports progress every step; at each epoch's end writes ``last_checkpoint`` and then records the
-    epoch's metrics (rank 0 only); stops the run, after saving ``last_checkpoint``, once any rank's recorder
-    says the user cancelled.
+    """Reports progress every step; at each epoch's end, once the best checkpoint is settled, writes
+    ``last_checkpoint`` and then records the epoch's metrics (rank 0 only); stops the run, after saving
+    ``last_checkpoint``, once any rank's recorder says the user cancelled.
 
     Checkpoint first, metrics second, with the epoch's metrics inside the checkpoint: a run killed between
     the two resumes at the next epoch and records what the checkpoint holds, so no finished epoch is
-    trained twice and none is missing from the metrics."""
+    trained twice and none is missing from the metrics. BestCheckpoint calls `finish_epoch`, after it has
+    saved the epoch's best (Lightning runs checkpoint callbacks last), so last.ckpt names the current best."""
 
     def __init__(self, recorder: Recorder, last_checkpoint: Path, cost: Callable[[], dict[str, float | None]]):
         self.recorder = recorder
@@ -29,7 +31,7 @@ class RecorderCallback(L.Callback):
         self.cost = cost  # time, throughput and peak memory so far, added to each epoch's metrics
         self.cancelled = False
         self.epoch_metrics: list[dict[str, float]] = []
-        self._unrecorded: dict[str, Any] | None = None  # {"epoch", "metrics"} saved but maybe not yet recorded
+        self._unrecorded: dict[str, Any] | None = None  # {"epoch", "metrics"} not recorded yet
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch_metrics": self.epoch_metrics, "unrecorded": self._unrecorded}
@@ -58,10 +60,17 @@ class RecorderCallback(L.Callback):
         metrics = logged_metrics(trainer)
         metrics.update({name: value for name, value in self.cost().items() if value is not None})
         self.epoch_metrics.append(metrics)
-        if not self.cancelled:  # a cancelled epoch stopped mid-way: its checkpoint was saved at that step
+        if self.cancelled:  # stopped mid-epoch: its checkpoint was saved at that step
+            self._record(trainer, trainer.current_epoch, metrics)
+        else:
             self._unrecorded = {"epoch": trainer.current_epoch, "metrics": metrics}
-            trainer.save_checkpoint(self.last_checkpoint)
-        self._record(trainer, trainer.current_epoch, metrics)
+
+    def finish_epoch(self, trainer: L.Trainer) -> None:
+        """last.ckpt (carrying the epoch's metrics), then the metrics themselves."""
+        if self._unrecorded is None:
+            return
+        trainer.save_checkpoint(self.last_checkpoint)
+        self._record(trainer, self._unrecorded["epoch"], self._unrecorded["metrics"])
 
     def _record(self, trainer: L.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if trainer.is_global_zero:
@@ -70,6 +79,27 @@ class RecorderCallback(L.Callback):
                 if values:
                     self.recorder.log_metrics(values, split=split, epoch=epoch)
         self._unrecorded = None
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint; at each epoch's end it then lets `reporting` write last.ckpt and record the
+    epoch, and only after that removes the best file it superseded. (Lightning removes it as soon as a
+    better one is saved: a run killed before last.ckpt named the new one resumed with a best that was gone.)"""
+
+    def __init__(self, reporting: RecorderCallback, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reporting = reporting
+        self._superseded: list[str] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self.reporting.finish_epoch(trainer)
+        for filepath in self._superseded:
+            super()._remove_checkpoint(trainer, filepath)
+        self._superseded.clear()
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        self._superseded.append(filepath)
 
 
 def logged_metrics(trainer: L.Trainer | None) -> dict[str, float]:

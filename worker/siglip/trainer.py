@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.atomic_io import AtomicCheckpointIO
-from worker.siglip.callbacks import RecorderCallback, ThroughputCallback
+from worker.siglip.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
 from worker.siglip.profiling import PeakMemory
 from worker.tracking import build_loggers, log_artifacts
 
@@ -30,7 +30,7 @@ from worker.tracking import build_loggers, log_artifacts
 class RunCallbacks:
     """The callbacks a stage reads its results from after `fit`."""
 
-    checkpointing: ModelCheckpoint
+    checkpointing: BestCheckpoint
     throughput: ThroughputCallback
     reporting: RecorderCallback
 
@@ -47,16 +47,17 @@ def build_trainer(
 ) -> tuple[L.Trainer, RunCallbacks]:
     """A Trainer writing `best-*.ckpt` and, after every epoch and on cancel, `last.ckpt` under ckpt_dir."""
     throughput = ThroughputCallback()
+    # Best only: ModelCheckpoint's save_last rewrites last.ckpt only when the monitored value improves, so a
+    # run resumed from it would redo the epochs after the best one. RecorderCallback writes last.ckpt.
+    reporting = RecorderCallback(
+        recorder, last_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
+    )
     callbacks = RunCallbacks(
-        # Best only: ModelCheckpoint's save_last rewrites last.ckpt only when the monitored value improves,
-        # so a run resumed from it would redo the epochs after the best one. RecorderCallback writes it.
-        checkpointing=ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1
+        checkpointing=BestCheckpoint(
+            reporting, dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1
         ),
         throughput=throughput,
-        reporting=RecorderCallback(
-            recorder, last_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
-        ),
+        reporting=reporting,
     )
     trainer = L.Trainer(
         accelerator=accelerator,
