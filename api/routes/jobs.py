@@ -19,6 +19,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobView,
     responses={
+        400: {"model": ErrorView, "description": "The body is not JSON (FastAPI cannot decode it)."},
         409: {"model": ConflictView, "description": "The idempotency key was first used for another request."},
         503: {"model": ErrorView, "description": "The broker did not take the job; it is recorded FAILED."},
     },
