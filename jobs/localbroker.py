@@ -193,9 +193,7 @@ def status(broker: LocalBroker) -> dict[str, object]:
         "log": str(broker.log_file),
     }
     if answering:
-        server = broker.client().info("server")
-        info["version"] = server.get("redis_version")
-        info["queued_messages"] = {
-            name: broker.client().llen(name) for name in ("gpu", "cpu") if broker.client().exists(name)
-        }
+        client = broker.client()
+        info["version"] = client.info("server").get("redis_version")
+        info["queued_messages"] = {name: client.llen(name) for name in ("gpu", "cpu") if client.exists(name)}
     return info
