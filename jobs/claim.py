@@ -27,6 +27,8 @@ from jobs.stages import ORCHESTRATED_STAGES, Stage
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TIME_S = 24 * 3600
+# Parents (comparisons, sweeps): no worker runs them; their report job, or the sweep, settles them.
+ORCHESTRATED = [stage.value for stage in ORCHESTRATED_STAGES]
 
 
 @dataclass(frozen=True)
@@ -253,8 +255,7 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
         stale = session.scalars(
             select(Job).where(
                 Job.state == JobState.RUNNING.value,
-                # A comparison or sweep has no worker of its own: its report job settles it (jobs/compare.py).
-                Job.stage.not_in([stage.value for stage in ORCHESTRATED_STAGES]),
+                Job.stage.not_in(ORCHESTRATED),
                 or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None)),
             )
         ).all()

@@ -20,14 +20,13 @@ from sqlalchemy import select, update
 
 from db.models import Job, utcnow
 from jobs import queue
-from jobs.claim import max_time_s
+from jobs.claim import ORCHESTRATED, max_time_s
 from jobs.database import transaction
 from jobs.schemas import JobState
 from jobs.settings import Settings, get_settings
-from jobs.stages import ORCHESTRATED_STAGES, Stage
+from jobs.stages import Stage
 
 log = logging.getLogger(__name__)
-ORCHESTRATED = [stage.value for stage in ORCHESTRATED_STAGES]
 FINISHED = [state.value for state in JobState if state.finished]
 
 
@@ -60,7 +59,8 @@ def requeue_lost_jobs(settings: Settings | None = None) -> list[int]:
         # A lone message, without the canvas links the lost one had: the steps after it are sent by this
         # sweep in turn, once they become runnable.
         queue.enqueue(job_id, stage, new_task_id, limit, gpu_class)
-        _set_task_id(job_id, new_task_id)
+        if task_id is None:
+            _set_task_id(job_id, new_task_id)
         log.warning("job %s: queued but no message held it; sent again as task %s", job_id, new_task_id)
         requeued.append(job_id)
     return requeued
