@@ -21,9 +21,9 @@ from api.routes import experiments as experiment_routes
 from api.routes import health as health_routes
 from api.routes import jobs as job_routes
 from api.routes import reports as report_routes
+from jobs.core.settings import get_settings
+from jobs.core.text import printable
 from jobs.service import BrokerUnavailable, ExperimentNotFound, IdempotencyConflict, InvalidRequest, JobNotFound
-from jobs.settings import get_settings
-from jobs.text import printable
 
 
 def settings_from_environment() -> ApiSettings:

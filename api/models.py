@@ -14,9 +14,10 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from db.models import MAX_ROW_ID
-from jobs.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
-from jobs.stages import GPU_CLASS_PATTERN, Stage, StageParams
-from jobs.text import StorableStr
+from jobs.core.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
+from jobs.core.stages import GPU_CLASS_PATTERN, Stage, StageParams
+from jobs.core.text import StorableStr
+from jobs.service.shortcuts import PeftName, shortcut_keys, shortcut_overrides, with_shortcuts
 
 __all__ = [
     "NOT_FOUND",
@@ -37,23 +38,11 @@ __all__ = [
 
 # Ids beyond what the id columns hold are a 422 on every backend, not an overflow deep in the driver.
 JobId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A job id, from `POST /jobs` or `GET /jobs`.")]
-ExperimentId = Annotated[
-    int, Path(ge=1, le=MAX_ROW_ID, description="An experiment id, from `GET /experiments`.")
-]
+ExperimentId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="An experiment id, from `GET /experiments`.")]
 ReportId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The id of the report job that wrote the report.")]
 
-# The values of worker.config.PeftMethod; the API may not import worker (tests check the two agree).
-PeftName = Literal["lora", "qlora"]
 
-
-def _option(config_key: str, **constraints: Any) -> Any:
-    """A typed shortcut for one dotted config key; the key travels in the field's metadata."""
-    return Field(None, json_schema_extra={"config_key": config_key}, **constraints)
-
-
-class JobSubmission(BaseModel):
-    """The body of `POST /jobs`: a stage, its config and its inputs, with the same options as `jobs submit`."""
-
+class _Submission(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stage: Stage = Field(description="Which stage to run.")
@@ -64,22 +53,12 @@ class JobSubmission(BaseModel):
         None, min_length=1, max_length=4096, description="A YAML config file (under configs/ or the data roots)."
     )
 
-    # Shortcuts for the options people change most; each maps onto one dotted config key.
-    peft: PeftName | None = _option("peft.method", description="lora, or qlora (4-bit base + LoRA).")
-    epochs: int | None = _option("train.epochs", ge=1, le=1000, description="Maximum training epochs.")
-    batch_size: int | None = _option("train.batch_size", ge=1, le=4096, description="Images per device per step.")
-    lr: float | None = _option("train.lr", gt=0, le=1.0, description="Peak learning rate.")
-    devices: int | None = _option("train.devices", ge=1, le=64, description="Devices per node; >1 uses DDP.")
-    seed: int | None = _option("seed", ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
-    projection: Literal["Frontal", "Lateral", "both"] | None = _option("data.projection", description="Views.")
-    source: Literal["synthetic", "kaggle", "local"] | None = _option("data.source", description="Data source.")
-    data_dir: StorableStr | None = _option(
-        "data.data_dir",
-        min_length=1,
-        max_length=4096,
-        description="Local data in the Kaggle layout, under the data roots; implies source local.",
-    )
-    resume: bool | None = _option("train.resume", description="Resume from the run's last checkpoint.")
+
+class JobSubmission(with_shortcuts(_Submission)):  # type: ignore[misc]
+    """The body of `POST /jobs`: a stage, its config and its inputs, with the same options as `jobs submit`.
+
+    The shortcuts (epochs, batch_size, lr, peft, ...) each set one dotted config key; their types, bounds and
+    descriptions are the config's own (jobs/service/shortcuts.py)."""
 
     overrides: dict[StorableStr, StorableStr] = Field(
         default_factory=dict,
@@ -100,23 +79,11 @@ class JobSubmission(BaseModel):
     @classmethod
     def shortcut_keys(cls) -> dict[str, str]:
         """Field name -> the dotted config key it sets."""
-        keys = {}
-        for name, field in cls.model_fields.items():
-            extra = field.json_schema_extra
-            if isinstance(extra, dict) and "config_key" in extra:
-                keys[name] = str(extra["config_key"])
-        return keys
+        return shortcut_keys(cls)
 
     def config_overrides(self) -> dict[str, str]:
         """Every config change this submission asks for, as dotted keys to raw strings (explicit overrides last)."""
-        result: dict[str, str] = {}
-        for name, key in self.shortcut_keys().items():
-            value = getattr(self, name)
-            if value is not None:
-                # Raw strings, parsed by the config loader exactly like `--set` values.
-                result[key] = str(value).lower() if isinstance(value, bool) else str(value)
-        result.update(self.overrides)
-        return result
+        return shortcut_overrides({name: getattr(self, name) for name in self.shortcut_keys()}) | self.overrides
 
     def location_of(self, field: str | None) -> tuple[str | int, ...]:
         """Where in this body the service's `field` (a config key, `params.x`, `params.images.N`, `config`)

@@ -58,7 +58,7 @@ FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 def _redis_binary() -> str:
-    from jobs.localbroker import server_binary
+    from jobs.broker.localbroker import server_binary
 
     return server_binary()
 
@@ -81,8 +81,8 @@ class Backend:
 
     def activate(self, **extra: str) -> None:
         """Point this process's job service at the backend (queries and submits go there)."""
-        from jobs.database import dispose_engines
-        from jobs.settings import reset_settings
+        from jobs.core.database import dispose_engines
+        from jobs.core.settings import reset_settings
 
         for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_BROKER_DIR", "DATABASE_URL"):
             os.environ.pop(name, None)
@@ -92,7 +92,7 @@ class Backend:
 
 
 def embedded_backend(root: Path, var_dir: Path, artifacts: Path | None = None, database: Path | None = None) -> Backend:
-    from jobs import localbroker
+    from jobs.broker import localbroker
 
     broker = localbroker.LocalBroker(root / "broker")
     db_path = database or root / "experiments.db"
@@ -281,8 +281,8 @@ def _cpu_busy(pid: int) -> bool:
 
 def _submit(stage: str, overrides: dict[str, str], **params: Any) -> int:
     from jobs import service
-    from jobs.schemas import SubmitRequest
-    from jobs.stages import Stage, StageParams
+    from jobs.core.schemas import SubmitRequest
+    from jobs.core.stages import Stage, StageParams
 
     request = SubmitRequest(stage=Stage(stage), preset="smoke", overrides=overrides, params=StageParams(**params))
     return service.submit(request).id
@@ -299,7 +299,7 @@ def _rows(job_id: int) -> dict[tuple[str, int, str], tuple[float | None, Any]]:
     from sqlalchemy import select
 
     from db.models import Experiment, Metric
-    from jobs.database import transaction
+    from jobs.core.database import transaction
 
     with transaction() as session:
         rows = session.execute(
@@ -314,7 +314,7 @@ def _experiments(job_id: int) -> int:
     from sqlalchemy import func, select
 
     from db.models import Experiment
-    from jobs.database import transaction
+    from jobs.core.database import transaction
 
     with transaction() as session:
         return int(session.scalar(select(func.count()).select_from(Experiment).where(Experiment.job_id == job_id)))

@@ -68,8 +68,8 @@ def noop_stage(config: Any, recorder: Any) -> Any:
 
 def run_worker(hostname: str) -> None:
     """`jobs worker` with the no-op stage in place of training (the forked children inherit the table)."""
-    from jobs.cli import main as jobs_main
-    from jobs.stages import STAGE_FUNCTIONS, Stage
+    from jobs.cli.main import main as jobs_main
+    from jobs.core.stages import STAGE_FUNCTIONS, Stage
 
     STAGE_FUNCTIONS[Stage.train] = NOOP_STAGE
     sys.argv = ["jobs", "worker", "--queues", "gpu,cpu", "--hostname", hostname, "--loglevel", "INFO"]
@@ -106,7 +106,7 @@ class Backend:
 
 def embedded_backend(root: Path) -> Backend:
     """SQLite and the local Redis the project starts (stopped with the backend)."""
-    from jobs import localbroker
+    from jobs.broker import localbroker
 
     broker_dir = root / "broker"
     backend = Backend("embedded", root, {

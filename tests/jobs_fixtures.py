@@ -96,7 +96,7 @@ def starts(run_dir: str | Path) -> list[int]:
 
 
 def use_fake_stages(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.stages import STAGE_FUNCTIONS, Stage
+    from jobs.core.stages import STAGE_FUNCTIONS, Stage
 
     for stage in FAKE_STAGES:
         monkeypatch.setitem(STAGE_FUNCTIONS, Stage(stage), FAKE_STAGE_PATH)
@@ -198,8 +198,8 @@ def both_backends(kind: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
-    from jobs.database import dispose_engines
-    from jobs.settings import reset_settings
+    from jobs.core.database import dispose_engines
+    from jobs.core.settings import reset_settings
 
     variables = {
         **backend,
@@ -220,10 +220,9 @@ def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatc
 
 
 def _stop_local_broker() -> None:
-    from jobs import localbroker
-    from jobs.settings import get_settings
+    from jobs.broker import localbroker
 
-    if (local := get_settings().local_broker) is not None:
+    if (local := localbroker.configured()) is not None:
         localbroker.stop(local)
 
 
@@ -286,7 +285,7 @@ def invoke(*args: str) -> Any:
     """The `jobs` command in this process (the environment is the test's); returns click's Result."""
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -304,8 +303,8 @@ def run_cli(env: JobEnv, *args: str, timeout: float = 120) -> subprocess.Complet
 
 
 if __name__ == "__main__":
-    from jobs.cli import main
-    from jobs.stages import STAGE_FUNCTIONS, Stage
+    from jobs.cli.main import main
+    from jobs.core.stages import STAGE_FUNCTIONS, Stage
 
     for stage_name in FAKE_STAGES:
         STAGE_FUNCTIONS[Stage(stage_name)] = FAKE_STAGE_PATH

@@ -13,9 +13,9 @@ from api.app import create_app
 from api.deps import ApiSettings, AuthNotConfigured
 from api.models import JobSubmission
 from db.models import Experiment, Metric
-from jobs.database import dispose_engines, transaction
-from jobs.settings import get_settings, reset_settings
-from jobs.views import job_log_path
+from jobs.core.database import dispose_engines, transaction
+from jobs.core.settings import get_settings, reset_settings
+from jobs.core.views import job_log_path
 
 TOKEN = "test-token-0123456789"
 

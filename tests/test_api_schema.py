@@ -16,9 +16,9 @@ from schemathesis.specs.openapi.checks import allow_header_conformance, positive
 
 from api.app import create_app
 from api.deps import ApiSettings
-from jobs import localbroker
-from jobs.database import dispose_engines
-from jobs.settings import get_settings, reset_settings
+from jobs.broker import localbroker
+from jobs.core.database import dispose_engines
+from jobs.core.settings import get_settings, reset_settings
 
 TOKEN = "schema-token"
 
@@ -52,7 +52,7 @@ def service_in_root() -> Iterator[None]:
         reset_settings()
         yield
         dispose_engines()
-        if (local := get_settings().local_broker) is not None:  # daemonized: it would outlive the tests
+        if (local := localbroker.configured()) is not None:  # daemonized: it would outlive the tests
             localbroker.stop(local)
     reset_settings()
     shutil.rmtree(ROOT, ignore_errors=True)

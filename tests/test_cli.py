@@ -14,7 +14,7 @@ import pytest
 from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
 
 from jobs import service
-from jobs.schemas import JobState
+from jobs.core.schemas import JobState
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from jobs.cli import app\n"
-        "import jobs.tasks  # what a worker's parent process loads\n"
+        "from jobs.cli.main import app\n"
+        "import jobs.execution.tasks  # what a worker's parent process loads\n"
         "result = CliRunner().invoke(app, ['list', '--json'])\n"
         "assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))\n"
@@ -116,7 +116,7 @@ def test_an_idempotency_key_reused_for_another_request_exits_2_naming_the_first_
 
 
 def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):  # noqa: F811
-    from jobs.settings import reset_settings
+    from jobs.core.settings import reset_settings
 
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
     reset_settings()

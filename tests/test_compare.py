@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
 from jobs import service
-from jobs.compare import ComparePlan, JobRefError, create_plan, plan_runs, resolve_job_refs
-from jobs.database import dispose_engines, transaction
-from jobs.reporting import report_stage
-from jobs.schemas import JobState, SubmitRequest
-from jobs.settings import reset_settings
-from jobs.stages import Stage, StageParams
+from jobs.core.database import dispose_engines, transaction
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.settings import reset_settings
+from jobs.core.stages import Stage, StageParams
+from jobs.execution.refs import JobRefError, resolve_job_refs
+from jobs.pipelines.plan import ComparePlan, create_plan, plan_runs
+from jobs.pipelines.report import report_stage
 from worker.config import load_config
 from worker.recorder import MemoryRecorder
 

@@ -103,7 +103,7 @@ def test_each_worker_reserves_gpus_and_claims_one_of_them() -> None:
 
 @cache
 def jobs_cli() -> Any:
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     return typer.main.get_command(app)
 
@@ -149,13 +149,13 @@ def test_the_image_default_command_is_a_real_entry_point() -> None:
 def test_the_worker_healthcheck_pings_the_name_the_worker_takes() -> None:
     from celery import Celery
 
-    import jobs.celery_app
+    import jobs.broker.celery_app
 
     worker = compose()["services"]["worker"]
     argv = command_argv(worker)
     probe = worker["healthcheck"]["test"][1]
-    assert isinstance(jobs.celery_app.app, Celery)
-    assert "celery -A jobs.celery_app inspect ping" in probe
+    assert isinstance(jobs.broker.celery_app.app, Celery)
+    assert "celery -A jobs.broker.celery_app inspect ping" in probe
     assert argv[argv.index("--hostname") + 1] == "worker@%h"
     assert "--destination worker@$$HOSTNAME" in probe
 

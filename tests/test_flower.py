@@ -14,8 +14,8 @@ import pytest
 from jobs_fixtures import REPO, TESTS, Worker, job_env, wait_for  # noqa: F401  (job_env: fixture)
 
 from jobs import service
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import Stage
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage
 
 AUTH = ("admin", "s3cret")
 

@@ -6,9 +6,9 @@ import pytest
 from jobs_fixtures import JobEnv, Worker, invoke, job_env, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
 
 from jobs import service
-from jobs.celery_app import is_queue_name, queue_for
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import Stage
+from jobs.broker.celery_app import is_queue_name, queue_for
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage
 
 
 def test_gpu_stages_route_to_their_class_and_cpu_stages_do_not():

@@ -12,7 +12,7 @@ import torch
 from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
 from safetensors.torch import load_file
 
-from jobs.settings import reset_settings
+from jobs.core.settings import reset_settings
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 

@@ -14,12 +14,12 @@ from sqlalchemy.exc import OperationalError
 
 from db.models import Experiment, Job, Metric, utcnow
 from jobs import service
-from jobs.claim import Heartbeat, WorkerIdentity, claim, sweep_stale_jobs
-from jobs.database import transaction
-from jobs.recorder import DatabaseRecorder
-from jobs.runner import execute_job
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import Stage, StageParams
+from jobs.core.database import transaction
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage, StageParams
+from jobs.execution.claim import Heartbeat, WorkerIdentity, claim, sweep_stale_jobs
+from jobs.execution.recorder import DatabaseRecorder
+from jobs.execution.runner import execute_job
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_invalid_requests_name_the_problem_and_record_nothing(job_env, request_k
 
 
 def test_a_broker_that_refuses_the_job_fails_it(job_env, monkeypatch):  # noqa: F811
-    from jobs.settings import reset_settings
+    from jobs.core.settings import reset_settings
 
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
     reset_settings()
@@ -270,7 +270,9 @@ def test_a_worker_never_opens_a_file_outside_the_roots_even_from_a_row_written_b
     fake, monkeypatch, column, change, key
 ):
     opened: list = []
-    monkeypatch.setattr("jobs.runner.stage_function", lambda stage: lambda *args, **kwargs: opened.append(args))
+    monkeypatch.setattr(
+        "jobs.execution.runner.stage_function", lambda stage: lambda *args, **kwargs: opened.append(args)
+    )
     job_id = new_job(epochs=1)
     with transaction() as session:
         job = session.get(Job, job_id)
@@ -378,7 +380,7 @@ def test_recorder_overwrites_a_point_and_retries_failed_writes(fake, monkeypatch
     assert values[0] == (None, pytest.approx(float("nan"), nan_ok=True)) and values[1] == (0, 0.5)
 
     import db.queries
-    import jobs.recorder
+    import jobs.execution.recorder
 
     real, failures = db.queries.upsert_metrics, []
 
@@ -388,7 +390,7 @@ def test_recorder_overwrites_a_point_and_retries_failed_writes(fake, monkeypatch
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs.recorder, "upsert_metrics", flaky)
+    monkeypatch.setattr(jobs.execution.recorder, "upsert_metrics", flaky)
     recorder.log_metrics({"loss": 0.25}, split="val", epoch=1)
     assert len(failures) == 2 and count(Metric, epoch=1) == 1
 
@@ -400,7 +402,7 @@ def test_recorder_overwrites_a_point_and_retries_failed_writes(fake, monkeypatch
     def broken(*args, **kwargs):
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(jobs.recorder, "upsert_metrics", broken)
+    monkeypatch.setattr(jobs.execution.recorder, "upsert_metrics", broken)
     with pytest.raises(OperationalError):  # never dropped silently
         recorder.log_metrics({"loss": 0.1}, split="val", epoch=2)
 
@@ -432,7 +434,7 @@ def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
 
 
 def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F811
-    from jobs.celery_app import app_for
+    from jobs.broker.celery_app import app_for
 
     sent = {}
 
@@ -450,12 +452,12 @@ def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F8
 def test_a_job_past_its_time_limit_ends_failed(fake, monkeypatch):
     from celery.exceptions import SoftTimeLimitExceeded
 
-    import jobs.runner
+    import jobs.execution.runner
 
     def too_slow(config, recorder):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(jobs.runner, "stage_function", lambda stage: too_slow)
+    monkeypatch.setattr(jobs.execution.runner, "stage_function", lambda stage: too_slow)
     job_id = new_job()
     assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
     assert service.get_job(job_id).error.startswith("time limit: the job ran longer than train.max_time_s=")
@@ -474,7 +476,7 @@ def test_cancelling_a_parent_cancels_its_children(job_env):  # noqa: F811
 
 
 def test_only_json_messages_are_accepted():
-    from jobs.celery_app import app
+    from jobs.broker.celery_app import app
 
     assert app.conf.accept_content == ["json"] and app.conf.task_serializer == "json"
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
@@ -510,14 +512,14 @@ def test_a_job_whose_config_no_longer_loads_ends_failed_with_the_reason(fake):
 def test_result_values_are_stored_as_json_whatever_their_type():
     import numpy as np
 
-    from jobs.recorder import json_safe
+    from jobs.execution.recorder import json_safe
 
     raw = {"loss": np.float32(0.5), "bad": float("inf"), "path": Path("/x"), "n": [np.int64(3), None, True]}
     assert json_safe(raw) == {"loss": 0.5, "bad": None, "path": "/x", "n": [3, None, True]}
 
 
 def test_sweep_resends_the_stored_delivery_so_a_canvas_continues(job_env, monkeypatch):  # noqa: F811
-    from jobs.celery_app import app_for
+    from jobs.broker.celery_app import app_for
 
     job_id = new_job()
     delivery = {

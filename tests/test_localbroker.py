@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from jobs_fixtures import invoke, job_env  # noqa: F401  (job_env: fixture)
 
-from jobs import localbroker, queue, service
-from jobs.localbroker import MAX_SOCKET_PATH, LocalBroker
-from jobs.schemas import JobState, SubmitRequest
-from jobs.settings import get_settings
-from jobs.stages import Stage
+from jobs import service
+from jobs.broker import localbroker, queue
+from jobs.broker.localbroker import MAX_SOCKET_PATH, LocalBroker
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage
 
 
 def test_many_processes_asking_at_once_start_one_server(tmp_path):
@@ -59,7 +59,7 @@ def test_a_deep_folder_gets_a_short_socket_path(tmp_path):
 
 def test_queued_messages_survive_a_stop_and_start(job_env):  # noqa: F811
     job = service.submit(SubmitRequest(stage=Stage.train))
-    local = get_settings().local_broker
+    local = localbroker.configured()
     assert local is not None
     assert invoke("broker", "stop").exit_code == 0
     assert invoke("broker", "status").exit_code == 1  # not answering
@@ -72,12 +72,12 @@ def test_the_broker_commands_say_where_it_is(job_env):  # noqa: F811
     assert started.exit_code == 0 and "answering" in started.stdout
     status = invoke("broker", "status", "--json")
     assert status.exit_code == 0
-    assert f'"socket": "{get_settings().local_broker.socket_path}"' in status.stdout
+    assert f'"socket": "{localbroker.configured().socket_path}"' in status.stdout
 
 
 @pytest.mark.parametrize("variable", ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"])
 def test_a_broker_that_is_not_redis_is_refused_with_a_message(job_env, monkeypatch, variable, tmp_path: Path):  # noqa: F811
-    from jobs.settings import reset_settings
+    from jobs.core.settings import reset_settings
 
     monkeypatch.setenv(variable, f"sqla+sqlite:///{tmp_path / 'broker.db'}")
     reset_settings()

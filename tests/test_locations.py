@@ -1,5 +1,5 @@
 """The rule for values that name a file or a model (worker/locations.py) and its use by the job system
-(jobs/locations.py): hub ids pass, paths must resolve under the allowed roots, symlinks followed."""
+(jobs/core/locations.py): hub ids pass, paths must resolve under the allowed roots, symlinks followed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.locations import LocationRefused, check_job_inputs, config_file
-from jobs.settings import reset_settings
+from jobs.core.locations import LocationRefused, check_job_inputs, config_file
+from jobs.core.settings import reset_settings
 from worker.config import load_config
 from worker.locations import PROJECT_ROOT, is_hub_id, location_problem, resolve_local
 

@@ -14,7 +14,7 @@ from dicom_files import write_dicom
 from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
 from PIL import Image
 
-from jobs.settings import reset_settings
+from jobs.core.settings import reset_settings
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 

@@ -25,10 +25,10 @@ from sqlalchemy import func, select
 
 from db.models import Experiment, Metric
 from jobs import service
-from jobs.celery_app import app_for
-from jobs.database import transaction
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import Stage
+from jobs.broker.celery_app import app_for
+from jobs.core.database import transaction
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_a_chord_continues_after_a_header_job_is_taken_over(queue_env, start_wor
     """
     from celery import chord
 
-    from jobs.queue import stage_signature
+    from jobs.broker.queue import stage_signature
 
     doomed = start_worker("doomed", epoch_s="0.4")
     signatures = []
@@ -192,7 +192,7 @@ def test_a_chord_of_stage_jobs_runs_its_callback_after_the_header(queue_env, sta
     """What the comparison job builds on: a group of jobs, then one job once all of them are done."""
     from celery import chord
 
-    from jobs.queue import stage_signature
+    from jobs.broker.queue import stage_signature
 
     worker = start_worker(epoch_s="0.05")
     signatures = []

@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 
 from db.models import Metric
 from jobs import service
-from jobs.database import dispose_engines, transaction
-from jobs.schemas import JobState
-from jobs.settings import get_settings, reset_settings
+from jobs.broker import localbroker
+from jobs.core.database import dispose_engines, transaction
+from jobs.core.schemas import JobState
+from jobs.core.settings import get_settings, reset_settings
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_
         monkeypatch.setenv(name, value)
     reset_settings()
     dispose_engines()
-    local = get_settings().local_broker
+    local = localbroker.configured()
     assert local is not None and local.directory == Path(var_dir) / "broker"
     assert get_settings().broker == get_settings().result_backend == local.url
 

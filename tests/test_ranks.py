@@ -10,7 +10,7 @@ import pytest
 from jobs_fixtures import JobEnv, job_env, run_cli  # noqa: F401  (job_env: fixture)
 
 from jobs import service
-from jobs.schemas import JobState
+from jobs.core.schemas import JobState
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,13 @@ from jobs_fixtures import BACKENDS, JobEnv, Worker, both_backends, run_cli, wait
 from sqlalchemy import func, select
 
 from db.models import Experiment, Job
-from jobs import queue, service
-from jobs.compare import create_plan, plan_runs
-from jobs.database import transaction
-from jobs.recovery import requeue_lost_jobs, settle_finished_parents
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import Stage, StageParams
+from jobs import service
+from jobs.broker import queue
+from jobs.core.database import transaction
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import Stage, StageParams
+from jobs.execution.recovery import requeue_lost_jobs, settle_finished_parents
+from jobs.pipelines.plan import create_plan, plan_runs
 from worker.config import load_config
 
 
@@ -135,8 +136,8 @@ def test_a_failure_the_database_refused_is_recorded_by_the_sweep_not_run_again(q
     from datetime import timedelta
 
     from db.models import utcnow
-    from jobs import lastwords
-    from jobs.claim import sweep_stale_jobs
+    from jobs.execution import lastwords
+    from jobs.execution.claim import sweep_stale_jobs
 
     job, _ = service.create_job(SubmitRequest(stage=Stage.train), task_id=str(uuid.uuid4()), after=[])
     with transaction() as session:  # a run that died after its last heartbeat, its final write refused
@@ -153,8 +154,8 @@ def test_a_failure_the_database_refused_is_recorded_by_the_sweep_not_run_again(q
 
 
 def test_a_refused_failure_of_a_job_re_queued_meanwhile_is_recorded_at_its_claim(queue_env):
-    from jobs import lastwords
-    from jobs.claim import WorkerIdentity, claim
+    from jobs.execution import lastwords
+    from jobs.execution.claim import WorkerIdentity, claim
 
     # A sweep flipped the job back to QUEUED while its run was still retrying its final write.
     job, _ = service.create_job(SubmitRequest(stage=Stage.train), task_id=str(uuid.uuid4()), after=[])

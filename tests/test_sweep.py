@@ -14,11 +14,11 @@ from api.app import create_app
 from api.deps import ApiSettings
 from db.models import Job
 from jobs import service
-from jobs.compare import create_plan, plan_runs
-from jobs.database import transaction
-from jobs.grid import GridError, expand
-from jobs.schemas import JobState, SubmitRequest
-from jobs.stages import MAX_SWEEP_RUNS, Stage, StageParams
+from jobs.core.database import transaction
+from jobs.core.schemas import JobState, SubmitRequest
+from jobs.core.stages import MAX_SWEEP_RUNS, Stage, StageParams
+from jobs.pipelines.grid import GridError, expand
+from jobs.pipelines.plan import create_plan, plan_runs
 from worker.config import load_config
 
 GRID = {"peft.method": ["lora", "qlora"], "peft.r": ["8", "16"]}

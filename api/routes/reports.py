@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from api.models import NOT_FOUND, JobState, JobView, ReportId
 from jobs import service
-from jobs.locations import data_roots
+from jobs.core.locations import data_roots
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 

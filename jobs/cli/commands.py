@@ -1,0 +1,259 @@
+"""The commands about jobs: submit, run, status, list, logs, cancel, results, report, metrics.
+
+Starts without torch: stages are imported only when `jobs run` runs one (or a worker's child does).
+"""
+
+# No `from __future__ import annotations`: Typer reads each option from the evaluated annotation.
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db.models import MAX_ROW_ID
+from jobs import service
+from jobs.broker import queue
+from jobs.cli import display
+from jobs.cli.app import EXIT_FAILED, JobIdArg, JsonOpt, StageArg, command, die
+from jobs.cli.options import STAGE_COMMAND_SETTINGS, StageOptions, with_stage_options
+from jobs.core.schemas import JobState, JobView, SubmitRequest
+from jobs.core.settings import get_settings
+from jobs.core.stages import ORCHESTRATED_STAGES, Stage
+
+
+@command(context_settings=STAGE_COMMAND_SETTINGS)
+@with_stage_options
+def submit(
+    stage: StageArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress; exit non-zero unless it succeeds.")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")
+    ] = None,
+    gpu_class: Annotated[
+        str | None,
+        typer.Option("--gpu-class", help="Run GPU stages on workers of queue gpu.<class> (e.g. a100)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    *,
+    options: StageOptions,
+) -> None:
+    """Queue a stage for a worker; prints the job id."""
+    job = service.submit(options.to_request(stage, idempotency_key, gpu_class))
+    if not wait:
+        typer.echo(job.model_dump_json(indent=2) if as_json else str(job.id))
+        return
+    if not as_json:
+        typer.echo(f"job {job.id} queued", err=True)
+    final = _wait(job.id, quiet=as_json)
+    typer.echo(final.model_dump_json(indent=2) if as_json else display.job_summary_line(final))
+    if final.state is not JobState.SUCCEEDED:
+        if final.error and not as_json:
+            typer.echo(final.error, err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+NO_WORKER_HINT_S = 15.0
+WORKER_PING_EVERY_S = 5.0
+
+
+class WorkerWatch:
+    """When a worker last answered a ping; asked often enough that a live worker is never missed."""
+
+    def __init__(self, patience_s: float) -> None:
+        self.every_s = min(WORKER_PING_EVERY_S, patience_s / 4)
+        self.last_seen = self.last_asked = time.monotonic()
+
+    def silent_for(self) -> float:
+        now = time.monotonic()
+        if now - self.last_asked >= self.every_s:
+            self.last_asked = now
+            if queue.workers_answering():
+                self.last_seen = time.monotonic()
+        return time.monotonic() - self.last_seen
+
+
+def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
+    """Follow the job to its end; give up, saying how to start a worker, once none has answered for
+    JOBS_STALE_AFTER_S (the job stays queued and runs when one starts)."""
+    patience = get_settings().stale_after_s
+    begun, hinted, watch = time.monotonic(), quiet, WorkerWatch(patience)
+    with display.JobProgress(enabled=not quiet) as progress:
+        while True:
+            job = service.get_job(job_id)
+            progress.update(job)
+            if job.state.finished:
+                return job
+            if not hinted and job.state is JobState.QUEUED and time.monotonic() - begun > NO_WORKER_HINT_S:
+                typer.echo(f"job {job_id} is still queued: is a worker running? (`jobs worker`)", err=True)
+                hinted = True
+            if (silent := watch.silent_for()) > patience:
+                die(
+                    f"no worker has answered for {silent:.0f}s (JOBS_STALE_AFTER_S={patience:g}); job {job_id} stays "
+                    f"{job.state.value} and runs once a worker starts: `jobs worker` (same DATABASE_URL and "
+                    f"CELERY_BROKER_URL), then `jobs status {job_id}`",
+                    EXIT_FAILED,
+                )
+            time.sleep(poll_s)
+
+
+@command(context_settings=STAGE_COMMAND_SETTINGS)
+@with_stage_options
+def run(
+    stage: StageArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the StageResult as one JSON object.")] = False,
+    *,
+    options: StageOptions,
+) -> None:
+    """Run a stage in this process (no broker), recorded in the same tables as queued jobs."""
+    from jobs.execution.claim import WorkerIdentity
+    from jobs.execution.runner import execute_job
+
+    if stage in ORCHESTRATED_STAGES:
+        _run_comparison(options.to_request(stage), as_json)
+        return
+    job, _ = service.create_job(options.to_request(stage))
+    if not as_json:
+        typer.echo(f"job {job.id}: running {stage.value} in this process", err=True)
+    # The stage's prints go to stderr (and the job's log), so stdout carries only the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        outcome = execute_job(job.id, WorkerIdentity.current())
+    final = service.get_job(job.id)
+    if as_json:
+        payload = outcome.result.to_dict() if outcome.result else {"stage": stage.value, "status": final.state.lower()}
+        typer.echo(json.dumps({**payload, "job_id": job.id, "state": final.state.value, "error": final.error}))
+    else:
+        typer.echo(display.job_summary_line(final))
+        if final.error:
+            typer.echo(final.error, err=True)
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _run_comparison(request: SubmitRequest, as_json: bool) -> None:
+    """`jobs run compare` (or sweep): every child in this process, one after another."""
+    with contextlib.redirect_stdout(sys.stderr):
+        final = service.run_comparison_inline(request)
+    typer.echo(final.model_dump_json(indent=2) if as_json else display.job_summary_line(final))
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@command()
+def status(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """One job: state, progress, attempts, error, children and experiments."""
+    job = service.get_job(job_id)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+    else:
+        display.print_job(job)
+
+
+@command(name="list")
+def list_(
+    state: Annotated[
+        JobState | None, typer.Option("--state", case_sensitive=False, help="Only jobs in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs, newest first."""
+    jobs = service.list_jobs(state, limit)
+    if as_json:
+        typer.echo(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2))
+    else:
+        display.print_jobs(jobs)
+
+
+@command()
+def logs(
+    job_id: JobIdArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The job's captured log: the stage's logging and Lightning's output."""
+    text = service.read_logs(job_id, tail)
+    if as_json:
+        typer.echo(json.dumps({"job_id": job_id, "log": text}))
+        return
+    sys.stdout.write(text)
+    if follow:
+        _follow(job_id, already=len(service.read_logs(job_id)))
+
+
+def _follow(job_id: int, already: int, poll_s: float = 0.5) -> None:
+    shown = already
+    while True:
+        finished = service.get_job(job_id).state.finished
+        text = service.read_logs(job_id)
+        if len(text) < shown:  # the log started anew (the job was taken over from the start)
+            shown = 0
+        sys.stdout.write(text[shown:])
+        sys.stdout.flush()
+        shown = len(text)
+        if finished:
+            return
+        time.sleep(poll_s)
+
+
+@command()
+def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step (keeping its metrics)."""
+    job = service.cancel(job_id)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+    elif job.state is JobState.RUNNING:
+        typer.echo(f"job {job.id}: cancel requested; it stops at its next step")
+    else:
+        typer.echo(f"job {job.id}: {job.state.value}")
+
+
+@command()
+def results(
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
+    peft: Annotated[str | None, typer.Option("--peft", help="Only lora or qlora.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Experiments with their key metrics."""
+    if stage is not None and stage not in {s.value for s in Stage}:
+        raise service.InvalidRequest(f"--stage: unknown stage '{stage}'; allowed: {', '.join(s.value for s in Stage)}")
+    experiments = service.list_experiments(stage, peft, limit)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in experiments], indent=2))
+    else:
+        display.print_experiments(experiments)
+
+
+@command()
+def report(
+    job_id: Annotated[
+        int | None, typer.Option("--job", min=1, max=MAX_ROW_ID, help="A report job's id (default: the newest).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a comparison or sweep report: its tables and conclusions, and where its HTML page is."""
+    job = service.get_job(job_id) if job_id else service.latest_report_job()
+    if job.stage != Stage.report.value or "json" not in job.artifacts:
+        raise service.JobNotFound(f"job {job.id} is not a finished report job; `jobs list` shows the jobs")
+    if as_json:
+        typer.echo(Path(job.artifacts["json"]).read_text())
+        return
+    typer.echo(Path(job.artifacts["markdown"]).read_text())
+    typer.echo(f"HTML report: {job.artifacts['html']}")
+
+
+@command()
+def metrics(
+    experiment_id: Annotated[int, typer.Argument(help="Experiment id.", min=1, max=MAX_ROW_ID)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every value an experiment recorded (per split, epoch and step)."""
+    rows = service.experiment_metrics(experiment_id)
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    else:
+        display.print_metrics(rows)

@@ -1,0 +1,104 @@
+"""The Recorder a stage receives inside a job: metrics to the metrics table, progress and cancellation via the job row.
+
+It satisfies worker.recorder.Recorder. A metric write that fails is retried with backoff and, if the
+database stays away, raised: the stage fails loudly rather than losing a curve point silently.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+
+from db.models import Job
+from db.queries import upsert_metrics
+from jobs.core.database import retry_write, transaction
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class DatabaseRecorder:
+    def __init__(
+        self,
+        job_id: int,
+        experiment_id: int,
+        *,
+        worker_id: str | None = None,
+        lost: threading.Event | None = None,
+        on_progress: ProgressCallback | None = None,
+        min_interval_s: float = 1.0,
+    ) -> None:
+        self.job_id = job_id
+        self.experiment_id = experiment_id
+        self.worker_id = worker_id
+        self.lost = lost or threading.Event()
+        self.on_progress = on_progress
+        # Stages may report every step; the job row needs at most one progress write and one
+        # cancellation read per interval.
+        self.min_interval_s = min_interval_s
+        self._last_progress_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancel_requested = False
+
+    @retry_write
+    def log_metrics(
+        self, metrics: Mapping[str, float], *, split: str, epoch: int | None = None, step: int | None = None
+    ) -> None:
+        values = [(str(name), float(value)) for name, value in metrics.items()]
+        with transaction() as session:
+            upsert_metrics(session, self.experiment_id, values, split=split, epoch=epoch, step=step)
+
+    def progress(self, *, epoch: int, step: int, total: int) -> None:
+        now = time.monotonic()
+        done = total > 0 and step >= total
+        if not done and now - self._last_progress_write < self.min_interval_s:
+            return
+        self._last_progress_write = now
+        percent = round(100.0 * step / total, 1) if total > 0 else None
+        payload = {"epoch": epoch, "step": step, "total": total, "percent": percent}
+        self._write_progress(payload)
+        if self.on_progress is not None:
+            self.on_progress(payload)
+
+    @retry_write
+    def _write_progress(self, payload: dict[str, Any]) -> None:
+        query = update(Job).where(Job.id == self.job_id)
+        if self.worker_id is not None:
+            query = query.where(Job.worker_id == self.worker_id)
+        with transaction() as session:
+            session.execute(query.values(progress=payload))
+
+    def cancelled(self) -> bool:
+        """True once the user cancelled the job, or once it stopped being this worker's (taken over)."""
+        if self.lost.is_set() or self._cancel_requested:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= self.min_interval_s:
+            self._last_cancel_check = now
+            with transaction() as session:
+                flag = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+            self._cancel_requested = bool(flag)
+        return self._cancel_requested or self.lost.is_set()
+
+
+def json_safe(value: Any) -> Any:
+    """What a JSON column takes: NaN/infinity (refused by PostgreSQL) become null, numpy/torch scalars
+    plain numbers, paths and other objects their text."""
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, Mapping | list | tuple):
+        try:
+            value = value.item()  # numpy or one-element torch scalar
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)

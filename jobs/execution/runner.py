@@ -1,0 +1,362 @@
+"""Run one job's stage: claim the row, build its config, call the stage, record what it returns.
+
+The same code serves the Celery task (jobs/execution/tasks.py) and `jobs run` (in this process, no broker).
+The worker package is imported here only inside functions, so importing this module stays torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+
+from db.models import Experiment, Job, utcnow
+from jobs.broker.queue import safe_url
+from jobs.core.database import retry_write, transaction
+from jobs.core.locations import check_job_inputs
+from jobs.core.schemas import JobState
+from jobs.core.settings import PROJECT_ROOT, get_settings
+from jobs.core.stages import Stage, stage_function
+from jobs.core.views import job_log_path
+from jobs.execution import lastwords
+from jobs.execution.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
+from jobs.execution.joblog import capture_job_log
+from jobs.execution.ranks import follower_launch
+from jobs.execution.recorder import DatabaseRecorder, ProgressCallback, json_safe
+from jobs.execution.refs import resolve_job_refs
+
+if TYPE_CHECKING:
+    from worker.config import RunConfig
+    from worker.result import StageResult
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lightning", "celery", "sqlalchemy")
+TRACEBACK_LINES = 15
+# StageResult metrics that are also experiment columns (db/models.py), so SQL can sort and compare runs.
+EXPERIMENT_METRIC_COLUMNS = (
+    "train_time_s",
+    "samples_per_s",
+    "peak_gpu_mem_mb",
+    "peak_gpu_reserved_mb",
+    "peak_ram_mb",
+    "trainable_params",
+    "total_params",
+    "best_val_loss",
+)
+PEFT_STAGES = {Stage.train, Stage.train_full, Stage.evaluate, Stage.qualitative}
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    state: JobState | None
+    ran: bool
+    reason: str = ""
+    result: StageResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the Celery task returns (JSON): enough for a chord to find the job's rows."""
+        state = self.state.value if self.state else None
+        return {"job_id": self.job_id, "state": state, "ran": self.ran, "reason": self.reason}
+
+
+def execute_job(
+    job_id: int,
+    worker: WorkerIdentity,
+    *,
+    on_progress: ProgressCallback | None = None,
+    delivery: dict[str, Any] | None = None,
+) -> JobOutcome:
+    """Claim the job and run it to a final state, unless another worker has it or it is already done."""
+    claimed = claim(job_id, worker, delivery=delivery)
+    if not claimed.acquired:
+        log.info("job %s: not run (%s)", job_id, claimed.reason)
+        return JobOutcome(job_id, _current_state(job_id), ran=False, reason=claimed.reason)
+    with Heartbeat(job_id, worker) as heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
+        log.info("job %s: %s by %s (attempt %s)", job_id, claimed.reason, worker.worker_id, claimed.attempt)
+        return _run_claimed(job_id, claimed, worker, heartbeat, on_progress)
+
+
+@dataclass
+class _Prepared:
+    stage: Stage
+    params: dict[str, Any]
+    config: RunConfig
+    experiment_id: int
+
+
+def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
+    """The job's config with its run folder (resuming after a takeover), and its experiment row."""
+    from worker.config import RunConfig
+
+    with transaction() as session:
+        job = session.get_one(Job, job_id)
+        stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
+        run_dir = job.run_dir
+        fresh_dir = str(get_settings().artifacts_root / f"job-{job_id}-{job.submitted_at:%Y%m%dT%H%M%S}")
+    # A comparison's child names its input as job:<id>; it becomes that job's checkpoint now that it ran.
+    params = resolve_job_refs(params)
+    submitted = RunConfig.model_validate(config_dict)
+    # Checked at submit too; again here, in the worker, so that no row makes a stage open what a request could not.
+    params = check_job_inputs(submitted, params)
+    if run_dir is None:
+        run_dir = (submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)) or fresh_dir
+    config = submitted.model_copy(deep=True)
+    config.paths.run_dir = run_dir
+    if claimed.attempt > 1:
+        # A takeover continues from the last checkpoint the dead worker wrote in the same run_dir.
+        config.train.resume = True
+    _update_job(job_id, worker, run_dir=run_dir)
+    # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
+    experiment_id = _ensure_experiment(job_id, stage, config, submitted.config_hash())
+    return _Prepared(stage, params, config, experiment_id)
+
+
+def _earlier_run_dir(job_id: int, stage: Stage, submitted: RunConfig) -> str | None:
+    """`--resume` on a new job: the run folder of the latest earlier job of this stage with the same config
+    (apart from the resume flag), so training continues from that job's last checkpoint."""
+    unflagged = submitted.model_copy(deep=True)
+    unflagged.train.resume = False
+    with transaction() as session:
+        run_dir = session.scalar(
+            select(Job.run_dir)
+            .join(Experiment, Experiment.job_id == Job.id)
+            .where(
+                Job.id < job_id,
+                Job.stage == stage.value,
+                Job.run_dir.is_not(None),
+                Experiment.config_hash == unflagged.config_hash(),
+            )
+            .order_by(Job.id.desc())
+            .limit(1)
+        )
+    if run_dir:
+        log.info("job %s: resuming in the run folder of an earlier job with the same config: %s", job_id, run_dir)
+    else:
+        log.info("job %s: --resume found no earlier job with the same config; starting fresh", job_id)
+    return run_dir
+
+
+def _run_claimed(
+    job_id: int, claimed: Claim, worker: WorkerIdentity, heartbeat: Heartbeat, on_progress: ProgressCallback | None
+) -> JobOutcome:
+    experiment_id: int | None = None
+    try:
+        prepared = _prepare(job_id, claimed, worker)
+        experiment_id = prepared.experiment_id
+        recorder = DatabaseRecorder(
+            job_id, experiment_id, worker_id=worker.worker_id, lost=heartbeat.lost, on_progress=on_progress
+        )
+        function = stage_function(prepared.stage)
+        _update_job(job_id, worker, gpu_name=_gpu_name())
+        with follower_launch(prepared.stage, prepared.config, prepared.params):
+            result = function(prepared.config, recorder, **prepared.params)
+    except SoftTimeLimitExceeded:
+        return _finish_failed(job_id, experiment_id, worker, heartbeat, _time_limit_message(job_id))
+    except KeyboardInterrupt:
+        _finish(job_id, experiment_id, worker, heartbeat, JobState.CANCELLED, error="interrupted")
+        raise
+    except Exception as exc:
+        return _finish_failed(job_id, experiment_id, worker, heartbeat, _describe(exc))
+    state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
+    _finish(job_id, experiment_id, worker, heartbeat, state, result=result)
+    return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
+
+
+def _time_limit_message(job_id: int) -> str:
+    with transaction() as session:
+        config = session.scalar(select(Job.config).where(Job.id == job_id)) or {}
+    return f"time limit: the job ran longer than train.max_time_s={max_time_s(config)}s"
+
+
+def _describe(exc: BaseException) -> str:
+    lines = traceback.format_exception(exc)
+    tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
+    message = f"{exc.__class__.__name__}: {exc}"
+    if isinstance(exc, OperationalError):  # "database or disk is full" names no file: say which database
+        first, _, rest = message.partition("\n")
+        message = f"{first} (database {safe_url(get_settings().database)})\n{rest}"
+    return message.rstrip("\n") + "\n" + "\n".join(tail)
+
+
+def _finish_failed(
+    job_id: int, experiment_id: int | None, worker: WorkerIdentity, heartbeat: Heartbeat, error: str
+) -> JobOutcome:
+    log.error("job %s failed: %s", job_id, error)
+    _finish(job_id, experiment_id, worker, heartbeat, JobState.FAILED, error=error)
+    return JobOutcome(job_id, JobState.FAILED, ran=True, reason=error.splitlines()[0])
+
+
+@retry_write
+def _update_job(job_id: int, worker: WorkerIdentity, **values: Any) -> bool:
+    """Change the job row only while this worker owns it."""
+    with transaction() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+
+def _finish(
+    job_id: int,
+    experiment_id: int | None,
+    worker: WorkerIdentity,
+    heartbeat: Heartbeat,
+    state: JobState,
+    *,
+    error: str | None = None,
+    result: StageResult | None = None,
+) -> None:
+    heartbeat.stop()
+    if heartbeat.lost.is_set():
+        # Another worker owns the job now: its run writes the final state, not this one.
+        log.warning("job %s: this run lost the job to another worker; leaving its state alone", job_id)
+        return
+    now = utcnow()
+    job_values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
+    if result is not None:
+        job_values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})
+    if state is JobState.SUCCEEDED:
+        job_values["progress"] = _completed_progress(job_id)
+    experiment_values = _experiment_result(state, result, now)
+    try:
+        written = _write_final(job_id, worker, experiment_id, job_values, experiment_values)
+    except OperationalError:  # still failing after retries (the database's disk is full)
+        # A failure or a cancel is kept beside the log for the sweep to record; a success is not (its results
+        # would be missing from the row): the job is taken over and resumed from its last checkpoint instead.
+        if state is not JobState.SUCCEEDED:
+            lastwords.leave(job_id, state.value, error)
+        raise
+    if not written:
+        log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)
+
+
+@retry_write
+def _write_final(
+    job_id: int,
+    worker: WorkerIdentity,
+    experiment_id: int | None,
+    job_values: dict[str, Any],
+    experiment_values: dict[str, Any],
+) -> bool:
+    """The job's final state and its experiment's results in one transaction, only while the job is ours
+    (a run that lost its job must not overwrite the experiment its new owner is writing)."""
+    with transaction() as session:
+        owned = (
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+                .values(**job_values)
+            ).rowcount
+            == 1
+        )
+        if owned and experiment_id is not None:
+            session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**experiment_values))
+        return owned
+
+
+def _completed_progress(job_id: int) -> dict[str, Any]:
+    with transaction() as session:
+        progress = dict(session.scalar(select(Job.progress).where(Job.id == job_id)) or {})
+    if progress.get("total"):
+        progress["step"] = progress["total"]
+    progress["percent"] = 100.0
+    return progress
+
+
+def _experiment_result(state: JobState, result: StageResult | None, now: datetime) -> dict[str, Any]:
+    """The experiment columns for a finished run: status, the StageResult's metrics and the known result fields."""
+    values: dict[str, Any] = {"status": state.value.lower(), "finished_at": now}
+    if result is None:
+        return values
+    metrics = json_safe(result.metrics)
+    artifacts = json_safe(result.artifacts)
+    values.update(metrics=metrics, artifacts=artifacts)
+    values.update({name: metrics[name] for name in EXPERIMENT_METRIC_COLUMNS if name in metrics})
+    values["checkpoint_path"] = (
+        metrics.get("best_checkpoint") or artifacts.get("best_checkpoint") or _first_checkpoint(artifacts)
+    )
+    return values
+
+
+def _first_checkpoint(artifacts: dict[str, str]) -> str | None:
+    return next((path for name, path in artifacts.items() if "checkpoint" in name), None)
+
+
+@retry_write
+def _ensure_experiment(job_id: int, stage: Stage, config: RunConfig, config_hash: str) -> int:
+    """The job's experiment row: created on the first attempt, reused (same id) after a takeover."""
+    with transaction() as session:
+        existing = session.scalar(select(Experiment.id).where(Experiment.job_id == job_id))
+        if existing is not None:
+            session.execute(update(Experiment).where(Experiment.id == existing).values(status="running"))
+            return existing
+        experiment = Experiment(
+            job_id=job_id,
+            stage=stage.value,
+            peft_method=str(config.peft.method) if stage in PEFT_STAGES else None,
+            model_ids={"siglip": config.model.siglip, "biogpt": config.model.biogpt},
+            dataset=_dataset_name(config),
+            config=config.to_dict(),
+            config_hash=config_hash,
+            git_commit=git_commit(),
+            versions=package_versions(),
+            seed=config.seed,
+            status="running",
+        )
+        session.add(experiment)
+        session.flush()
+        return experiment.id
+
+
+def _dataset_name(config: RunConfig) -> str:
+    data = config.data
+    origin = {"synthetic": "synthetic", "kaggle": data.kaggle_dataset, "local": data.data_dir or "local"}[data.source]
+    return f"{origin} ({data.projection}, {data.target})"
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None
+
+
+def _gpu_name() -> str | None:
+    """The GPU this job uses, if the stage's import brought in torch and CUDA is there."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(torch.cuda.current_device()))
+
+
+def _current_state(job_id: int) -> JobState | None:
+    with transaction() as session:
+        state = session.scalar(select(Job.state).where(Job.id == job_id))
+    return JobState(state) if state else None
