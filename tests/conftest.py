@@ -18,6 +18,10 @@ import pytest
 
 from worker.config import RunConfig, load_config
 
+# The job-system fixtures (job_env) live beside their helpers; registered here, every test module gets them
+# by naming them as arguments, without importing them.
+pytest_plugins = ("jobs_fixtures",)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> Iterator[None]:

@@ -11,19 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import REPO, invoke, job_env, run_cli, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import REPO, invoke, run_cli, use_fake_stages, wait_for
 
 from jobs import service
 from jobs.core.schemas import JobState
 
 
 @pytest.fixture
-def fake(job_env, monkeypatch):  # noqa: F811
+def fake(job_env, monkeypatch):
     use_fake_stages(monkeypatch)
     return job_env
 
 
-def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa: F811
+def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -56,7 +56,7 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):  # noqa
         (["status", "2147483648"], ["'job_id'", "2147483647"]),
     ],
 )
-def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env, args, fragments):  # noqa: F811
+def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(job_env, args, fragments):
     completed = run_cli(job_env, *args)
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: ") and completed.stderr.strip().count("\n") == 0, completed.stderr
@@ -88,14 +88,14 @@ def test_a_bad_option_is_one_line_naming_the_key_and_allowed_values_with_exit_2(
         (["metrics", str(2**31)], "2147483647"),
     ],
 )
-def test_bad_input_exits_2_with_the_problem_named(job_env, args, fragment):  # noqa: F811
+def test_bad_input_exits_2_with_the_problem_named(job_env, args, fragment):
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr
     assert service.list_jobs() == []
 
 
-def test_a_data_dir_with_the_smoke_preset_reads_that_folder(job_env):  # noqa: F811
+def test_a_data_dir_with_the_smoke_preset_reads_that_folder(job_env):
     data = REPO / "var" / "iu-copy"
 
     result = invoke("submit", "train", "--data-dir", str(data), "--json")
@@ -105,7 +105,7 @@ def test_a_data_dir_with_the_smoke_preset_reads_that_folder(job_env):  # noqa: F
     assert (data_config["source"], data_config["data_dir"]) == ("local", str(data))
 
 
-def test_an_idempotency_key_reused_for_another_request_exits_2_naming_the_first_job(job_env):  # noqa: F811
+def test_an_idempotency_key_reused_for_another_request_exits_2_naming_the_first_job(job_env):
     first = invoke("submit", "train", "--idempotency-key", "k-2").stdout.strip()
 
     result = invoke("submit", "train", "--epochs", "3", "--idempotency-key", "k-2")
@@ -115,7 +115,7 @@ def test_an_idempotency_key_reused_for_another_request_exits_2_naming_the_first_
     assert len(service.list_jobs()) == 1
 
 
-def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):  # noqa: F811
+def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):
     from jobs.core.settings import reset_settings
 
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
@@ -124,13 +124,13 @@ def test_flower_refuses_to_start_without_basic_auth(job_env, monkeypatch):  # no
     assert result.exit_code == 2 and "FLOWER_BASIC_AUTH" in result.stderr
 
 
-def test_unknown_ids_exit_1(job_env):  # noqa: F811
+def test_unknown_ids_exit_1(job_env):
     for args in (["status", "7"], ["logs", "7"], ["cancel", "7"], ["metrics", "7"]):
         result = invoke(*args)
         assert result.exit_code == 1 and "no " in result.stderr and "7" in result.stderr, args
 
 
-def test_stage_options_become_config_overrides_and_params(job_env):  # noqa: F811
+def test_stage_options_become_config_overrides_and_params(job_env):
     result = invoke(
         "submit", "train", "--epochs", "3", "--batch-size", "8", "--lr", "0.001", "--peft", "qlora", "--seed", "7",
         "--projection", "Lateral", "--resume", "--set", "train.warmup_steps=0", "--set", "peft.r=4", "--json",
@@ -147,7 +147,7 @@ def test_stage_options_become_config_overrides_and_params(job_env):  # noqa: F81
     assert evaluate["params"] == {"checkpoint": str((Path.cwd() / "var" / "c.ckpt").resolve()), "split": "val"}
 
 
-def test_the_same_idempotency_key_prints_the_same_job(job_env):  # noqa: F811
+def test_the_same_idempotency_key_prints_the_same_job(job_env):
     first = invoke("submit", "train", "--idempotency-key", "k-1").stdout.strip()
     second = invoke("submit", "train", "--idempotency-key", "k-1").stdout.strip()
     assert first == second and first.isdigit()
@@ -190,7 +190,7 @@ def test_run_of_a_failing_stage_exits_1_with_the_error(fake, monkeypatch):
     assert job.state is JobState.FAILED
 
 
-def test_cancel_of_a_queued_job_prints_its_state(job_env):  # noqa: F811
+def test_cancel_of_a_queued_job_prints_its_state(job_env):
     job_id = invoke("submit", "train").stdout.strip()
     result = invoke("cancel", job_id)
     assert result.exit_code == 0 and "CANCELLED" in result.stdout
@@ -212,7 +212,7 @@ def _status(url: str, auth: tuple[str, str] | None = None) -> int | None:
 
 
 @pytest.mark.parametrize("service_name", ["flower", "api"])
-def test_the_service_commands_start_the_services(job_env, service_name):  # noqa: F811
+def test_the_service_commands_start_the_services(job_env, service_name):
     port = _free_port()
     env = {**os.environ, **job_env.variables, "FLOWER_BASIC_AUTH": "admin:s3cret", "API_TOKEN": "t0ken"}
     process = subprocess.Popen(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, embedded_variables, job_env, run_cli  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, embedded_variables, run_cli
 from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric

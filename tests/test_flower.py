@@ -11,7 +11,7 @@ import subprocess
 
 import httpx
 import pytest
-from jobs_fixtures import REPO, TESTS, Worker, job_env, wait_for  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import REPO, TESTS, Worker, wait_for
 
 from jobs import service
 from jobs.core.schemas import JobState, SubmitRequest
@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def flower(job_env):  # noqa: F811
+def flower(job_env):
     port = _free_port()
     env = {**os.environ, **job_env.variables, "FLOWER_BASIC_AUTH": ":".join(AUTH)}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
@@ -57,7 +57,7 @@ def _get(url: str) -> dict:
     return response.json()
 
 
-def test_flower_shows_the_worker_its_queues_the_task_and_the_progress(job_env, flower):  # noqa: F811
+def test_flower_shows_the_worker_its_queues_the_task_and_the_progress(job_env, flower):
     worker = Worker(job_env, extra_env={"FAKE_EPOCH_S": "0.5"}, name="seen")
     try:
         job = service.submit(SubmitRequest(stage=Stage.train, overrides={"train.epochs": "30"}))

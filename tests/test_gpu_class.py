@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from jobs_fixtures import JobEnv, Worker, invoke, job_env, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import JobEnv, Worker, invoke, use_fake_stages, wait_for
 
 from jobs import service
 from jobs.broker.celery_app import is_queue_name, queue_for
@@ -20,7 +20,7 @@ def test_gpu_stages_route_to_their_class_and_cpu_stages_do_not():
     ]  # fmt: skip
 
 
-def test_a_bad_gpu_class_is_refused_naming_the_option(job_env: JobEnv):  # noqa: F811
+def test_a_bad_gpu_class_is_refused_naming_the_option(job_env: JobEnv):
     result = invoke("submit", "train", "--gpu-class", "A100!")
     assert result.exit_code == 2 and "gpu_class" in result.output
     with pytest.raises(ValueError, match="gpu_class"):
@@ -28,7 +28,7 @@ def test_a_bad_gpu_class_is_refused_naming_the_option(job_env: JobEnv):  # noqa:
 
 
 @pytest.mark.slow
-def test_a_class_worker_takes_its_class_and_leaves_plain_gpu_jobs(job_env: JobEnv, monkeypatch):  # noqa: F811
+def test_a_class_worker_takes_its_class_and_leaves_plain_gpu_jobs(job_env: JobEnv, monkeypatch):
     use_fake_stages(monkeypatch)
     worker = Worker(job_env, queues="gpu.a100,cpu", name="a100")
     try:

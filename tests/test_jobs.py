@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import job_env, starts, use_fake_stages  # noqa: F401  (job_env is a fixture)
+from jobs_fixtures import starts, use_fake_stages
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -23,7 +23,7 @@ from jobs.execution.runner import execute_job
 
 
 @pytest.fixture
-def fake(job_env, monkeypatch):  # noqa: F811
+def fake(job_env, monkeypatch):
     use_fake_stages(monkeypatch)
     return job_env
 
@@ -64,7 +64,7 @@ def count(model, **where) -> int:
 # --- submit --------------------------------------------------------------------------------------------
 
 
-def test_submit_records_a_queued_job_with_its_resolved_config(job_env):  # noqa: F811
+def test_submit_records_a_queued_job_with_its_resolved_config(job_env):
     job = service.submit(SubmitRequest(stage=Stage.train, overrides={"train.epochs": "2", "peft.method": "qlora"}))
     assert job.state is JobState.QUEUED
     assert job.config["train"]["epochs"] == 2 and job.config["peft"]["method"] == "qlora"
@@ -74,7 +74,7 @@ def test_submit_records_a_queued_job_with_its_resolved_config(job_env):  # noqa:
     assert service.list_jobs(JobState.RUNNING) == []
 
 
-def test_the_same_request_with_the_same_idempotency_key_returns_the_first_job(job_env):  # noqa: F811
+def test_the_same_request_with_the_same_idempotency_key_returns_the_first_job(job_env):
     first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1", overrides={"seed": "7"}))
     again = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-1", overrides={"seed": "7"}))
     assert again.id == first.id
@@ -89,9 +89,7 @@ def test_the_same_request_with_the_same_idempotency_key_returns_the_first_job(jo
         {"stage": Stage.compare, "overrides": {"seed": "7"}},
     ],
 )
-def test_an_idempotency_key_reused_for_another_request_is_a_conflict_naming_the_first_job(
-    job_env, other  # noqa: F811
-):
+def test_an_idempotency_key_reused_for_another_request_is_a_conflict_naming_the_first_job(job_env, other):
     first = service.submit(SubmitRequest(stage=Stage.train, idempotency_key="nightly-2", overrides={"seed": "7"}))
 
     with pytest.raises(service.IdempotencyConflict) as conflict:
@@ -112,13 +110,13 @@ def test_an_idempotency_key_reused_for_another_request_is_a_conflict_naming_the_
         ({"stage": Stage.train, "parent_id": 999}, "parent_id"),
     ],
 )
-def test_invalid_requests_name_the_problem_and_record_nothing(job_env, request_kwargs, fragment):  # noqa: F811
+def test_invalid_requests_name_the_problem_and_record_nothing(job_env, request_kwargs, fragment):
     with pytest.raises(service.InvalidRequest, match=fragment.replace("(", r"\(")):
         service.submit(SubmitRequest(**request_kwargs))
     assert count(Job) == 0
 
 
-def test_a_broker_that_refuses_the_job_fails_it(job_env, monkeypatch):  # noqa: F811
+def test_a_broker_that_refuses_the_job_fails_it(job_env, monkeypatch):
     from jobs.core.settings import reset_settings
 
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
@@ -131,7 +129,7 @@ def test_a_broker_that_refuses_the_job_fails_it(job_env, monkeypatch):  # noqa: 
     assert service.health()["database"] == "ok"
 
 
-def test_unknown_ids_raise_not_found(job_env):  # noqa: F811
+def test_unknown_ids_raise_not_found(job_env):
     with pytest.raises(service.JobNotFound):
         service.get_job(42)
     with pytest.raises(service.JobNotFound):
@@ -143,7 +141,7 @@ def test_unknown_ids_raise_not_found(job_env):  # noqa: F811
 # --- claims --------------------------------------------------------------------------------------------
 
 
-def test_a_job_is_claimed_once_and_a_redelivery_of_a_live_job_does_nothing(job_env):  # noqa: F811
+def test_a_job_is_claimed_once_and_a_redelivery_of_a_live_job_does_nothing(job_env):
     job_id = new_job()
     first = claim(job_id, WorkerIdentity.current())
     assert first.acquired and first.attempt == 1 and not first.takeover
@@ -152,7 +150,7 @@ def test_a_job_is_claimed_once_and_a_redelivery_of_a_live_job_does_nothing(job_e
     assert service.get_job(job_id).attempts == 1
 
 
-def test_racing_workers_get_the_job_exactly_once(job_env):  # noqa: F811
+def test_racing_workers_get_the_job_exactly_once(job_env):
     job_id = new_job()
     results, barrier = [], threading.Barrier(4)
 
@@ -168,7 +166,7 @@ def test_racing_workers_get_the_job_exactly_once(job_env):  # noqa: F811
     assert sorted(results) == [False, False, False, True]
 
 
-def test_a_stale_job_is_taken_over_until_attempts_run_out(job_env):  # noqa: F811
+def test_a_stale_job_is_taken_over_until_attempts_run_out(job_env):
     job_id = new_job()
     assert claim(job_id, WorkerIdentity.current()).acquired
     for attempt in (2, 3):
@@ -182,14 +180,14 @@ def test_a_stale_job_is_taken_over_until_attempts_run_out(job_env):  # noqa: F81
     assert job.state is JobState.FAILED and "worker lost" in job.error and job.attempts == 3
 
 
-def test_finished_and_cancelled_jobs_are_never_claimed(job_env):  # noqa: F811
+def test_finished_and_cancelled_jobs_are_never_claimed(job_env):
     job_id = new_job()
     service.cancel(job_id)
     assert service.get_job(job_id).state is JobState.CANCELLED
     assert not claim(job_id, WorkerIdentity.current()).acquired
 
 
-def test_sweep_requeues_stale_jobs_and_settles_the_rest(job_env):  # noqa: F811
+def test_sweep_requeues_stale_jobs_and_settles_the_rest(job_env):
     live, stale, exhausted, cancelled = (new_job() for _ in range(4))
     for job_id in (live, stale, exhausted, cancelled):
         assert claim(job_id, WorkerIdentity.current()).acquired
@@ -209,7 +207,7 @@ def test_sweep_requeues_stale_jobs_and_settles_the_rest(job_env):  # noqa: F811
     assert again.acquired and again.attempt == 2
 
 
-def test_heartbeat_keeps_a_job_fresh_and_notices_a_takeover(job_env):  # noqa: F811
+def test_heartbeat_keeps_a_job_fresh_and_notices_a_takeover(job_env):
     job_id = new_job()
     owner = WorkerIdentity.current()
     assert claim(job_id, owner).acquired
@@ -423,7 +421,7 @@ def test_recorder_progress_is_throttled_and_cancel_is_read_from_the_row(fake):
     assert recorder.cancelled() is True
 
 
-def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
+def test_stage_params_reach_the_job_row(job_env):
     job, _ = service.create_job(
         SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint="var/x.ckpt", split="val"))
     )
@@ -433,7 +431,7 @@ def test_stage_params_reach_the_job_row(job_env):  # noqa: F811
     assert job.params == {"checkpoint": str(RunConfig().var_path("x.ckpt").resolve()), "split": "val"}
 
 
-def test_time_limits_come_from_the_job_config(job_env, monkeypatch):  # noqa: F811
+def test_time_limits_come_from_the_job_config(job_env, monkeypatch):
     from jobs.broker.celery_app import app_for
 
     sent = {}
@@ -463,7 +461,7 @@ def test_a_job_past_its_time_limit_ends_failed(fake, monkeypatch):
     assert service.get_job(job_id).error.startswith("time limit: the job ran longer than train.max_time_s=")
 
 
-def test_cancelling_a_parent_cancels_its_children(job_env):  # noqa: F811
+def test_cancelling_a_parent_cancels_its_children(job_env):
     parent = new_job()
     children = [new_job(parent_id=parent) for _ in range(2)]
     assert claim(children[0], WorkerIdentity.current()).acquired
@@ -487,7 +485,7 @@ def test_only_json_messages_are_accepted():
     )
 
 
-def test_a_job_killed_at_its_time_limit_is_not_run_again(job_env):  # noqa: F811
+def test_a_job_killed_at_its_time_limit_is_not_run_again(job_env):
     job, _ = service.create_job(SubmitRequest(stage=Stage.train, overrides={"train.max_time_s": "60"}))
     assert claim(job.id, WorkerIdentity.current()).acquired
     started = utcnow() - timedelta(seconds=200)
@@ -518,7 +516,7 @@ def test_result_values_are_stored_as_json_whatever_their_type():
     assert json_safe(raw) == {"loss": 0.5, "bad": None, "path": "/x", "n": [3, None, True]}
 
 
-def test_sweep_resends_the_stored_delivery_so_a_canvas_continues(job_env, monkeypatch):  # noqa: F811
+def test_sweep_resends_the_stored_delivery_so_a_canvas_continues(job_env, monkeypatch):
     from jobs.broker.celery_app import app_for
 
     job_id = new_job()

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import invoke, job_env  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import invoke
 
 from jobs import service
 from jobs.broker import localbroker, queue
@@ -57,7 +57,7 @@ def test_a_deep_folder_gets_a_short_socket_path(tmp_path):
         localbroker.stop(broker)
 
 
-def test_queued_messages_survive_a_stop_and_start(job_env):  # noqa: F811
+def test_queued_messages_survive_a_stop_and_start(job_env):
     job = service.submit(SubmitRequest(stage=Stage.train))
     local = localbroker.configured()
     assert local is not None
@@ -67,7 +67,7 @@ def test_queued_messages_survive_a_stop_and_start(job_env):  # noqa: F811
     assert queue.pending_task_ids(reserved_after=0) == {job.celery_task_id}
 
 
-def test_the_broker_commands_say_where_it_is(job_env):  # noqa: F811
+def test_the_broker_commands_say_where_it_is(job_env):
     started = invoke("broker", "start")
     assert started.exit_code == 0 and "answering" in started.stdout
     status = invoke("broker", "status", "--json")
@@ -76,7 +76,7 @@ def test_the_broker_commands_say_where_it_is(job_env):  # noqa: F811
 
 
 @pytest.mark.parametrize("variable", ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"])
-def test_a_broker_that_is_not_redis_is_refused_with_a_message(job_env, monkeypatch, variable, tmp_path: Path):  # noqa: F811
+def test_a_broker_that_is_not_redis_is_refused_with_a_message(job_env, monkeypatch, variable, tmp_path: Path):
     from jobs.core.settings import reset_settings
 
     monkeypatch.setenv(variable, f"sqla+sqlite:///{tmp_path / 'broker.db'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from jobs_fixtures import JobEnv, Worker, invoke, job_env, use_fake_stages, wait_for  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import JobEnv, Worker, invoke, use_fake_stages, wait_for
 from sqlalchemy import select
 
 from api.app import create_app
@@ -111,7 +111,7 @@ def test_the_cli_refuses_a_bad_sweep_in_one_line_with_exit_2(stage, args, words)
 
 
 @pytest.fixture
-def client(job_env: JobEnv, tmp_path: Path):  # noqa: F811
+def client(job_env: JobEnv, tmp_path: Path):
     settings = ApiSettings(api_token=None, auth_disabled=True)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -147,7 +147,7 @@ def test_the_api_refuses_a_bad_sweep_naming_the_field(client: TestClient, params
 
 
 @pytest.mark.slow
-def test_a_2x2_sweep_runs_through_a_worker_and_its_report_groups_by_both_keys(job_env: JobEnv, monkeypatch):  # noqa: F811
+def test_a_2x2_sweep_runs_through_a_worker_and_its_report_groups_by_both_keys(job_env: JobEnv, monkeypatch):
     use_fake_stages(monkeypatch)
     worker = Worker(job_env, name="sweep")
     try:
