@@ -1,4 +1,4 @@
-"""Sending job messages to the broker and revoking them; nothing here runs a job."""
+"""Sending, revoking and inspecting job messages (what is queued, which workers answer); nothing here runs a job."""
 
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ def shortcut_fields() -> dict[str, tuple[Any, Any]]:
 
 def with_shortcuts(base: type[BaseModel]) -> type[BaseModel]:
     """`base` with one optional field per shortcut after its own fields."""
-    return create_model(f"{base.__name__}WithShortcuts", __base__=base, **shortcut_fields())  # type: ignore[call-overload]
+    name = f"{base.__name__}WithShortcuts"
+    return create_model(name, __base__=base, **shortcut_fields())  # type: ignore[call-overload]
 
 
 def shortcut_keys(model: type[BaseModel]) -> dict[str, str]:
