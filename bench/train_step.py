@@ -8,7 +8,7 @@ var/bench/models and loaded with ``from_pretrained`` like a hub checkpoint; noth
 
 Variants of each, run one after another in this process on the same weights, batch and precision:
   product-*   the product's own code: worker.siglip (build_peft_siglip + SiglipContrastiveModule) or
-              worker.reportgen (build_captioner + ReportGenModule), driven by a Lightning Trainer exactly
+              worker.generation (build_captioner + ReportGenModule), driven by a Lightning Trainer exactly
               as the stages drive it, with the preset's settings (iu-xray, or medsiglip for the 448 shape).
               "+gc" / "+compile" flip train.gradient_checkpointing / train.compile.
   plain-*     what a user writes from the HF and PEFT docs: library defaults, LoRA dropout 0.1, r=16 on
@@ -291,11 +291,11 @@ def product_module(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: Mo
                             lora_dropout=config.peft.dropout, lora_targets=len(targets),
                             upcast_non_quantized=config.peft.upcast_non_quantized)
     else:
-        from worker.reportgen.model import build_captioner
-        from worker.reportgen.module import ReportGenModule
-        from worker.reportgen.stage import torch_device
+        from worker.generation.model import build_captioner
+        from worker.generation.module import ReportGenModule
+        from worker.generation.stage import torch_device
 
-        # The same dtype and device train_full chooses (worker/reportgen/stage.py).
+        # The same dtype and device train_full chooses (worker/generation/stage.py).
         compute_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
         captioner = build_captioner(config, BioGptSpecialIds(), 768, compute_dtype=compute_dtype,
                                     device=torch_device(accelerator))
@@ -405,7 +405,7 @@ def reference_targets(spec: ModelSpec, choice: str) -> str:
     """q/k/v/out of every encoder/decoder layer (the issue's reference loops), or the product's own regex."""
     if choice == "product":
         from worker.config import PeftConfig
-        from worker.reportgen.model import BIOGPT_LORA_TARGETS
+        from worker.generation.model import BIOGPT_LORA_TARGETS
 
         return BIOGPT_LORA_TARGETS if spec.kind == "biogpt" else PeftConfig().target_modules
     return BIOGPT_REFERENCE_TARGETS if spec.kind == "biogpt" else SIGLIP_REFERENCE_TARGETS

@@ -18,11 +18,11 @@ import yaml
 
 from worker.config import RunConfig
 from worker.export.card import CardFacts, render_card
+from worker.export.generation import write_report_generator
 from worker.export.layout import MERGED_SIGLIP_DIR, MODEL_CARD, RUN_CONFIG, SIGLIP_DIR
-from worker.export.reportgen import write_report_generator
 from worker.export.siglip import write_merged_siglip, write_siglip_adapter
+from worker.generation.module import SIGLIP_CHECKPOINT_KEY
 from worker.recorder import Recorder
-from worker.reportgen.module import SIGLIP_CHECKPOINT_KEY
 from worker.result import StageResult
 from worker.siglip.module import LORA_TARGETS_KEY, METRICS_KEY, RUN_CONFIG_KEY
 
@@ -117,7 +117,7 @@ def export(
 ) -> StageResult:
     """Stage entry point: the output of ``checkpoint`` in this run's folder; with ``push_to_hub`` also on
     the Hub as one commit (the local output is written first and stays if the push fails)."""
-    from worker.reportgen.predict import output_dir
+    from worker.generation.predict import output_dir
 
     if push_to_hub:
         from huggingface_hub.utils import HFValidationError, validate_repo_id

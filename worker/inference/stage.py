@@ -2,7 +2,7 @@
 
 For every readable file: the impression the report generator writes (train-full checkpoints) and the
 training reports closest to the image in the fine-tuned SigLIP's embedding space, with their cosine.
-(`worker/reportgen/predict.py` is another thing: it scores the studies of a dataset split.)
+(`worker/generation/predict.py` is another thing: it scores the studies of a dataset split.)
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def predict_images(
     """Stage entry point: ``predictions.jsonl`` (one line per input file, unreadable ones with their error)
     and ``predictions.html``. Fails only when no file at all could be read."""
     from worker.export.stage import is_report_checkpoint, read_training_checkpoint
-    from worker.reportgen.predict import output_dir
-    from worker.reportgen.stage import torch_device
+    from worker.generation.predict import output_dir
+    from worker.generation.stage import torch_device
     from worker.siglip.stage import resolve_accelerator
 
     started = time.perf_counter()
@@ -92,7 +92,7 @@ def predict_images(
 
 
 def _load_generator(config: RunConfig, checkpoint: str, device: str):
-    from worker.reportgen.checkpoint import load_report_model
+    from worker.generation.checkpoint import load_report_model
     from worker.siglip.model import weights_dtype_for
     from worker.siglip.stage import resolve_accelerator, resolve_precision
 
@@ -101,8 +101,8 @@ def _load_generator(config: RunConfig, checkpoint: str, device: str):
 
 
 def _generate(generator, siglip: FinetunedSiglip, pixels: np.ndarray) -> list[str]:
-    from worker.reportgen.encoder import image_features
-    from worker.reportgen.generate import generate_reports
+    from worker.generation.encoder import image_features
+    from worker.generation.generate import generate_reports
 
     gen = generator.config.generation
     features = image_features(siglip, pixels, gen)

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from worker.config import RunConfig
-from worker.reportgen.checkpoint import load_report_model
-from worker.reportgen.encoder import image_features, load_siglip
-from worker.reportgen.generate import generate_reports
-from worker.reportgen.stage import short_hash, torch_device
-from worker.reportgen.studies import Studies, select_studies
+from worker.generation.checkpoint import load_report_model
+from worker.generation.encoder import image_features, load_siglip
+from worker.generation.generate import generate_reports
+from worker.generation.stage import short_hash, torch_device
+from worker.generation.studies import Studies, select_studies
 from worker.siglip.model import weights_dtype_for
 from worker.siglip.stage import resolve_accelerator, resolve_precision
 from worker.textmetrics import per_sample_scores

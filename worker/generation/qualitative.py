@@ -20,8 +20,8 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, no disp
 from matplotlib.image import imsave
 
 from worker.config import RunConfig
+from worker.generation.predict import Predictions, output_dir, predict
 from worker.recorder import Recorder
-from worker.reportgen.predict import Predictions, output_dir, predict
 from worker.result import StageResult
 
 STAGE = "qualitative"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import RunConfig
+from worker.generation.predict import Predictions, output_dir, predict
 from worker.recorder import Recorder
-from worker.reportgen.predict import Predictions, output_dir, predict
 from worker.result import StageResult
 from worker.textmetrics import all_metrics, check_system_dependencies
 

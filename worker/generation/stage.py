@@ -17,12 +17,12 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
+from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
+from worker.generation.encoder import image_features, load_siglip
+from worker.generation.model import ReportCaptioner, build_captioner
+from worker.generation.module import ReportGenModule
+from worker.generation.studies import select_studies
 from worker.recorder import Recorder
-from worker.reportgen.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
-from worker.reportgen.encoder import image_features, load_siglip
-from worker.reportgen.model import ReportCaptioner, build_captioner
-from worker.reportgen.module import ReportGenModule
-from worker.reportgen.studies import select_studies
 from worker.result import StageResult
 from worker.siglip.model import count_parameters, weights_dtype_for
 from worker.siglip.profiling import PeakMemory

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from worker.config import RunConfig
-from worker.reportgen.model import ReportCaptioner
+from worker.generation.model import ReportCaptioner
 from worker.siglip.callbacks import logged_metrics
 from worker.siglip.model import trainable_parameter_names
 from worker.siglip.module import METRICS_KEY, warmup_cosine
@@ -27,7 +27,7 @@ def base_fingerprint(captioner: ReportCaptioner) -> float:
 
 class ReportGenModule(L.LightningModule):
     """Checkpoints hold only the trainable tensors plus what rebuilding needs (config, SigLIP checkpoint,
-    feature width, base-model fingerprint); ``worker.reportgen.checkpoint`` loads them back."""
+    feature width, base-model fingerprint); ``worker.generation.checkpoint`` loads them back."""
 
     def __init__(self, config: RunConfig, captioner: ReportCaptioner, siglip_checkpoint: str, feature_dim: int):
         super().__init__()
