@@ -271,14 +271,15 @@ def product_module(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: Mo
     import torch
 
     from worker.siglip.model import count_parameters, weight_memory_bytes
-    from worker.siglip.stage import resolve_accelerator, resolve_precision
+    from worker.training.device import resolve_accelerator, resolve_precision
 
     config = product_config(spec, variant, checkpoint, mode)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)
     if spec.kind == "siglip":
-        from worker.siglip.model import LoadPlan, build_peft_siglip, weights_dtype_for
+        from worker.siglip.model import LoadPlan, build_peft_siglip
         from worker.siglip.module import SiglipContrastiveModule
+        from worker.training.device import weights_dtype_for
 
         # The same plan run_training makes (worker/siglip/stage.py) for one device.
         plan = LoadPlan(quantize=config.peft.method == "qlora", weights_dtype=weights_dtype_for(precision),
@@ -293,7 +294,7 @@ def product_module(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: Mo
     else:
         from worker.generation.model import build_captioner
         from worker.generation.module import ReportGenModule
-        from worker.generation.stage import torch_device
+        from worker.training.device import torch_device
 
         # The same dtype and device train_full chooses (worker/generation/stage.py).
         compute_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32

@@ -24,7 +24,9 @@ from worker.export.siglip import write_merged_siglip, write_siglip_adapter
 from worker.generation.module import SIGLIP_CHECKPOINT_KEY
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.module import LORA_TARGETS_KEY, METRICS_KEY, RUN_CONFIG_KEY
+from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
+from worker.training.callbacks import METRICS_KEY
+from worker.training.runs import output_dir
 
 STAGE = "export"
 OUTPUT_NAME = "hf"
@@ -117,8 +119,6 @@ def export(
 ) -> StageResult:
     """Stage entry point: the output of ``checkpoint`` in this run's folder; with ``push_to_hub`` also on
     the Hub as one commit (the local output is written first and stays if the push fails)."""
-    from worker.generation.predict import output_dir
-
     if push_to_hub:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 

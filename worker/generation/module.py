@@ -9,9 +9,9 @@ import torch
 
 from worker.config import RunConfig
 from worker.generation.model import ReportCaptioner
-from worker.siglip.callbacks import logged_metrics
 from worker.siglip.model import trainable_parameter_names
-from worker.siglip.module import METRICS_KEY, warmup_cosine
+from worker.siglip.module import warmup_cosine
+from worker.training.callbacks import METRICS_KEY, logged_metrics
 
 RUN_CONFIG_KEY = "run_config"
 SIGLIP_CHECKPOINT_KEY = "siglip_checkpoint"

@@ -20,6 +20,8 @@ from worker.inference.page import write_page
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
+from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
+from worker.training.runs import output_dir
 
 STAGE = "predict"
 
@@ -50,9 +52,6 @@ def predict_images(
     """Stage entry point: ``predictions.jsonl`` (one line per input file, unreadable ones with their error)
     and ``predictions.html``. Fails only when no file at all could be read."""
     from worker.export.stage import is_report_checkpoint, read_training_checkpoint
-    from worker.generation.predict import output_dir
-    from worker.generation.stage import torch_device
-    from worker.siglip.stage import resolve_accelerator
 
     started = time.perf_counter()
     is_report = is_report_checkpoint(read_training_checkpoint(checkpoint))
@@ -93,8 +92,6 @@ def predict_images(
 
 def _load_generator(config: RunConfig, checkpoint: str, device: str):
     from worker.generation.checkpoint import load_report_model
-    from worker.siglip.model import weights_dtype_for
-    from worker.siglip.stage import resolve_accelerator, resolve_precision
 
     compute_dtype = weights_dtype_for(resolve_precision(config.train, resolve_accelerator(config.train)))
     return load_report_model(checkpoint, config, device=device, compute_dtype=compute_dtype)

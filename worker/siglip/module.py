@@ -12,14 +12,13 @@ from peft import PeftModel
 from transformers import SiglipModel
 
 from worker.config import RunConfig
-from worker.siglip.callbacks import logged_metrics
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
+from worker.training.callbacks import METRICS_KEY, logged_metrics
 
 RUN_CONFIG_KEY = "run_config"
 LORA_TARGETS_KEY = "lora_targets"
-METRICS_KEY = "metrics"
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

@@ -20,10 +20,10 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.atomic_io import AtomicCheckpointIO
-from worker.siglip.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
-from worker.siglip.profiling import PeakMemory
 from worker.tracking import build_loggers, log_artifacts
+from worker.training.atomic_io import AtomicCheckpointIO
+from worker.training.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
+from worker.training.profiling import PeakMemory
 
 
 @dataclass
