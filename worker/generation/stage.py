@@ -15,6 +15,7 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
+from worker.export.stage import write_run_outputs
 from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
 from worker.generation.encoder import image_features, load_siglip
 from worker.generation.model import ReportCaptioner, build_captioner
@@ -26,13 +27,7 @@ from worker.siglip.model import count_parameters
 from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
 from worker.training.profiling import PeakMemory
 from worker.training.runs import short_hash
-from worker.training.trainer import (
-    best_epoch_metrics,
-    build_trainer,
-    fit_result,
-    resume_checkpoint,
-    write_run_outputs,
-)
+from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train-full"
 

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from worker.config import RunConfig
+from worker.export.stage import write_run_outputs
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.datamodule import PairSplit, SiglipDataModule, Splits
@@ -27,13 +28,7 @@ from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.training.device import resolve_accelerator, resolve_precision, weights_dtype_for
 from worker.training.profiling import MB, PeakMemory
-from worker.training.trainer import (
-    best_epoch_metrics,
-    build_trainer,
-    fit_result,
-    resume_checkpoint,
-    write_run_outputs,
-)
+from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train"
 
