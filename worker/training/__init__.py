@@ -6,6 +6,7 @@ Modules, one concern each:
 - ``callbacks``   recorder progress/metrics/cancellation, the best checkpoint, throughput
 - ``atomic_io``   checkpoint files that are either whole or absent
 - ``profiling``   peak RAM and GPU memory
+- ``schedule``    the LR schedule (transformers' linear warmup, then cosine decay)
 - ``device``      accelerator, precision, this process's device and the frozen weights' dtype
 - ``runs``        run folders keyed by a checkpoint
 
