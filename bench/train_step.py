@@ -17,7 +17,7 @@ Variants of each, run one after another in this process on the same weights, bat
   tuned-*     the same loop tuned by hand: LoRA dropout 0, SDPA attention, torch.compile (where it works),
               QLoRA without the fp32 upcast; "+gc" adds non-reentrant gradient checkpointing.
 
-On a GPU: bf16 weights under bf16 autocast, the issue's batch sizes, every layer. On the CPU (no GPU):
+On a GPU: bf16 weights under bf16 autocast, the batch sizes the targets are set for, every layer. On the CPU (no GPU):
 fp32, a few encoder layers, tiny batches and few steps, no torch.compile unless --compile on: the
 figures show the code paths run and how variants compare on a CPU, not GPU speed. Targets are evaluated
 only on a GPU.
@@ -124,7 +124,7 @@ BIOGPT_VARIANTS = ("product-lora", "product-qlora", "product-full", "plain-full"
 
 @dataclass
 class Mode:
-    """Where and how big: the GPU with the issue's shapes, or the CPU with smaller ones."""
+    """Where and how big: the GPU with the shapes the targets are set for, or the CPU with smaller ones."""
 
     device: str
     warmup: int
@@ -403,7 +403,7 @@ def reference_model(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: M
 
 
 def reference_targets(spec: ModelSpec, choice: str) -> str:
-    """q/k/v/out of every encoder/decoder layer (the issue's reference loops), or the product's own regex."""
+    """q/k/v/out of every encoder/decoder layer (as the reference figures' loops), or the product's own regex."""
     if choice == "product":
         from worker.config import PeftConfig
         from worker.generation.model import BIOGPT_LORA_TARGETS
@@ -533,7 +533,7 @@ def _value(row: dict[str, Any] | None, key: str) -> float | None:
 
 
 def evaluate_targets(rows: list[dict[str, Any]], mode: Mode) -> list[dict[str, Any]]:
-    """The issue's targets, per model, on the GPU only (CPU shapes say nothing about GPU speed)."""
+    """The throughput and memory targets, per model, on the GPU only (CPU shapes say nothing about GPU speed)."""
     checks: list[dict[str, Any]] = []
     skipped = None if mode.gpu else "CPU run with smaller shapes: targets are for the GPU"
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="torch.compile in the tuned loops (auto: on a GPU only; on the CPU it costs minutes).")
     p.add_argument("--full-depth", action="store_true", help="Every layer on the CPU too (slow; the GPU always is).")
     p.add_argument("--reference-targets", choices=("qkvo", "product"), default="qkvo",
-                   help="Layers the plain/tuned loops adapt: q/k/v/out (as the issue's reference figures), or the "
+                   help="Layers the plain/tuned loops adapt: q/k/v/out (as in the reference figures), or the "
                         "product's own set (q/k/v/out + fc1/fc2).")
     args = p.parse_args(argv)
 

@@ -63,7 +63,8 @@ def setup_training(
 
 
 def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> StageResult:
-    """Train on ``splits`` (train and val) and return the metrics the issue names, per the final best epoch."""
+    """Train on ``splits`` (train and val) and return the run's metrics (losses and retrieval of the final best
+    epoch, time, throughput, memory, parameter counts)."""
     L.seed_everything(config.seed, workers=True)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)
