@@ -1,8 +1,8 @@
 """What every benchmark shares: machine description, timing statistics, the printed table, the JSON file.
 
 Each script prints one table and writes ``bench/results/<name>.json`` holding the machine, the mode it
-ran in (``gpu`` with the issue's shapes, or ``cpu`` with smaller ones), its rows and its target checks.
-A target is evaluated only where its hardware ran; elsewhere it is ``null`` with the reason.
+ran in (``gpu`` with the shapes the targets are set for, or ``cpu`` with smaller ones), its rows and its
+target checks. A target is evaluated only where its hardware ran; elsewhere it is ``null`` with the reason.
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="auto: the GPU with the issue's shapes when CUDA is present, else the CPU with smaller shapes.",
+        help="auto: the GPU with the shapes the targets are set for when CUDA is present, else the CPU "
+        "with smaller shapes.",
     )
 
 

@@ -1,6 +1,6 @@
 """Reports per second: the evaluation stage's batched beam search against one study at a time.
 
-Both sides call the product's ``worker.reportgen.generate.generate_reports`` on a captioner built with the
+Both sides call the product's ``worker.generation.generate.generate_reports`` on a captioner built with the
 product's ``build_captioner`` (as ``load_report_model`` builds it for the evaluate stage), with the
 iu-xray preset's decoding settings (beam search, 3 beams, up to 60 new tokens, no repeated 3-grams);
 only ``batch_size`` differs: the preset's ``generation.eval_batch_size`` against 1.
@@ -39,7 +39,7 @@ class IdsAsText(BioGptSpecialIds):
 def build(mode: Mode, device: str):
     """The captioner the evaluate stage would decode with, on random BioGPT weights."""
     from worker.config import load_config
-    from worker.reportgen.model import build_captioner
+    from worker.generation.model import build_captioner
 
     # Untied LM head: with BioGPT's tied one, a random model's top token is its input token, so after the
     # prompt's </s> it stops at once; an untied random head picks tokens at random and decodes the full length.
@@ -54,7 +54,7 @@ def build(mode: Mode, device: str):
 def timed_generation(captioner, features, gen, batch_size: int, device: str) -> tuple[list[str], float]:
     import torch
 
-    from worker.reportgen.generate import generate_reports
+    from worker.generation.generate import generate_reports
 
     if device == "cuda":
         torch.cuda.synchronize()

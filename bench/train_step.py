@@ -8,7 +8,7 @@ var/bench/models and loaded with ``from_pretrained`` like a hub checkpoint; noth
 
 Variants of each, run one after another in this process on the same weights, batch and precision:
   product-*   the product's own code: worker.siglip (build_peft_siglip + SiglipContrastiveModule) or
-              worker.reportgen (build_captioner + ReportGenModule), driven by a Lightning Trainer exactly
+              worker.generation (build_captioner + ReportGenModule), driven by a Lightning Trainer exactly
               as the stages drive it, with the preset's settings (iu-xray, or medsiglip for the 448 shape).
               "+gc" / "+compile" flip train.gradient_checkpointing / train.compile.
   plain-*     what a user writes from the HF and PEFT docs: library defaults, LoRA dropout 0.1, r=16 on
@@ -17,7 +17,7 @@ Variants of each, run one after another in this process on the same weights, bat
   tuned-*     the same loop tuned by hand: LoRA dropout 0, SDPA attention, torch.compile (where it works),
               QLoRA without the fp32 upcast; "+gc" adds non-reentrant gradient checkpointing.
 
-On a GPU: bf16 weights under bf16 autocast, the issue's batch sizes, every layer. On the CPU (no GPU):
+On a GPU: bf16 weights under bf16 autocast, the batch sizes the targets are set for, every layer. On the CPU (no GPU):
 fp32, a few encoder layers, tiny batches and few steps, no torch.compile unless --compile on: the
 figures show the code paths run and how variants compare on a CPU, not GPU speed. Targets are evaluated
 only on a GPU.
@@ -124,7 +124,7 @@ BIOGPT_VARIANTS = ("product-lora", "product-qlora", "product-full", "plain-full"
 
 @dataclass
 class Mode:
-    """Where and how big: the GPU with the issue's shapes, or the CPU with smaller ones."""
+    """Where and how big: the GPU with the shapes the targets are set for, or the CPU with smaller ones."""
 
     device: str
     warmup: int
@@ -271,14 +271,15 @@ def product_module(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: Mo
     import torch
 
     from worker.siglip.model import count_parameters, weight_memory_bytes
-    from worker.siglip.stage import resolve_accelerator, resolve_precision
+    from worker.training.device import resolve_accelerator, resolve_precision
 
     config = product_config(spec, variant, checkpoint, mode)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)
     if spec.kind == "siglip":
-        from worker.siglip.model import LoadPlan, build_peft_siglip, weights_dtype_for
+        from worker.siglip.model import LoadPlan, build_peft_siglip
         from worker.siglip.module import SiglipContrastiveModule
+        from worker.training.device import weights_dtype_for
 
         # The same plan run_training makes (worker/siglip/stage.py) for one device.
         plan = LoadPlan(quantize=config.peft.method == "qlora", weights_dtype=weights_dtype_for(precision),
@@ -291,11 +292,11 @@ def product_module(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: Mo
                             lora_dropout=config.peft.dropout, lora_targets=len(targets),
                             upcast_non_quantized=config.peft.upcast_non_quantized)
     else:
-        from worker.reportgen.model import build_captioner
-        from worker.reportgen.module import ReportGenModule
-        from worker.reportgen.stage import torch_device
+        from worker.generation.model import build_captioner
+        from worker.generation.module import ReportGenModule
+        from worker.training.device import torch_device
 
-        # The same dtype and device train_full chooses (worker/reportgen/stage.py).
+        # The same dtype and device train_full chooses (worker/generation/stage.py).
         compute_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
         captioner = build_captioner(config, BioGptSpecialIds(), 768, compute_dtype=compute_dtype,
                                     device=torch_device(accelerator))
@@ -402,10 +403,10 @@ def reference_model(spec: ModelSpec, variant: Variant, checkpoint: Path, mode: M
 
 
 def reference_targets(spec: ModelSpec, choice: str) -> str:
-    """q/k/v/out of every encoder/decoder layer (the issue's reference loops), or the product's own regex."""
+    """q/k/v/out of every encoder/decoder layer (as the reference figures' loops), or the product's own regex."""
     if choice == "product":
         from worker.config import PeftConfig
-        from worker.reportgen.model import BIOGPT_LORA_TARGETS
+        from worker.generation.model import BIOGPT_LORA_TARGETS
 
         return BIOGPT_LORA_TARGETS if spec.kind == "biogpt" else PeftConfig().target_modules
     return BIOGPT_REFERENCE_TARGETS if spec.kind == "biogpt" else SIGLIP_REFERENCE_TARGETS
@@ -532,7 +533,7 @@ def _value(row: dict[str, Any] | None, key: str) -> float | None:
 
 
 def evaluate_targets(rows: list[dict[str, Any]], mode: Mode) -> list[dict[str, Any]]:
-    """The issue's targets, per model, on the GPU only (CPU shapes say nothing about GPU speed)."""
+    """The throughput and memory targets, per model, on the GPU only (CPU shapes say nothing about GPU speed)."""
     checks: list[dict[str, Any]] = []
     skipped = None if mode.gpu else "CPU run with smaller shapes: targets are for the GPU"
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -615,7 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="torch.compile in the tuned loops (auto: on a GPU only; on the CPU it costs minutes).")
     p.add_argument("--full-depth", action="store_true", help="Every layer on the CPU too (slow; the GPU always is).")
     p.add_argument("--reference-targets", choices=("qkvo", "product"), default="qkvo",
-                   help="Layers the plain/tuned loops adapt: q/k/v/out (as the issue's reference figures), or the "
+                   help="Layers the plain/tuned loops adapt: q/k/v/out (as in the reference figures), or the "
                         "product's own set (q/k/v/out + fc1/fc2).")
     args = p.parse_args(argv)
 

@@ -30,7 +30,7 @@ def _in_run_dir(config: RunConfig, run_dir: Path, **train: object) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def trained(smoke_config: RunConfig, smoke_prepared, tmp_path_factory) -> SimpleNamespace:
-    from worker.reportgen.stage import train_full
+    from worker.generation.stage import train_full
     from worker.siglip.stage import train_siglip
 
     # A short SigLIP run is enough: the generator only needs image features that differ between studies.

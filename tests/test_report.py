@@ -7,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-from worker.report.compare import compare_runs
+from worker.report.analysis import compare_runs
 from worker.report.metrics import MEASURES, find_measure
 from worker.report.render import markdown
 from worker.report.stage import build_report

@@ -193,7 +193,7 @@ def test_a_kill_after_an_epoch_whose_val_loss_rose_resumes_at_the_next_epoch(mod
 
 
 def test_a_kill_before_an_epochs_last_checkpoint_leaves_the_best_it_names(model_dir, splits, tmp_path, monkeypatch):
-    from worker.siglip import atomic_io
+    from worker.training import atomic_io
 
     write = atomic_io.atomic_torch_save
 

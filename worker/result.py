@@ -10,7 +10,8 @@ from typing import Any, Literal
 class StageResult:
     stage: str
     metrics: dict[str, Any] = field(default_factory=dict)
-    """Final values under the names the issues define (train_loss, i2t_recall@1, peak_gpu_mem_mb, ...)."""
+    """Final values under the names the job system records and the report reads (train_loss, i2t_recall@1,
+    peak_gpu_mem_mb, ...)."""
     artifacts: dict[str, str] = field(default_factory=dict)
     """Named output paths: checkpoints, prediction files, reports."""
     status: Literal["succeeded", "cancelled"] = "succeeded"

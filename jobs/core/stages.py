@@ -35,11 +35,11 @@ class Stage(StrEnum):
 STAGE_FUNCTIONS: dict[Stage, str] = {
     Stage.prepare_data: "worker.data.stage:prepare_data",
     Stage.train: "worker.siglip.stage:train_siglip",
-    Stage.train_full: "worker.reportgen.stage:train_full",
-    Stage.evaluate: "worker.reportgen.evaluate:evaluate",
-    Stage.qualitative: "worker.reportgen.qualitative:qualitative",
+    Stage.train_full: "worker.generation.stage:train_full",
+    Stage.evaluate: "worker.generation.evaluate:evaluate",
+    Stage.qualitative: "worker.generation.qualitative:qualitative",
     Stage.export: "worker.export.stage:export",
-    # Named for what users ask ("predict on my images"); worker/reportgen/predict.py scores dataset splits.
+    # Named for what users ask ("predict on my images"); worker/generation/predict.py scores dataset splits.
     Stage.predict: "worker.inference.stage:predict_images",
     # The report reads the experiments table, so its stage function is in jobs, not worker.
     Stage.report: "jobs.pipelines.report:report_stage",

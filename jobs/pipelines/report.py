@@ -83,7 +83,7 @@ def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[st
 
 def comparison_rows(compare_job: int) -> ComparisonRows:
     """The experiments of a comparison's or sweep's children, each with its grid point and seed, and what failed."""
-    from worker.report.compare import cell_label
+    from worker.report.analysis import cell_label
 
     with transaction() as session:
         parent = session.get(Job, compare_job)

@@ -1,8 +1,8 @@
 """The Hugging Face output of a training checkpoint, and the `export` stage that writes it on demand.
 
-`train` and `train-full` call ``write_hf_output`` on their best checkpoint when they finish; `export`
-writes the same folder from any checkpoint into its own run folder, optionally with a merged SigLIP, and
-can push it to the Hub.
+`train` and `train-full` call ``write_run_outputs`` once their fit is done: ``write_hf_output`` on the best
+checkpoint, beside the checkpoints. `export` writes the same folder from any checkpoint into its own run
+folder, optionally with a merged SigLIP, and can push it to the Hub.
 """
 
 from __future__ import annotations
@@ -11,20 +11,26 @@ import math
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from worker.config import RunConfig
 from worker.export.card import CardFacts, render_card
-from worker.export.layout import MERGED_SIGLIP_DIR, MODEL_CARD, RUN_CONFIG, SIGLIP_DIR
-from worker.export.reportgen import write_report_generator
+from worker.export.generation import write_report_generator
+from worker.export.layout import MERGED_SIGLIP_DIR, MODEL_CARD, RUN_CONFIG, SIGLIP_DIR, hf_output_dir
 from worker.export.siglip import write_merged_siglip, write_siglip_adapter
+from worker.generation.module import SIGLIP_CHECKPOINT_KEY
 from worker.recorder import Recorder
-from worker.reportgen.module import SIGLIP_CHECKPOINT_KEY
 from worker.result import StageResult
-from worker.siglip.module import LORA_TARGETS_KEY, METRICS_KEY, RUN_CONFIG_KEY
+from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
+from worker.tracking import log_artifacts
+from worker.training.callbacks import METRICS_KEY
+from worker.training.runs import output_dir
+
+if TYPE_CHECKING:
+    import lightning as L
 
 STAGE = "export"
 OUTPUT_NAME = "hf"
@@ -106,6 +112,20 @@ def write_hf_output(
     return out
 
 
+def write_run_outputs(trainer: L.Trainer, result: StageResult, ckpt_dir: Path) -> StageResult:
+    """A finished run's Hugging Face output beside its checkpoints (rank 0 only), from the best checkpoint
+    with the run's final metrics in its model card; the card also goes to MLflow when that logger is on.
+
+    The training stages call it after their fit, so the Trainer they build never imports this package."""
+    best = result.artifacts.get("best_checkpoint")
+    if result.status != "succeeded" or not best or not trainer.is_global_zero:
+        return result
+    out = write_hf_output(best, hf_output_dir(ckpt_dir), metrics=result.metrics)
+    result.artifacts["hf_output"] = str(out)
+    log_artifacts(trainer, [out / MODEL_CARD])
+    return result
+
+
 def export(
     config: RunConfig,
     recorder: Recorder,
@@ -117,8 +137,6 @@ def export(
 ) -> StageResult:
     """Stage entry point: the output of ``checkpoint`` in this run's folder; with ``push_to_hub`` also on
     the Hub as one commit (the local output is written first and stays if the push fails)."""
-    from worker.reportgen.predict import output_dir
-
     if push_to_hub:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 

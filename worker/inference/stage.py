@@ -2,7 +2,7 @@
 
 For every readable file: the impression the report generator writes (train-full checkpoints) and the
 training reports closest to the image in the fine-tuned SigLIP's embedding space, with their cosine.
-(`worker/reportgen/predict.py` is another thing: it scores the studies of a dataset split.)
+(`worker/generation/predict.py` is another thing: it scores the studies of a dataset split.)
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from worker.inference.page import write_page
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
+from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
+from worker.training.runs import output_dir
 
 STAGE = "predict"
 
@@ -50,9 +52,6 @@ def predict_images(
     """Stage entry point: ``predictions.jsonl`` (one line per input file, unreadable ones with their error)
     and ``predictions.html``. Fails only when no file at all could be read."""
     from worker.export.stage import is_report_checkpoint, read_training_checkpoint
-    from worker.reportgen.predict import output_dir
-    from worker.reportgen.stage import torch_device
-    from worker.siglip.stage import resolve_accelerator
 
     started = time.perf_counter()
     is_report = is_report_checkpoint(read_training_checkpoint(checkpoint))
@@ -92,17 +91,15 @@ def predict_images(
 
 
 def _load_generator(config: RunConfig, checkpoint: str, device: str):
-    from worker.reportgen.checkpoint import load_report_model
-    from worker.siglip.model import weights_dtype_for
-    from worker.siglip.stage import resolve_accelerator, resolve_precision
+    from worker.generation.checkpoint import load_report_model
 
     compute_dtype = weights_dtype_for(resolve_precision(config.train, resolve_accelerator(config.train)))
     return load_report_model(checkpoint, config, device=device, compute_dtype=compute_dtype)
 
 
 def _generate(generator, siglip: FinetunedSiglip, pixels: np.ndarray) -> list[str]:
-    from worker.reportgen.encoder import image_features
-    from worker.reportgen.generate import generate_reports
+    from worker.generation.encoder import image_features
+    from worker.generation.generate import generate_reports
 
     gen = generator.config.generation
     features = image_features(siglip, pixels, gen)

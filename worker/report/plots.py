@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from worker.report.compare import Comparison
+from worker.report.analysis import Comparison
 from worker.report.metrics import find_measure
 
 # Tufte-ish defaults: one colour per configuration, the same in every chart of a report.

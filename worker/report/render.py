@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from worker.report.compare import Comparison
+from worker.report.analysis import Comparison
 from worker.report.metrics import find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
 

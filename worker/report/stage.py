@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.report import plots, render
-from worker.report.compare import compare_runs
+from worker.report.analysis import compare_runs
 from worker.result import StageResult
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,11 @@ Modules, one concern each:
 - ``preprocess``  grayscale uint8 -> SigLIP pixel values; train-time augmentation
 - ``datamodule``  the LightningDataModule over the data stage's splits
 - ``module``      the LightningModule (optimizer, schedule, adapter-only checkpoints)
-- ``callbacks``   recorder progress/metrics/cancellation, throughput
-- ``profiling``   peak RAM and GPU memory
 - ``checkpoint``  ``load_finetuned_siglip``: rebuild a fine-tuned model for inference or report generation
 - ``stage``       ``train_siglip(config, recorder) -> StageResult``
+
+The Trainer, its callbacks, checkpoint IO, memory accounting and the device/precision choice, shared with
+report generation, are in ``worker.training``.
 
 Import the submodules directly; importing this package pulls in nothing heavy.
 """

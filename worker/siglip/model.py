@@ -44,11 +44,6 @@ class LoadPlan:
     device_map: dict[str, int | str] | None = None
 
 
-def weights_dtype_for(precision: str) -> torch.dtype:
-    """Frozen weights follow the compute precision; autocast handles the fp32 adapters next to them."""
-    return torch.bfloat16 if precision.startswith("bf16") else torch.float32
-
-
 def load_base_model(config: RunConfig, plan: LoadPlan) -> SiglipModel:
     """AutoModel.from_pretrained on config.model.siglip, optionally in 4-bit NF4 with double quant."""
     path = config.resolve_model_path(config.model.siglip)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -12,26 +11,14 @@ from peft import PeftModel
 from transformers import SiglipModel
 
 from worker.config import RunConfig
-from worker.siglip.callbacks import logged_metrics
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
+from worker.training.callbacks import METRICS_KEY, logged_metrics
+from worker.training.schedule import warmup_cosine_schedule
 
 RUN_CONFIG_KEY = "run_config"
 LORA_TARGETS_KEY = "lora_targets"
-METRICS_KEY = "metrics"
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """LR multiplier: linear warmup to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 class SiglipContrastiveModule(L.LightningModule):
@@ -113,8 +100,8 @@ class SiglipContrastiveModule(L.LightningModule):
             weight_decay=self.config.train.weight_decay,
         )
         total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.config.train.warmup_steps, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine_schedule(optimizer, self.config.train.warmup_steps, total)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable tensors (adapters, logit scale/bias) plus what rebuilding the model needs."""

@@ -18,21 +18,17 @@ import lightning as L
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from worker.config import RunConfig, TrainConfig
+from worker.config import RunConfig
+from worker.export.stage import write_run_outputs
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.datamodule import PairSplit, SiglipDataModule, Splits
-from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, weight_memory_bytes, weights_dtype_for
+from worker.siglip.model import LoadPlan, build_peft_siglip, count_parameters, weight_memory_bytes
 from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
-from worker.siglip.profiling import MB, PeakMemory
-from worker.siglip.trainer import (
-    best_epoch_metrics,
-    build_trainer,
-    fit_result,
-    resume_checkpoint,
-    write_run_outputs,
-)
+from worker.training.device import resolve_accelerator, resolve_precision, weights_dtype_for
+from worker.training.profiling import MB, PeakMemory
+from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train"
 
@@ -42,20 +38,6 @@ def train_siglip(config: RunConfig, recorder: Recorder) -> StageResult:
     from worker.data import load_prepared
 
     return run_training(config, recorder, load_prepared(config))
-
-
-def resolve_accelerator(train: TrainConfig) -> str:
-    if train.accelerator == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if train.accelerator == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("train.accelerator=gpu but no CUDA device is visible; use train.accelerator=cpu or auto")
-    return train.accelerator
-
-
-def resolve_precision(train: TrainConfig, accelerator: str) -> str:
-    if train.precision != "auto":
-        return train.precision
-    return "bf16-mixed" if accelerator == "gpu" and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def checkpoint_dir(config: RunConfig) -> Path:
@@ -81,7 +63,8 @@ def setup_training(
 
 
 def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> StageResult:
-    """Train on ``splits`` (train and val) and return the metrics the issue names, per the final best epoch."""
+    """Train on ``splits`` (train and val) and return the run's metrics (losses and retrieval of the final best
+    epoch, time, throughput, memory, parameter counts)."""
     L.seed_everything(config.seed, workers=True)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)

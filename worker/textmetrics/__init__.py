@@ -1,7 +1,8 @@
 """Text-generation metrics: the seed's NLTK/rouge-score metrics and the COCO caption toolkit's.
 
 Every function takes parallel lists of reference and generated texts (one pair per study) and returns
-plain floats under the names the issues use (``bleu4``, ``rougeL``, ``coco_cider``, ...).
+plain floats under the names the stages record and the report shows (``bleu4``, ``rougeL``,
+``coco_cider``, ...).
 METEOR needs WordNet (NLTK) and a Java runtime (COCO); where either is missing it raises
 :class:`SystemDependencyMissing` with the command that installs it, never a synonym-free score.
 """

@@ -32,7 +32,7 @@ def siglip_checkpoint(smoke_config: RunConfig, smoke_prepared, tmp_path_factory)
 def generators(smoke_config: RunConfig, siglip_checkpoint, tmp_path_factory):
     """``generators(tuning)``: a two-epoch train-full run with BioGPT fully tuned (the smoke default) or with
     LoRA, trained on first use and shared by the module's tests."""
-    from worker.reportgen.stage import train_full
+    from worker.generation.stage import train_full
 
     runs: dict[str, SimpleNamespace] = {}
 
@@ -55,7 +55,7 @@ def test_biogpt_folder_loads_with_plain_transformers_and_peft_and_matches_the_pr
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from worker.reportgen.checkpoint import load_report_model
+    from worker.generation.checkpoint import load_report_model
 
     generator = generators(tuning)
     product = load_report_model(generator.result.artifacts["best_checkpoint"], generator.config).captioner.causal_lm

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
-from worker.reportgen.model import ReportCaptioner, build_captioner
-from worker.reportgen.module import (
+from worker.generation.model import ReportCaptioner, build_captioner
+from worker.generation.module import (
     BASE_FINGERPRINT_KEY,
     FEATURE_DIM_KEY,
     RUN_CONFIG_KEY,

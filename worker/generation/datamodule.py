@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from worker.reportgen.model import IGNORE_INDEX
+from worker.generation.model import IGNORE_INDEX
 
 
 def encode_targets(tokenizer, texts: list[str], max_tokens: int, eos_id: int) -> list[list[int]]:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import RunConfig
+from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
-from worker.reportgen.predict import Predictions, output_dir, predict
 from worker.result import StageResult
 from worker.textmetrics import all_metrics, check_system_dependencies
+from worker.training.runs import output_dir
 
 STAGE = "evaluate"
 

@@ -20,10 +20,10 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.atomic_io import AtomicCheckpointIO
-from worker.siglip.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
-from worker.siglip.profiling import PeakMemory
-from worker.tracking import build_loggers, log_artifacts
+from worker.tracking import build_loggers
+from worker.training.atomic_io import AtomicCheckpointIO
+from worker.training.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
+from worker.training.profiling import PeakMemory
 
 
 @dataclass
@@ -110,18 +110,3 @@ def fit_result(stage: str, callbacks: RunCallbacks, ckpt_dir: Path, metrics: dic
         artifacts["last_checkpoint"] = str(last)
     status = "cancelled" if callbacks.reporting.cancelled else "succeeded"
     return StageResult(stage=stage, metrics=metrics, artifacts=artifacts, status=status)
-
-
-def write_run_outputs(trainer: L.Trainer, result: StageResult, ckpt_dir: Path) -> StageResult:
-    """A finished run's Hugging Face output beside its checkpoints (rank 0 only), from the best checkpoint
-    with the run's final metrics in its model card; the card also goes to MLflow when that logger is on."""
-    best = result.artifacts.get("best_checkpoint")
-    if result.status != "succeeded" or not best or not trainer.is_global_zero:
-        return result
-    from worker.export.layout import MODEL_CARD, hf_output_dir
-    from worker.export.stage import write_hf_output
-
-    out = write_hf_output(best, hf_output_dir(ckpt_dir), metrics=result.metrics)
-    result.artifacts["hf_output"] = str(out)
-    log_artifacts(trainer, [out / MODEL_CARD])
-    return result

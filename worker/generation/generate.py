@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from worker.config import GenerationConfig
-from worker.reportgen.model import ReportCaptioner
+from worker.generation.model import ReportCaptioner
 
 
 def decoding_kwargs(gen: GenerationConfig, captioner: ReportCaptioner) -> dict:

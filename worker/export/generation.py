@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 
 from worker.config import RunConfig
 from worker.export.layout import BIOGPT_DIR, PROJECTOR_CONFIG, PROJECTOR_DIR, PROJECTOR_WEIGHTS
-from worker.reportgen.checkpoint import load_report_model
-from worker.reportgen.module import FEATURE_DIM_KEY, RUN_CONFIG_KEY
+from worker.generation.checkpoint import load_report_model
+from worker.generation.module import FEATURE_DIM_KEY, RUN_CONFIG_KEY
 
 
 @dataclass(frozen=True)

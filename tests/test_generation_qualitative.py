@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.reportgen.predict import Predictions
-from worker.reportgen.qualitative import choose_studies, write_html
-from worker.reportgen.studies import Studies
+from worker.generation.predict import Predictions
+from worker.generation.qualitative import choose_studies, write_html
+from worker.generation.studies import Studies
 from worker.textmetrics import per_sample_scores
 
 # (reference, generated): two exact matches of different lengths, a lone ".", and partial matches.

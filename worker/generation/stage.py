@@ -6,8 +6,6 @@ augmentation: the same image always gives the same prefix) and the epochs only r
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,33 +15,21 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
+from worker.export.stage import write_run_outputs
+from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
+from worker.generation.encoder import image_features, load_siglip
+from worker.generation.model import ReportCaptioner, build_captioner
+from worker.generation.module import ReportGenModule
+from worker.generation.studies import select_studies
 from worker.recorder import Recorder
-from worker.reportgen.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
-from worker.reportgen.encoder import image_features, load_siglip
-from worker.reportgen.model import ReportCaptioner, build_captioner
-from worker.reportgen.module import ReportGenModule
-from worker.reportgen.studies import select_studies
 from worker.result import StageResult
-from worker.siglip.model import count_parameters, weights_dtype_for
-from worker.siglip.profiling import PeakMemory
-from worker.siglip.stage import resolve_accelerator, resolve_precision
-from worker.siglip.trainer import (
-    best_epoch_metrics,
-    build_trainer,
-    fit_result,
-    resume_checkpoint,
-    write_run_outputs,
-)
+from worker.siglip.model import count_parameters
+from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
+from worker.training.profiling import PeakMemory
+from worker.training.runs import short_hash
+from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
 
 STAGE = "train-full"
-
-
-def torch_device(accelerator: str) -> str:
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if accelerator == "gpu" else "cpu"
-
-
-def short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def checkpoint_dir(config: RunConfig, siglip_checkpoint: str) -> Path:

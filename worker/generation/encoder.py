@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from worker.config import GenerationConfig
-from worker.reportgen.model import pool_patches
+from worker.generation.model import pool_patches
 from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
 
 

@@ -8,10 +8,10 @@ import lightning as L
 import torch
 
 from worker.config import RunConfig
-from worker.reportgen.model import ReportCaptioner
-from worker.siglip.callbacks import logged_metrics
+from worker.generation.model import ReportCaptioner
 from worker.siglip.model import trainable_parameter_names
-from worker.siglip.module import METRICS_KEY, warmup_cosine
+from worker.training.callbacks import METRICS_KEY, logged_metrics
+from worker.training.schedule import warmup_cosine_schedule
 
 RUN_CONFIG_KEY = "run_config"
 SIGLIP_CHECKPOINT_KEY = "siglip_checkpoint"
@@ -27,7 +27,7 @@ def base_fingerprint(captioner: ReportCaptioner) -> float:
 
 class ReportGenModule(L.LightningModule):
     """Checkpoints hold only the trainable tensors plus what rebuilding needs (config, SigLIP checkpoint,
-    feature width, base-model fingerprint); ``worker.reportgen.checkpoint`` loads them back."""
+    feature width, base-model fingerprint); ``worker.generation.checkpoint`` loads them back."""
 
     def __init__(self, config: RunConfig, captioner: ReportCaptioner, siglip_checkpoint: str, feature_dim: int):
         super().__init__()
@@ -57,8 +57,7 @@ class ReportGenModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=gen.lr, weight_decay=self.config.train.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(gen.warmup_steps, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": warmup_cosine_schedule(optimizer, gen.warmup_steps, total)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The projector is saved whole: its feature statistics are buffers, not parameters.

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from worker.config import RunConfig
-from worker.reportgen.checkpoint import load_report_model
-from worker.reportgen.encoder import image_features, load_siglip
-from worker.reportgen.generate import generate_reports
-from worker.reportgen.stage import short_hash, torch_device
-from worker.reportgen.studies import Studies, select_studies
-from worker.siglip.model import weights_dtype_for
-from worker.siglip.stage import resolve_accelerator, resolve_precision
+from worker.generation.checkpoint import load_report_model
+from worker.generation.encoder import image_features, load_siglip
+from worker.generation.generate import generate_reports
+from worker.generation.studies import Studies, select_studies
 from worker.textmetrics import per_sample_scores
+from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
 
 
 @dataclass
@@ -36,13 +33,6 @@ class Predictions:
     @property
     def references(self) -> list[str]:
         return self.studies.texts
-
-
-def output_dir(config: RunConfig, stage: str, checkpoint: str) -> Path:
-    """The job's run dir, or one folder per config and checkpoint (the config hash does not see the checkpoint)."""
-    if config.paths.run_dir:
-        return config.run_path(stage)
-    return config.run_path(stage) / f"checkpoint-{short_hash(str(Path(checkpoint).resolve()))}"
 
 
 def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:

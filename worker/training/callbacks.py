@@ -14,6 +14,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from worker.recorder import Recorder
 
+METRICS_KEY = "metrics"
+"""Where a checkpoint keeps the metrics logged when it was saved (``logged_metrics``); its model card shows them."""
+
 
 class RecorderCallback(L.Callback):
     """Reports progress every step; at each epoch's end, once the best checkpoint is settled, writes

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.config import RunConfig
-from worker.reportgen.datamodule import TargetCollator, encode_targets
-from worker.reportgen.generate import generate_reports
-from worker.reportgen.model import IGNORE_INDEX, build_captioner, pool_patches
+from worker.generation.datamodule import TargetCollator, encode_targets
+from worker.generation.generate import generate_reports
+from worker.generation.model import IGNORE_INDEX, build_captioner, pool_patches
 
 FEATURE_DIM = 12
 TEXTS = ["no acute cardiopulmonary abnormality.", "right pleural effusion."]
@@ -162,8 +162,8 @@ def test_patch_features_pool_to_k_prefixes(smoke_config, tiny_biogpt, kind):
 
 @pytest.mark.parametrize("tuning", ["lora", "qlora", "full"])
 def test_checkpoint_reloads_the_trained_captioner(smoke_config, tiny_biogpt, tmp_path, tuning):
-    from worker.reportgen.checkpoint import load_report_model
-    from worker.reportgen.module import ReportGenModule
+    from worker.generation.checkpoint import load_report_model
+    from worker.generation.module import ReportGenModule
 
     config, captioner = make(smoke_config, tiny_biogpt, biogpt_tuning=tuning)
     b = batch(captioner, tiny_biogpt, config)

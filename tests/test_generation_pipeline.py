@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from worker.config import RunConfig
+from worker.generation.studies import select_studies
 from worker.recorder import MemoryRecorder
-from worker.reportgen.studies import select_studies
 
 TRAIN_FIELDS = (
     "train_loss", "val_loss", "initial_val_loss", "train_time_s", "samples_per_s", "peak_gpu_mem_mb",
@@ -26,7 +26,7 @@ UNIT_METRICS = (
 
 @pytest.fixture(scope="module")
 def trained(smoke_config: RunConfig, smoke_prepared) -> SimpleNamespace:
-    from worker.reportgen.stage import train_full
+    from worker.generation.stage import train_full
     from worker.siglip.stage import train_siglip
 
     # A short SigLIP run is enough: the generator only needs image features that differ between studies.
@@ -39,7 +39,7 @@ def trained(smoke_config: RunConfig, smoke_prepared) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def evaluated(smoke_config: RunConfig, trained):
-    from worker.reportgen.evaluate import evaluate
+    from worker.generation.evaluate import evaluate
 
     return evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
 
@@ -83,7 +83,7 @@ def test_predictions_file_has_one_line_per_test_study(evaluated, smoke_prepared)
 
 def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_config, trained):
     from worker.data.cleaning import r2gen_tokens_text
-    from worker.reportgen.evaluate import evaluate
+    from worker.generation.evaluate import evaluate
 
     config = smoke_config.model_copy(update={
         "data": smoke_config.data.model_copy(update={"target": "findings"}),
@@ -102,7 +102,7 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
 
 
 def test_qualitative_writes_html_and_png(smoke_config, trained):
-    from worker.reportgen.qualitative import GRID_DPI, GRID_WIDTH_IN, ROW_HEIGHT_IN, qualitative
+    from worker.generation.qualitative import GRID_DPI, GRID_WIDTH_IN, ROW_HEIGHT_IN, qualitative
 
     result = qualitative(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"],
                          num_samples=5)
@@ -116,14 +116,14 @@ def test_qualitative_writes_html_and_png(smoke_config, trained):
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_stage(smoke_config, trained):
-    from worker.reportgen.evaluate import evaluate
+    from worker.generation.evaluate import evaluate
 
     with pytest.raises(ValueError, match="not a train-full checkpoint"):
         evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.siglip_checkpoint)
 
 
 def test_evaluate_without_java_fails_before_generating(smoke_config, trained, monkeypatch):
-    from worker.reportgen import evaluate as evaluate_module
+    from worker.generation import evaluate as evaluate_module
     from worker.textmetrics import SystemDependencyMissing, deps
 
     monkeypatch.setattr(deps.shutil, "which", lambda name: None)
