@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import JobEnv, invoke
 from safetensors.torch import load_file
 
 from jobs.core.settings import reset_settings
@@ -90,7 +90,7 @@ def test_projector_and_siglip_adapter_are_in_the_output(generators, tuning):
     assert "The SigLIP checkpoint it reads:" in card
 
 
-def test_jobs_run_export_with_merge(job_env: JobEnv, smoke_config, generators, monkeypatch, tmp_path_factory):  # noqa: F811
+def test_jobs_run_export_with_merge(job_env: JobEnv, smoke_config, generators, monkeypatch, tmp_path_factory):
     # The smoke data and models live in the session's var folder: the var root of this job system too; the
     # checkpoints and images in other temp folders of the session, which become a data root.
     monkeypatch.setenv("MEDVL_VAR_DIR", str(smoke_config.paths.var_dir))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from dicom_files import write_dicom
-from jobs_fixtures import JobEnv, invoke, job_env  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import JobEnv, invoke
 from PIL import Image
 
 from jobs.core.settings import reset_settings
@@ -117,7 +117,7 @@ def test_a_siglip_checkpoint_gives_retrieval_without_impressions(smoke_config, t
     assert record["impression"] is None and len(record["similar_reports"]) == 2
 
 
-def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, inputs, monkeypatch, tmp_path_factory):  # noqa: F811
+def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, inputs, monkeypatch, tmp_path_factory):
     # The smoke data and models live in the session's var folder: the var root of this job system too; the
     # checkpoints and images in other temp folders of the session, which become a data root.
     monkeypatch.setenv("MEDVL_VAR_DIR", str(smoke_config.paths.var_dir))
@@ -134,7 +134,7 @@ def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, 
     assert len(lines) == 8 and Path(payload["artifacts"]["html"]).is_file()
 
 
-def test_predict_needs_images(job_env: JobEnv):  # noqa: F811
+def test_predict_needs_images(job_env: JobEnv):
     result = invoke("run", "predict", "--checkpoint", "var/x.ckpt")
     assert result.exit_code == 2 and "needs --images" in result.output
     result = invoke("run", "predict", "scan.png", "--checkpoint", "var/x.ckpt")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import JobEnv, job_env, run_cli  # noqa: F401  (job_env: fixture)
+from jobs_fixtures import JobEnv, run_cli
 
 from jobs import service
 from jobs.core.schemas import JobState
@@ -15,7 +15,7 @@ from jobs.core.schemas import JobState
 pytestmark = pytest.mark.slow
 
 
-def test_two_cpu_ranks_make_one_job_and_one_experiment(job_env: JobEnv, smoke_prepared, smoke_config):  # noqa: F811
+def test_two_cpu_ranks_make_one_job_and_one_experiment(job_env: JobEnv, smoke_prepared, smoke_config):
     env = JobEnv(job_env.root, {**job_env.variables, "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir))})
     completed = run_cli(
         env, "run", "train", "--preset", "smoke", "--devices", "2", "--epochs", "1",
