@@ -13,6 +13,8 @@ import typer
 
 from jobs import service
 from jobs.broker import localbroker, queue
+from jobs.broker.celery_app import CPU_QUEUE, GPU_QUEUE, declare_queues, ensure_broker, is_queue_name
+from jobs.broker.celery_app import app as celery_app
 from jobs.cli.app import EXIT_BAD_INPUT, EXIT_FAILED, JsonOpt, app, command, die, friendly_errors
 from jobs.core.settings import get_settings
 
@@ -31,8 +33,6 @@ def worker(
 ) -> None:
     """Start a Celery worker for this project's broker and database."""
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    from jobs.broker.celery_app import CPU_QUEUE, GPU_QUEUE, declare_queues, ensure_broker, is_queue_name
-
     unknown = sorted(name for name in chosen if not is_queue_name(name))
     if not chosen or unknown:
         raise service.InvalidRequest(
@@ -40,12 +40,12 @@ def worker(
         )
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from jobs.execution.tasks import app as celery_app
+    from jobs.execution.tasks import app as worker_app  # the app with its tasks and the sweep registered
 
     ensure_broker()
-    declare_queues(celery_app, [name for name in chosen if name not in (GPU_QUEUE, CPU_QUEUE)])
+    declare_queues(worker_app, [name for name in chosen if name not in (GPU_QUEUE, CPU_QUEUE)])
     name = hostname or f"{'-'.join(chosen)}{'-gpu' + gpu if gpu else ''}-{os.getpid()}@{socket.gethostname()}"
-    celery_app.worker_main(
+    worker_app.worker_main(
         [
             "worker",
             f"--queues={','.join(chosen)}",
@@ -82,9 +82,6 @@ def flower(port: Annotated[int, typer.Option("--port", help="Port.")] = 5555) ->
     auth = get_settings().flower_basic_auth
     if not auth or ":" not in auth:
         raise service.InvalidRequest("FLOWER_BASIC_AUTH must be set to user:password (Flower is never started open)")
-    from jobs.broker.celery_app import app as celery_app
-    from jobs.broker.celery_app import ensure_broker
-
     ensure_broker()
     celery_app.start(["flower", f"--port={port}", f"--basic-auth={auth}"])
 
@@ -108,8 +105,6 @@ def _local_broker():  # type: ignore[no-untyped-def]
 @friendly_errors
 def broker_start() -> None:
     """Start the local Redis (commands that need it start it anyway)."""
-    from jobs.broker import localbroker
-
     local = _local_broker()
     localbroker.ensure_running(local)
     typer.echo(f"local broker answering on {local.socket_path}")
@@ -119,8 +114,6 @@ def broker_start() -> None:
 @friendly_errors
 def broker_stop() -> None:
     """Stop the local Redis; queued messages stay in its append-only file for the next start."""
-    from jobs.broker import localbroker
-
     local = _local_broker()
     typer.echo("local broker stopped" if localbroker.stop(local) else "local broker was not running")
 
@@ -129,8 +122,6 @@ def broker_stop() -> None:
 @friendly_errors
 def broker_status(as_json: JsonOpt = False) -> None:
     """Where the broker is and whether it answers (exit 1 when it does not)."""
-    from jobs.broker import localbroker
-
     local = localbroker.configured()
     if local is None:
         info: dict[str, Any] = {"url": queue.safe_url(get_settings().broker), "managed": False}
