@@ -9,11 +9,10 @@ the options a command line spells differently (--set, --grid, --seed-list) are d
 import functools
 import inspect
 import os
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
 
@@ -24,7 +23,8 @@ from jobs.core.schemas import SubmitRequest
 from jobs.core.stages import Stage, StageParams
 from jobs.execution.refs import JOB_REF
 from jobs.service import InvalidRequest
-from jobs.service.shortcuts import shortcut_fields, shortcut_overrides
+from jobs.service.shortcuts import shortcut_fields, shortcut_overrides, without_none
+from worker.config import SHORTCUTS  # torch-free
 
 F = TypeVar("F", bound=Callable[..., Any])
 PANEL = "Stage options"
@@ -114,10 +114,7 @@ def _parse_seed_list(raw: str | None) -> list[int] | None:
 def command_line_type(annotation: Any) -> Any:
     """The type a command-line option parses into for a model field's annotation: choices and constrained
     text as plain str (the model checks them, naming the allowed values), lists as lists of str."""
-    optional = False
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [arg for arg in get_args(annotation) if arg is not type(None)]
-        optional, annotation = len(args) < len(get_args(annotation)), args[0]
+    annotation, optional = without_none(annotation)
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
     if get_origin(annotation) is list:
@@ -169,7 +166,7 @@ STAGE_OPTIONS = [
     _option("grid", list[str] | None, None, "sweep: KEY=V1,V2 over any config key (repeatable)."),
     _option("seed_list", str | None, None, "compare/sweep: these seeds, e.g. 1,2,3 (instead of --seeds)."),
 ]
-SHORTCUT_NAMES = tuple(shortcut_fields())
+SHORTCUT_NAMES = tuple(SHORTCUTS)
 PARAM_NAMES = tuple(StageParams.model_fields)
 
 # `--images a.png b.png` (a shell glob, typically): click options take one value each, so the paths after the

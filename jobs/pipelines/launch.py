@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import chain, group
 from sqlalchemy import select
 
 from db.models import Job
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 def canvas(plan: ComparePlan, gpu_class: str | None = None) -> Any:
     """prepare(s) -> group(branch per run) -> report, each step the child job's own message."""
-    from celery import chain, group
-
     with transaction() as session:
         jobs = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(plan.child_ids())))}
         steps = {job_id: (job.celery_task_id, max_time_s(job.config)) for job_id, job in jobs.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, create_model
@@ -36,12 +37,19 @@ def config_field(key: str) -> FieldInfo:
     return model.model_fields[name]
 
 
+def without_none(annotation: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); any other annotation -> (itself, False)."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(args) < len(get_args(annotation)):
+            return (args[0] if len(args) == 1 else Union[tuple(args)]), True  # noqa: UP007
+    return annotation, False
+
+
 def value_type(field: FieldInfo) -> Any:
     """The field's type without None, an Enum as the Literal of its values (as JSON shows them), and plain
     text as StorableStr (what a request may store)."""
-    annotation = field.annotation
-    if get_origin(annotation) in (Union, type(int | None)):
-        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    annotation, _ = without_none(field.annotation)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return Literal[tuple(member.value for member in annotation)]  # type: ignore[valid-type]
     if annotation is str:
