@@ -43,6 +43,10 @@ FAST_TIMINGS = {
     "JOBS_MAX_ATTEMPTS": "3",
     "JOBS_REQUEUE_AFTER_S": "3",
 }
+# A worker running the real stages: its child imports torch and trains while the machine is loaded, and its
+# heartbeat thread can then be starved for seconds. With FAST_TIMINGS' 2 s a sweep would hand the live job to
+# another attempt; these tests are about the stages through the queue, not about recovering from a death.
+REAL_STAGE_TIMINGS = {**FAST_TIMINGS, "JOBS_STALE_AFTER_S": "60", "JOBS_REQUEUE_AFTER_S": "60"}
 
 log = logging.getLogger("fake_stage")
 
@@ -245,9 +249,10 @@ class Worker:
         environment = {**os.environ, **env.variables, **(extra_env or {})}
         environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), environment.get("PYTHONPATH", "")])
         self.log_path = env.root / f"worker-{name}-{uuid.uuid4().hex[:4]}.log"
+        self.hostname = f"{name}-{uuid.uuid4().hex[:6]}@test"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [*command, "worker", "--queues", queues, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@test"],
+            [*command, "worker", "--queues", queues, "--hostname", self.hostname],
             cwd=REPO,
             env=environment,
             stdout=self._log,
@@ -268,6 +273,12 @@ class Worker:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until the worker answers a ping (a loaded machine boots it in seconds, not instantly)."""
+        from jobs.broker import queue
+
+        wait_for(lambda: self.hostname in queue.workers_answering(), timeout, f"worker {self.hostname} to answer", self)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, worker: Worker | None = None) -> Any:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, embedded_variables, run_cli
+from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, embedded_variables, run_cli
 from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
@@ -141,7 +141,7 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
         "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         "JOBS_LOG_DIR": str(tmp_path / "logs"),
         "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
-        **FAST_TIMINGS,
+        **REAL_STAGE_TIMINGS,
     }
     env = JobEnv(tmp_path, variables)
     for name, value in env.variables.items():
@@ -150,6 +150,7 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     dispose_engines()
     worker = Worker(env, fake=False, name="compare")
     try:
+        worker.wait_ready()
         completed = run_cli(
             env, "submit", "compare", "--preset", "smoke", "--epochs", "2", "--seeds", "3",
             "--set", "train.limit_train_batches=2", "--wait", "--json", timeout=500,

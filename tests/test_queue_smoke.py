@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import FAST_TIMINGS, JobEnv, Worker, run_cli
+from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, run_cli
 from sqlalchemy import func, select
 
 from db.models import Metric
@@ -30,7 +30,7 @@ def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_
     # The session's smoke folder (data and tiny models already built) is the var folder: the database and the
     # broker are the defaults under it, as on a fresh clone.
     var_dir = str(Path(smoke_config.paths.var_dir))
-    env = JobEnv(tmp_path, {"MEDVL_VAR_DIR": var_dir, **FAST_TIMINGS})
+    env = JobEnv(tmp_path, {"MEDVL_VAR_DIR": var_dir, **REAL_STAGE_TIMINGS})
     for name, value in env.variables.items():
         monkeypatch.setenv(name, value)
     reset_settings()
@@ -41,6 +41,7 @@ def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_
 
     worker = Worker(env, fake=False, name="smoke")
     try:
+        worker.wait_ready()
         completed = run_cli(
             env, "submit", "train", "--preset", "smoke", "--peft", "qlora", "--epochs", "2",
             "--set", "train.limit_train_batches=2", "--wait", "--json", timeout=400,

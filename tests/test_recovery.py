@@ -112,6 +112,7 @@ def test_wait_gives_up_with_a_hint_when_no_worker_answers(queue_env):
     completed = run_cli(queue_env, "submit", "train", "--preset", "smoke", "--wait", timeout=60)
     assert completed.returncode == 1
     assert "no worker has answered" in completed.stderr and "`jobs worker`" in completed.stderr
+    assert "stays QUEUED" in completed.stderr
     assert time.monotonic() - started < 30
     [job] = service.list_jobs()
     assert job.state is JobState.QUEUED  # still there for a worker that starts later

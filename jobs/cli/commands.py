@@ -15,10 +15,10 @@ import typer
 
 from db.models import MAX_ROW_ID
 from jobs import service
-from jobs.broker import queue
 from jobs.cli import display
 from jobs.cli.app import EXIT_FAILED, JobIdArg, JsonOpt, StageArg, command, die
 from jobs.cli.options import STAGE_COMMAND_SETTINGS, StageOptions, with_stage_options
+from jobs.cli.watch import JobWatch
 from jobs.core.schemas import JobState, JobView, SubmitRequest
 from jobs.core.settings import get_settings
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
@@ -56,30 +56,13 @@ def submit(
 
 
 NO_WORKER_HINT_S = 15.0
-WORKER_PING_EVERY_S = 5.0
-
-
-class WorkerWatch:
-    """When a worker last answered a ping; asked often enough that a live worker is never missed."""
-
-    def __init__(self, patience_s: float) -> None:
-        self.every_s = min(WORKER_PING_EVERY_S, patience_s / 4)
-        self.last_seen = self.last_asked = time.monotonic()
-
-    def silent_for(self) -> float:
-        now = time.monotonic()
-        if now - self.last_asked >= self.every_s:
-            self.last_asked = now
-            if queue.workers_answering():
-                self.last_seen = time.monotonic()
-        return time.monotonic() - self.last_seen
 
 
 def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
-    """Follow the job to its end; give up, saying how to start a worker, once none has answered for
-    JOBS_STALE_AFTER_S (the job stays queued and runs when one starts)."""
-    patience = get_settings().stale_after_s
-    begun, hinted, watch = time.monotonic(), quiet, WorkerWatch(patience)
+    """Follow the job to its end; give up, saying how to start a worker, once neither the job (its heartbeat,
+    its state, its children) nor any worker has shown life for JOBS_STALE_AFTER_S (the job stays where it is
+    and goes on once a worker starts)."""
+    begun, hinted, watch = time.monotonic(), quiet, JobWatch(get_settings().stale_after_s)
     with display.JobProgress(enabled=not quiet) as progress:
         while True:
             job = service.get_job(job_id)
@@ -89,13 +72,8 @@ def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
             if not hinted and job.state is JobState.QUEUED and time.monotonic() - begun > NO_WORKER_HINT_S:
                 typer.echo(f"job {job_id} is still queued: is a worker running? (`jobs worker`)", err=True)
                 hinted = True
-            if (silent := watch.silent_for()) > patience:
-                die(
-                    f"no worker has answered for {silent:.0f}s (JOBS_STALE_AFTER_S={patience:g}); job {job_id} stays "
-                    f"{job.state.value} and runs once a worker starts: `jobs worker` (same DATABASE_URL and "
-                    f"CELERY_BROKER_URL), then `jobs status {job_id}`",
-                    EXIT_FAILED,
-                )
+            if (silent := watch.silent_for(job)) > watch.patience_s:
+                die(watch.gave_up_message(job, silent), EXIT_FAILED)
             time.sleep(poll_s)
 
 

@@ -69,6 +69,7 @@ class JobView(BaseModel):
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    heartbeat_at: datetime | None = Field(None, description="When the run last proved it is alive (RUNNING jobs).")
     attempts: int
     worker_host: str | None
     gpu_name: str | None

@@ -32,6 +32,7 @@ def job_view(job: Job, *, with_children: bool = True) -> JobView:
         submitted_at=job.submitted_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
         attempts=job.attempts,
         worker_host=job.worker_host,
         gpu_name=job.gpu_name,
