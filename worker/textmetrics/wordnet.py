@@ -1,14 +1,18 @@
-"""WordNet 3.0 for NLTK's METEOR, built offline from Debian's `wordnet-base` package.
+"""WordNet 3.0 for NLTK's METEOR, built offline into an NLTK data folder of our own.
 
+The dictionary files come from the system WordNet when it is complete (Debian's `wordnet-base` and
+`wordnet-sense-index`, or ``MEDVL_WORDNET_DIR``), else from the copy this package ships
+(``data/wordnet-3.0.tar.xz``: the same files, byte for byte), so METEOR needs neither root nor apt.
 NLTK will not read ``/usr/share/wordnet`` in place: it expects a ``corpora/wordnet`` folder with a
-``lexnames`` file, which Debian does not ship. We copy the dictionary files into an NLTK data folder
-of our own and write ``lexnames`` (the 45 lexicographer files of WordNet 3.0) beside them.
+``lexnames`` file, which Debian does not ship, so we write ``lexnames`` (the 45 lexicographer files of
+WordNet 3.0) beside the copied files.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tarfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +23,7 @@ from nltk.corpus.reader.wordnet import WordNetCorpusReader
 from worker.textmetrics.deps import INSTALL_HINT, SystemDependencyMissing
 
 SYSTEM_WORDNET = Path(os.environ.get("MEDVL_WORDNET_DIR", "/usr/share/wordnet"))
+BUNDLED_WORDNET = Path(__file__).with_name("data") / "wordnet-3.0.tar.xz"
 
 # WordNet 3.0's lexicographer files in number order, with their part-of-speech number (lexnames(5WN)).
 LEXNAMES = (
@@ -41,28 +46,43 @@ def _missing_files(folder: Path) -> list[str]:
     return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
 
 
-def ensure_wordnet_data(nltk_data_dir: Path, source: Path | None = None) -> Path:
+def _fill_from_system(staging: Path, source: Path) -> None:
+    for name in REQUIRED_FILES:
+        shutil.copyfile(source / name, staging / name)
+
+
+def _fill_from_bundle(staging: Path, archive: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = [tar.getmember(name) for name in REQUIRED_FILES]
+        tar.extractall(staging, members=members, filter="data")
+
+
+def ensure_wordnet_data(nltk_data_dir: Path, source: Path | None = None, bundle: Path | None = None) -> Path:
     """Make ``nltk_data_dir/corpora/wordnet`` a complete WordNet for NLTK; returns that folder.
 
-    Idempotent: an existing complete copy is reused. Raises SystemDependencyMissing naming the
-    packages to install when the system WordNet is absent or incomplete.
+    Idempotent: an existing complete copy is reused. Takes the files from `source` (default: the system
+    WordNet) when it has them all, else from the bundled archive; raises SystemDependencyMissing naming
+    what is missing when neither has them.
     """
-    source = source or SYSTEM_WORDNET
+    source, bundle = source or SYSTEM_WORDNET, bundle or BUNDLED_WORDNET
     target = Path(nltk_data_dir) / "corpora" / "wordnet"
     if not _missing_files(target) and (target / "lexnames").is_file():
         return target
     missing = _missing_files(source)
-    if missing:
+    if missing and not bundle.is_file():
         raise SystemDependencyMissing(
             f"METEOR needs WordNet 3.0 with synonyms, but {source} lacks {', '.join(missing[:3])}"
-            f"{' ...' if len(missing) > 3 else ''}; {INSTALL_HINT}"
+            f"{' ...' if len(missing) > 3 else ''} and the bundled copy {bundle} is gone (reinstall the project); "
+            f"{INSTALL_HINT}"
         )
     shutil.rmtree(target, ignore_errors=True)  # an incomplete copy (say, from an interrupted run)
     staging = target.with_name(f"wordnet.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in REQUIRED_FILES:
-        shutil.copyfile(source / name, staging / name)
+    if missing:
+        _fill_from_bundle(staging, bundle)
+    else:
+        _fill_from_system(staging, source)
     lines = (f"{i:02d}\t{name}\t{pos}\n" for i, (name, pos) in enumerate(LEXNAMES))
     (staging / "lexnames").write_text("".join(lines))
     # A rename makes the copy appear whole or not at all; a process that loses the race keeps the winner's.
