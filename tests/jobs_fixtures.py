@@ -117,10 +117,13 @@ def _unreachable(what: str, error: Exception) -> None:
 
 
 def redis_broker_url() -> str:
-    """A Redis database of its own for these tests, emptied first (db 11: other tests use 0)."""
+    """A Redis database of its own for these tests, emptied first: db 11, 12, ... one per pytest-xdist worker
+    (gw0, gw1, ...), so that two workers never empty each other's queues."""
     import redis
 
-    url = f"{REDIS_URL.rstrip('/')}/11"
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    assert 11 + worker <= 15, f"Redis has 16 databases: at most 5 xdist workers, not {worker + 1}"
+    url = f"{REDIS_URL.rstrip('/')}/{11 + worker}"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2)
         client.flushdb()

