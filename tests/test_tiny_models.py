@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from worker.base_models import base_dir
 from worker.config import ConfigError, RunConfig
 from worker.fixtures.tiny_models import SPEC_FILE, ensure_tiny_models
 
@@ -22,7 +23,7 @@ def built(smoke_config: RunConfig) -> RunConfig:
 def test_siglip_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
-    path = built.resolve_model_path(built.model.siglip)
+    path = base_dir(built, "siglip")
     model = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     image_processor = AutoImageProcessor.from_pretrained(path)
@@ -59,7 +60,7 @@ def test_siglip_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
 def test_biogpt_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = built.resolve_model_path(built.model.biogpt)
+    path = base_dir(built, "biogpt")
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert type(model).__name__ == "BioGptForCausalLM"
@@ -78,9 +79,7 @@ def test_biogpt_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
 
 
 def test_second_call_reuses_the_checkpoints(built: RunConfig) -> None:
-    weights = [
-        Path(built.resolve_model_path(name)) / "model.safetensors" for name in (built.model.siglip, built.model.biogpt)
-    ]
+    weights = [Path(base_dir(built, field)) / "model.safetensors" for field in ("siglip", "biogpt")]
     stamps = [p.stat().st_mtime_ns for p in weights]
     ensure_tiny_models(built)
     assert [p.stat().st_mtime_ns for p in weights] == stamps

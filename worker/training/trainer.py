@@ -93,6 +93,17 @@ def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
     return last if config.train.resume and last.is_file() else None
 
 
+def resumed_base(config: RunConfig, resume_from: Path | None, field: str) -> RunConfig:
+    """A resumed run continues on the base its last checkpoint recorded (``pin_base`` then checks it)."""
+    from worker.checkpoint_info import recorded_config
+
+    key = f"{field}_revision"
+    recorded = (recorded_config(resume_from) or {}).get("model", {}).get(key) if resume_from else None
+    if not recorded or getattr(config.model, key):
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={key: recorded})})
+
+
 def best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
     """The metrics of the epoch with the lowest val_loss (the one the best checkpoint holds)."""
     with_val = [m for m in epochs if "val_loss" in m]
