@@ -103,3 +103,18 @@ def test_the_api_answers_422_naming_the_param(roots, checkpoints) -> None:
         assert error["loc"] == ["body", "params", "checkpoint"]
         assert "`qualitative` takes the best_checkpoint of `train-full`" in error["msg"]
         assert client.get("/jobs").json() == []
+
+
+@pytest.mark.parametrize("stage", [Stage.predict, Stage.export])
+def test_jobs_list_shows_the_checkpoints_peft_method_not_the_presets(roots, checkpoints, stage) -> None:
+    from jobs.core.schemas import SubmitRequest
+    from jobs.core.stages import StageParams
+    from jobs.service.submission import create_job
+
+    images = [checkpoints.train] if stage == Stage.predict else None
+    params = StageParams(checkpoint=checkpoints.train, images=images)
+    # The smoke checkpoint is LoRA; the request asks for QLoRA, which a checkpoint-reading stage cannot change.
+    job, _ = create_job(SubmitRequest(stage=stage, preset="smoke", overrides={"peft.method": "qlora"}, params=params))
+    assert job.config["peft"]["method"] == "lora"
+    row = next(line for line in invoke("list").stdout.splitlines() if f" {stage.value} " in line)
+    assert row.split("│")[3].strip() == "lora", row  # the table's peft column

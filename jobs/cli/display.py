@@ -73,7 +73,8 @@ def _progress_text(job: JobView) -> str:
 
 
 def _method(job: JobView) -> str:
-    """The PEFT method of a training job, so a comparison's two branches can be told apart."""
+    """The PEFT method of a training job, so a comparison's two branches can be told apart; a job that reads a
+    checkpoint has its checkpoint's (jobs/service/submission.py records it in the job's config)."""
     if job.stage in ("prepare-data", "compare", "sweep", "report"):
         return "-"
     return str(((job.config or {}).get("peft") or {}).get("method") or "-")

@@ -24,22 +24,27 @@ class WrongCheckpointKind(ValueError):
         self.key = key
 
 
-def check_checkpoint_kinds(stage: Stage, params: Mapping[str, Any]) -> None:
-    """WrongCheckpointKind for an existing checkpoint param of a kind ``stage`` does not take."""
+def check_checkpoint_kinds(stage: Stage, params: Mapping[str, Any]) -> str | None:
+    """WrongCheckpointKind for an existing checkpoint param of a kind ``stage`` does not take; otherwise the
+    PEFT method the checkpoint was trained with (None when no checkpoint could be read yet)."""
+    method = None
     for name, kinds in CHECKPOINT_KINDS.get(stage, {}).items():
         value = params.get(name)
         if not isinstance(value, str) or not Path(value).is_file():
             continue
-        from worker.checkpoint_info import NotACheckpoint, checkpoint_kind, read_header
+        from worker.checkpoint_info import RUN_CONFIG_KEY, NotACheckpoint, checkpoint_kind, read_header
 
         wanted = " or ".join(SOURCE_STAGE[kind] for kind in kinds)
         key = f"params.{name}"
         try:
-            kind = checkpoint_kind(read_header(value))
+            header = read_header(value)
         except NotACheckpoint as exc:
             raise WrongCheckpointKind(key, f"{key}: {exc}; `{stage.value}` takes a checkpoint of {wanted}") from None
+        kind = checkpoint_kind(header)
         if kind not in kinds:
             what = f"a checkpoint of {SOURCE_STAGE[kind]}" if kind else "not a checkpoint of train or train-full"
             raise WrongCheckpointKind(
                 key, f"{key}: {value} is {what}; `{stage.value}` takes the best_checkpoint of {wanted}"
             )
+        method = header[RUN_CONFIG_KEY].get("peft", {}).get("method")
+    return method

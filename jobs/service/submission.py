@@ -49,7 +49,9 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         config_path = config_file(request.config_path) if request.config_path else None
         config = load_config(request.preset, request.overrides, config_path)
         params = check_job_inputs(config, params)
-        check_checkpoint_kinds(request.stage, params)
+        if method := check_checkpoint_kinds(request.stage, params):
+            # A stage that reads a checkpoint runs its PEFT method, whatever the preset says: the row says so too.
+            config = config.model_copy(update={"peft": config.peft.model_copy(update={"method": method})})
     except (LocationRefused, WrongCheckpointKind) as exc:
         raise InvalidRequest(str(exc), field=exc.key) from None
     except ConfigError as exc:
