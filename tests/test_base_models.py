@@ -159,3 +159,23 @@ def test_a_branch_resolves_to_its_commit(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     assert hub_commit("microsoft/biogpt", None) == COMMIT
     assert asked == [("microsoft/biogpt", None)]
+
+
+def test_jobs_run_predict_prints_its_files_and_gives_the_first_jobs_results(
+    job_env, smoke_config: RunConfig, two_seeds, images, monkeypatch: pytest.MonkeyPatch, tmp_path_factory
+) -> None:
+    from jobs_fixtures import invoke
+
+    from jobs.core.settings import reset_settings
+
+    monkeypatch.setenv("MEDVL_VAR_DIR", str(smoke_config.paths.var_dir))
+    monkeypatch.setenv("MEDVL_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+    reset_settings()
+    checkpoint = two_seeds.first.artifacts["best_checkpoint"]
+    result = invoke("run", "predict", "--set", f"paths.var_dir={smoke_config.paths.var_dir}", "--checkpoint",
+                    checkpoint, "--images", *images, "--top-k", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = dict(line.strip().split(": ", 1) for line in result.stdout.splitlines() if line.startswith("  "))
+    assert Path(written["predictions"]).name == "predictions.jsonl" and Path(written["html"]).is_file()
+    records = [json.loads(line) for line in Path(written["predictions"]).read_text().splitlines()]
+    assert records == two_seeds.before

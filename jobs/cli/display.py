@@ -87,6 +87,11 @@ def job_summary_line(job: JobView) -> str:
     return line
 
 
+def artifact_lines(artifacts: dict[str, str]) -> list[str]:
+    """Where a run wrote its files (predictions, checkpoints, the Hugging Face output), one per line."""
+    return [f"  {name}: {path}" for name, path in artifacts.items()]
+
+
 def print_job(job: JobView) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
