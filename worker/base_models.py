@@ -49,7 +49,7 @@ def base_source(config: RunConfig, field: str) -> tuple[str, dict[str, Any]]:
     return base_dir(config, field), pinned
 
 
-def pin_base(config: RunConfig, field: str, source: str = "the config") -> RunConfig:
+def pin_base(config: RunConfig, field: str, source: str | None = None) -> RunConfig:
     """``config`` with ``model.<field>_revision`` set to the identity of the base it will load.
 
     A hub id is resolved to its commit (an unset revision: the latest; a branch or tag: its commit). A local
@@ -57,6 +57,7 @@ def pin_base(config: RunConfig, field: str, source: str = "the config") -> RunCo
     with BaseMismatch. ``source`` names where the recorded revision came from, for that message."""
     name = getattr(config.model, field)
     recorded = getattr(config.model, f"{field}_revision")
+    source = source or f"the config's model.{field}_revision"
     if is_hub_model(config, field):
         current = hub_commit(name, recorded)
     else:
@@ -64,7 +65,7 @@ def pin_base(config: RunConfig, field: str, source: str = "the config") -> RunCo
         current = weights_digest(folder)
         if recorded and recorded != current:
             raise BaseMismatch(
-                f"model.{field}: {source} was trained on {name} with weights {recorded}, but {folder} now holds "
+                f"model.{field}: {source} records {name} with weights {recorded}, but {folder} now holds "
                 f"{current}; restore that base (same var dir and files) or train again on this one"
             )
     return config.model_copy(update={"model": config.model.model_copy(update={f"{field}_revision": current})})

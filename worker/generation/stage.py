@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from transformers import AutoTokenizer
 
-from worker.base_models import base_source, pin_base
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.export.stage import write_run_outputs
 from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
@@ -32,8 +32,8 @@ from worker.training.trainer import (
     best_epoch_metrics,
     build_trainer,
     fit_result,
+    pinned_base,
     resume_checkpoint,
-    resumed_base,
 )
 
 STAGE = "train-full"
@@ -60,8 +60,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
     gen = config.generation
     ckpt_dir = checkpoint_dir(config, siglip_checkpoint)
     resume_from = resume_checkpoint(config, ckpt_dir)
-    # Pinned after the run folder is named (it hangs on the config hash): the checkpoints record the base.
-    config = pin_base(resumed_base(config, resume_from, "biogpt"), "biogpt", f"checkpoint {resume_from or '(none)'}")
+    config = pinned_base(config, resume_from, "biogpt")
 
     with PeakMemory() as peak:
         started = time.perf_counter()

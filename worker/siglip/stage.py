@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from worker.base_models import base_source, pin_base
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.export.stage import write_run_outputs
 from worker.recorder import Recorder
@@ -33,8 +33,8 @@ from worker.training.trainer import (
     best_epoch_metrics,
     build_trainer,
     fit_result,
+    pinned_base,
     resume_checkpoint,
-    resumed_base,
 )
 
 STAGE = "train"
@@ -84,8 +84,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
     )
     ckpt_dir = checkpoint_dir(config)
     resume_from = resume_checkpoint(config, ckpt_dir)
-    # Pinned after the run folder is named (it hangs on the config hash): the checkpoints record the base.
-    config = pin_base(resumed_base(config, resume_from, "siglip"), "siglip", f"checkpoint {resume_from or '(none)'}")
+    config = pinned_base(config, resume_from, "siglip")
 
     with PeakMemory() as peak:
         module, datamodule = setup_training(config, splits, plan)
