@@ -121,7 +121,7 @@ def test_a_changed_local_base_is_refused_at_every_load(smoke_config: RunConfig, 
         assert recorded in message and now in message and "model.siglip" in message, (stage, message)
 
 
-def test_a_hub_base_loads_at_its_pinned_commit_and_only_a_hub_base(smoke_config: RunConfig) -> None:
+def test_a_hub_base_loads_at_its_pinned_commit_and_only_a_hub_base(smoke_config: RunConfig, smoke_prepared) -> None:
     hub_id = "google/siglip-base-patch16-224"
     pinned_hub = {"build_tiny_fixtures": False, "siglip": hub_id, "siglip_revision": COMMIT}
     model = smoke_config.model.model_copy(update=pinned_hub)
@@ -140,11 +140,11 @@ def test_an_unreachable_hub_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", offline)
     with pytest.raises(RuntimeError) as refused:
-        hub_commit("google/siglip-base-patch16-224", "main")
+        hub_commit("google/siglip-base-patch16-224", "main", "model.siglip_revision")
     message = str(refused.value)
     assert "\n" not in message
     assert "google/siglip-base-patch16-224" in message and "OfflineModeIsEnabled" in message
-    assert "local folder" in message
+    assert "set model.siglip_revision to a commit" in message and "local folder" in message
 
 
 def test_a_branch_resolves_to_its_commit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,7 +59,7 @@ def pin_base(config: RunConfig, field: str, source: str | None = None) -> RunCon
     recorded = getattr(config.model, f"{field}_revision")
     source = source or f"the config's model.{field}_revision"
     if is_hub_model(config, field):
-        current = hub_commit(name, recorded)
+        current = hub_commit(name, recorded, f"model.{field}_revision")
     else:
         folder = base_dir(config, field)
         current = weights_digest(folder)
@@ -71,7 +71,7 @@ def pin_base(config: RunConfig, field: str, source: str | None = None) -> RunCon
     return config.model_copy(update={"model": config.model.model_copy(update={f"{field}_revision": current})})
 
 
-def hub_commit(repo_id: str, revision: str | None) -> str:
+def hub_commit(repo_id: str, revision: str | None, key: str = "the model's revision") -> str:
     """The commit a hub revision (None: the default branch) names; a commit id is taken as it is, offline too."""
     if revision and HUB_COMMIT.fullmatch(revision):
         return revision
@@ -82,8 +82,8 @@ def hub_commit(repo_id: str, revision: str | None) -> str:
     except Exception as exc:  # offline, unknown id, gated, hub down: all end here, with one line
         raise RuntimeError(
             f"cannot resolve the commit of hub model '{repo_id}' at {revision or 'its default branch'} "
-            f"({exc.__class__.__name__}); connect to the hub (HF_TOKEN for gated models), set the model's "
-            "*_revision to a commit already in the local cache, or point the model at a local folder"
+            f"({exc.__class__.__name__}); connect to the hub (HF_TOKEN for gated models), set {key} to a commit "
+            "already in the local cache, or point the model at a local folder"
         ) from exc
 
 
