@@ -179,3 +179,18 @@ def test_jobs_run_predict_prints_its_files_and_gives_the_first_jobs_results(
     assert Path(written["predictions"]).name == "predictions.jsonl" and Path(written["html"]).is_file()
     records = [json.loads(line) for line in Path(written["predictions"]).read_text().splitlines()]
     assert records == two_seeds.before
+
+
+def test_a_checkpoint_from_before_pinning_loads_without_a_hub_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    from worker.base_models import verified_base
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("looked up the hub")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", no_network)
+    old = RunConfig()  # a hub SigLIP, no revision recorded
+    assert verified_base(old, "siglip", "checkpoint old.ckpt") is old
+    pinned = old.model_copy(update={"model": old.model.model_copy(update={"siglip_revision": COMMIT})})
+    assert verified_base(pinned, "siglip", "checkpoint new.ckpt").model.siglip_revision == COMMIT

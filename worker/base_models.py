@@ -71,6 +71,12 @@ def pin_base(config: RunConfig, field: str, source: str | None = None) -> RunCon
     return config.model_copy(update={"model": config.model.model_copy(update={f"{field}_revision": current})})
 
 
+def verified_base(config: RunConfig, field: str, source: str) -> RunConfig:
+    """What a loader of a checkpoint calls: the recorded base checked (``pin_base``). A checkpoint from before
+    bases were pinned records none and loads as it always did, without a hub lookup."""
+    return pin_base(config, field, source) if getattr(config.model, f"{field}_revision") else config
+
+
 def hub_commit(repo_id: str, revision: str | None, key: str = "the model's revision") -> str:
     """The commit a hub revision (None: the default branch) names; a commit id is taken as it is, offline too."""
     if revision and HUB_COMMIT.fullmatch(revision):

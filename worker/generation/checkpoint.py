@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from worker.base_models import base_source, pin_base
+from worker.base_models import base_source, verified_base
 from worker.config import RunConfig
 from worker.generation.model import ReportCaptioner, build_captioner
 from worker.generation.module import (
@@ -50,7 +50,7 @@ def load_report_model(
     # The base it was trained on: the recorded BioGPT and its revision, checked before anything loads.
     recorded = {"biogpt": trained.model.biogpt, "biogpt_revision": trained.model.biogpt_revision}
     model = config.model.model_copy(update=recorded)
-    config = pin_base(
+    config = verified_base(
         config.model_copy(update={"generation": config.generation.model_copy(update=arch), "model": model}),
         "biogpt",
         f"checkpoint {path}",

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from peft import PeftModel
 from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 
-from worker.base_models import base_source, pin_base
+from worker.base_models import base_source, verified_base
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
 from worker.siglip.datamodule import tokenize
@@ -83,7 +83,8 @@ def load_peft_siglip(
 
     quantize=True loads the base in 4-bit NF4 as a QLoRA run trained it; False loads it in fp32."""
     checkpoint = read_checkpoint(checkpoint_path)
-    config = pin_base(RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY]), "siglip", f"checkpoint {checkpoint_path}")
+    trained = RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY])
+    config = verified_base(trained, "siglip", f"checkpoint {checkpoint_path}")
     plan = LoadPlan(quantize=quantize, weights_dtype=torch.float32, device_map={"": device} if quantize else None)
     peft_model = build_peft_siglip(config, plan, targets=checkpoint[LORA_TARGETS_KEY])
     state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in checkpoint["state_dict"].items()}
