@@ -118,3 +118,22 @@ def test_jobs_list_shows_the_checkpoints_peft_method_not_the_presets(roots, chec
     assert job.config["peft"]["method"] == "lora"
     row = next(line for line in invoke("list").stdout.splitlines() if f" {stage.value} " in line)
     assert row.split("│")[3].strip() == "lora", row  # the table's peft column
+
+
+def test_a_checkpoint_written_after_submission_is_checked_again_by_the_worker(roots, checkpoints, tmp_path) -> None:
+    import shutil
+
+    from jobs.core.schemas import JobState, SubmitRequest
+    from jobs.core.stages import StageParams
+    from jobs.execution.claim import WorkerIdentity
+    from jobs.execution.runner import execute_job
+    from jobs.service.queries import get_job
+    from jobs.service.submission import create_job
+
+    later = tmp_path / "later.ckpt"  # not there yet: the submission leaves it to the worker
+    job, _ = create_job(SubmitRequest(stage=Stage.evaluate, preset="smoke", params=StageParams(checkpoint=str(later))))
+    shutil.copy(checkpoints.train, later)  # ...which then finds a train checkpoint there
+    execute_job(job.id, WorkerIdentity.current())
+    final = get_job(job.id)
+    assert final.state is JobState.FAILED
+    assert f"params.checkpoint: {later} is a checkpoint of `train`" in final.error
