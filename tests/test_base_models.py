@@ -88,7 +88,7 @@ def _edited_copy(smoke_config: RunConfig, tmp: Path) -> tuple[RunConfig, Path]:
 
 def _perturb(weights: Path) -> None:
     tensors = load_file(weights)
-    name = next(n for n in tensors if n.endswith("q_proj.weight"))
+    name = next(n for n in sorted(tensors) if n.endswith("q_proj.weight"))
     tensors[name] = tensors[name] + 0.01
     save_file(tensors, weights, metadata={"format": "pt"})
 
@@ -194,3 +194,29 @@ def test_a_checkpoint_from_before_pinning_loads_without_a_hub_lookup(monkeypatch
     assert verified_base(old, "siglip", "checkpoint old.ckpt") is old
     pinned = old.model_copy(update={"model": old.model.model_copy(update={"siglip_revision": COMMIT})})
     assert verified_base(pinned, "siglip", "checkpoint new.ckpt").model.siglip_revision == COMMIT
+
+
+def test_a_changed_biogpt_is_refused_by_evaluate_and_qualitative(smoke_config: RunConfig, smoke_prepared, tmp_path):
+    from worker.generation.evaluate import evaluate
+    from worker.generation.qualitative import qualitative
+    from worker.generation.stage import train_full
+    from worker.siglip.stage import train_siglip
+
+    siglip = train_siglip(_run(smoke_config, tmp_path / "train"), MemoryRecorder()).artifacts["best_checkpoint"]
+    copy = tmp_path / "biogpt-copy"
+    shutil.copytree(base_dir(smoke_config, "biogpt"), copy)
+    model = smoke_config.model.model_copy(update={"biogpt": str(copy), "build_tiny_fixtures": False})
+    config = smoke_config.model_copy(update={"model": model})
+    short = _run(config, tmp_path / "full").model_copy(
+        update={"generation": config.generation.model_copy(update={"epochs": 1})}
+    )
+    full = train_full(short, MemoryRecorder(), siglip_checkpoint=siglip).artifacts["best_checkpoint"]
+    recorded = _recorded(full)["biogpt_revision"]
+    assert recorded == weights_digest(copy)
+    _perturb(copy / "model.safetensors")
+    for stage in (evaluate, qualitative):
+        with pytest.raises(BaseMismatch) as refused:
+            stage(_run(config, tmp_path / stage.__name__), MemoryRecorder(), checkpoint=full)
+        message = str(refused.value)
+        assert "\n" not in message and "model.biogpt" in message and recorded in message, message
+        assert weights_digest(copy) in message
