@@ -6,7 +6,7 @@
                    ``smoke_config.model_copy(update=...)`` or ``load_config("smoke", {...})`` with
                    ``"paths.var_dir": smoke_config.paths.var_dir`` to reuse the built data and models.
 ``smoke_prepared`` (session) ``load_prepared(smoke_config)``: the synthetic dataset, the tiny SigLIP and
-                   BioGPT (at ``smoke_config.resolve_model_path(smoke_config.model.siglip / .biogpt)``),
+                   BioGPT (at ``worker.base_models.base_dir(smoke_config, "siglip" / "biogpt")``),
                    the split manifest and the 64x64 image caches, built once for the session (a few seconds).
 """
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.generation.datamodule import TargetCollator, encode_targets
 from worker.generation.generate import generate_reports
@@ -22,7 +23,7 @@ def tiny_biogpt(smoke_config: RunConfig):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only add sync overhead on a shared CPU
     ensure_tiny_models(smoke_config)
-    yield AutoTokenizer.from_pretrained(smoke_config.resolve_model_path(smoke_config.model.biogpt))
+    yield AutoTokenizer.from_pretrained(base_dir(smoke_config, "biogpt"))
     torch.set_num_threads(threads)
 
 

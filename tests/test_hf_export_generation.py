@@ -13,6 +13,7 @@ from jobs_fixtures import JobEnv, invoke
 from safetensors.torch import load_file
 
 from jobs.core.settings import reset_settings
+from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
@@ -60,7 +61,7 @@ def test_biogpt_folder_loads_with_plain_transformers_and_peft_and_matches_the_pr
     generator = generators(tuning)
     product = load_report_model(generator.result.artifacts["best_checkpoint"], generator.config).captioner.causal_lm
     folder = generator.out / "biogpt"
-    base_path = generator.config.resolve_model_path(generator.config.model.biogpt)
+    base_path = base_dir(generator.config, "biogpt")
     if generator.tuning == "full":
         plain = AutoModelForCausalLM.from_pretrained(folder)  # whole weights: no base model needed
     else:

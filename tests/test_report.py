@@ -254,3 +254,48 @@ def test_a_failed_child_is_reported_missing_and_the_rest_still_renders(tmp_path)
     assert "out of memory" in (tmp_path / "report.html").read_text()
     assert "## Missing steps" in (tmp_path / "report.md").read_text()
     assert result.metrics["missing"] == 1
+
+
+@pytest.mark.parametrize("identical", [True, False])
+def test_identical_hits_read_identical_on_every_item_not_a_zero_width_interval(identical):
+    lora_hits = [1.0] * 20 + [0.0] * 10
+    qlora_hits = list(lora_hits) if identical else [0.0] * 6 + [1.0] * 20 + [0.0] * 4  # same recall, other images
+    rows = []
+    for id_, method, hits in ((1, "lora", lora_hits), (2, "qlora", qlora_hits)):
+        images = {f"img{i}.png": hit for i, hit in enumerate(hits)}
+        rows.append(row(id_, method, {**LORA, "i2t_recall@1": sum(hits) / 30}, per_item={"i2t_hit@1": images}))
+    c = compare_runs(rows, [])
+    diff = c.row("i2t_recall@1")["difference"]
+    assert diff["identical_on"] == ("item" if identical else None)
+    page = markdown(c)
+    assert ("identical on every item" in page) is identical
+    assert ("0.000 [+0.000, +0.000]" not in page) and ("[0.000, 0.000]" not in page)
+    line = next(line for line in c.conclusions if line.startswith(find_measure("i2t_recall@1").label))
+    assert ("identical on every item of 30 validation images" in line) is identical
+
+
+def test_identical_seed_values_read_identical_on_every_seed():
+    c = compare_runs(seeded([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]), [])
+    assert c.row("best_val_loss")["difference"]["identical_on"] == "seed"
+    assert "identical on every seed" in markdown(c)
+
+
+@pytest.mark.parametrize(("seeds", "bars_with_interval"), [(1, 0), (3, 2)])
+def test_bars_draw_error_bars_only_where_there_is_an_interval(seeds, bars_with_interval):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from worker.report.plots import _bars
+
+    values = [0.5, 0.6, 0.7][:seeds]
+    c = compare_runs(seeded(values, [v + 0.1 for v in values]), [])
+    fig, ax = plt.subplots()
+    _bars(ax, c, c.row("best_val_loss"))
+    errorbars = [k for k in ax.containers if isinstance(k, ErrorbarContainer)]
+    # An ErrorbarContainer's lines: (data line, caps, bar segments); one segment per bar that has an interval.
+    assert sum(len(k.lines[2][0].get_segments()) for k in errorbars) == bars_with_interval
+    assert bool(errorbars) is bool(bars_with_interval)  # no caps at all for a single seed
+    plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from worker.base_models import base_dir
 from worker.config import ConfigError, RunConfig
 from worker.fixtures.tiny_models import SPEC_FILE, ensure_tiny_models
 
@@ -22,7 +24,7 @@ def built(smoke_config: RunConfig) -> RunConfig:
 def test_siglip_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
-    path = built.resolve_model_path(built.model.siglip)
+    path = base_dir(built, "siglip")
     model = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     image_processor = AutoImageProcessor.from_pretrained(path)
@@ -59,7 +61,7 @@ def test_siglip_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
 def test_biogpt_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = built.resolve_model_path(built.model.biogpt)
+    path = base_dir(built, "biogpt")
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert type(model).__name__ == "BioGptForCausalLM"
@@ -78,9 +80,7 @@ def test_biogpt_loads_with_auto_classes_and_runs(built: RunConfig) -> None:
 
 
 def test_second_call_reuses_the_checkpoints(built: RunConfig) -> None:
-    weights = [
-        Path(built.resolve_model_path(name)) / "model.safetensors" for name in (built.model.siglip, built.model.biogpt)
-    ]
+    weights = [Path(base_dir(built, field)) / "model.safetensors" for field in ("siglip", "biogpt")]
     stamps = [p.stat().st_mtime_ns for p in weights]
     ensure_tiny_models(built)
     assert [p.stat().st_mtime_ns for p in weights] == stamps
@@ -93,3 +93,52 @@ def test_hub_id_with_build_flag_is_a_clear_error(smoke_config: RunConfig) -> Non
     )
     with pytest.raises(ConfigError, match=r"model\.siglip"):
         ensure_tiny_models(config)
+
+
+def test_each_build_has_its_own_folder_and_every_seed_shares_one(smoke_config: RunConfig) -> None:
+    from worker.fixtures.spec import fixture_dir
+
+    other_seed = smoke_config.model_copy(update={"seed": 7})
+    other_size = smoke_config.model_copy(update={"data": smoke_config.data.model_copy(update={"image_size": 32})})
+    assert fixture_dir(other_seed, "siglip") == fixture_dir(smoke_config, "siglip")  # the seed varies training only
+    assert fixture_dir(other_size, "siglip") != fixture_dir(smoke_config, "siglip")
+    assert fixture_dir(other_size, "biogpt") == fixture_dir(smoke_config, "biogpt")  # BioGPT sees no image size
+
+
+def test_two_jobs_building_at_once_both_end_with_one_complete_build(tmp_path: Path) -> None:
+    import threading
+
+    from worker.fixtures.tiny_models import _build_atomically
+
+    target = tmp_path / "models" / "tiny-siglip" / "build-x"
+    target.parent.mkdir(parents=True)
+    spec = {"kind": "siglip", "version": 0}
+    both_building = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def build(directory: Path, _: dict) -> None:
+        (directory / "model.safetensors").write_text(threading.current_thread().name)
+        both_building.wait(timeout=10)  # neither has renamed yet: a real race
+
+    def job() -> None:
+        try:
+            _build_atomically(target, spec, build)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, name=f"job-{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (target / "model.safetensors").read_text() in {"job-0", "job-1"}
+    assert json.loads((target / SPEC_FILE).read_text()) == spec
+    assert sorted(p.name for p in target.parent.iterdir()) == ["build-x"]  # no staging folder left behind
+    written = (target / "model.safetensors").stat().st_mtime_ns
+    _build_atomically(target, spec, build_never)  # a later job finds it built and never replaces it
+    assert (target / "model.safetensors").stat().st_mtime_ns == written
+
+
+def build_never(directory: Path, spec: dict) -> None:
+    (directory / "model.safetensors").write_text("a rewrite")

@@ -103,6 +103,10 @@ class DataConfig(_Section):
         return self
 
 
+# A hub branch, tag or commit, or the content hash a local folder is pinned to (worker/base_models.py).
+REVISION_PATTERN = r"^(sha256:[0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._/-]*)$"
+
+
 class ModelConfig(_Section):
     siglip: str = Field(
         "google/siglip-base-patch16-224", description="SigLIP hub id or local path.", json_schema_extra=_names("model")
@@ -110,8 +114,21 @@ class ModelConfig(_Section):
     biogpt: str = Field(
         "microsoft/biogpt", description="BioGPT hub id or local path.", json_schema_extra=_names("model")
     )
+    siglip_revision: str | None = Field(
+        None,
+        max_length=80,
+        pattern=REVISION_PATTERN,
+        description="Hub commit of model.siglip, or sha256:HASH of a local folder's weights; train pins it.",
+    )
+    biogpt_revision: str | None = Field(
+        None,
+        max_length=80,
+        pattern=REVISION_PATTERN,
+        description="Hub commit of model.biogpt, or sha256:HASH of a local folder's weights; train-full pins it.",
+    )
     build_tiny_fixtures: bool = Field(
-        False, description="Build random-init tiny models at the siglip/biogpt paths if missing (smoke only)."
+        False,
+        description="Build random-init tiny models under the siglip/biogpt paths, one folder per init (smoke only).",
     )
     requires_hf_token: bool = Field(False, description="The SigLIP checkpoint is gated and needs HF_TOKEN.")
 

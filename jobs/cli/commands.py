@@ -104,6 +104,8 @@ def run(
         typer.echo(json.dumps({**payload, "job_id": job.id, "state": final.state.value, "error": final.error}))
     else:
         typer.echo(display.job_summary_line(final))
+        for line in display.artifact_lines(outcome.result.artifacts if outcome.result else {}):
+            typer.echo(line)
         if final.error:
             typer.echo(final.error, err=True)
     if final.state is not JobState.SUCCEEDED:

@@ -73,7 +73,8 @@ def _progress_text(job: JobView) -> str:
 
 
 def _method(job: JobView) -> str:
-    """The PEFT method of a training job, so a comparison's two branches can be told apart."""
+    """The PEFT method of a training job, so a comparison's two branches can be told apart; a job that reads a
+    checkpoint has its checkpoint's (jobs/service/submission.py records it in the job's config)."""
     if job.stage in ("prepare-data", "compare", "sweep", "report"):
         return "-"
     return str(((job.config or {}).get("peft") or {}).get("method") or "-")
@@ -84,6 +85,11 @@ def job_summary_line(job: JobView) -> str:
     if job.experiment_ids:
         line += f"; experiment {', '.join(map(str, job.experiment_ids))}"
     return line
+
+
+def artifact_lines(artifacts: dict[str, str]) -> list[str]:
+    """Where a run wrote its files (predictions, checkpoints, the Hugging Face output), one per line."""
+    return [f"  {name}: {path}" for name, path in artifacts.items()]
 
 
 def print_job(job: JobView) -> None:

@@ -166,3 +166,12 @@ REQUIRED_PARAMS: dict[Stage, tuple[str, ...]] = {
     Stage.predict: ("checkpoint", "images"),
     Stage.sweep: ("grid",),
 }
+# The checkpoint kinds (worker/checkpoint_info.py) each stage's checkpoint param takes; a file of another kind
+# is refused when the job is submitted (jobs/core/checkpoint_kinds.py), not by a traceback in the worker.
+CHECKPOINT_KINDS: dict[Stage, dict[str, tuple[str, ...]]] = {
+    Stage.train_full: {"siglip_checkpoint": ("train",)},
+    Stage.evaluate: {"checkpoint": ("train-full",)},
+    Stage.qualitative: {"checkpoint": ("train-full",)},
+    Stage.export: {"checkpoint": ("train", "train-full")},
+    Stage.predict: {"checkpoint": ("train", "train-full")},
+}

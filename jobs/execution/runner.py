@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from db.models import Experiment, Job, utcnow
 from jobs.broker.queue import safe_url
+from jobs.core.checkpoint_kinds import check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
 from jobs.core.locations import check_job_inputs
 from jobs.core.schemas import JobState
@@ -110,6 +111,7 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     submitted = RunConfig.model_validate(config_dict)
     # Checked at submit too; again here, in the worker, so that no row makes a stage open what a request could not.
     params = check_job_inputs(submitted, params)
+    check_checkpoint_kinds(stage, params)  # a job:<id> input is known only now
     if run_dir is None:
         run_dir = (submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)) or fresh_dir
     config = submitted.model_copy(deep=True)

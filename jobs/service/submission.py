@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import Job, utcnow
 from jobs.broker import queue
 from jobs.broker.queue import BrokerUnavailable
+from jobs.core.checkpoint_kinds import WrongCheckpointKind, check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
 from jobs.core.locations import LocationRefused, check_job_inputs, config_file
 from jobs.core.schemas import JobState, JobView, SubmitRequest
@@ -48,7 +49,10 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         config_path = config_file(request.config_path) if request.config_path else None
         config = load_config(request.preset, request.overrides, config_path)
         params = check_job_inputs(config, params)
-    except LocationRefused as exc:
+        if method := check_checkpoint_kinds(request.stage, params):
+            # A stage that reads a checkpoint runs its PEFT method, whatever the preset says: the row says so too.
+            config = config.model_copy(update={"peft": config.peft.model_copy(update={"method": method})})
+    except (LocationRefused, WrongCheckpointKind) as exc:
         raise InvalidRequest(str(exc), field=exc.key) from None
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
 from worker.data.layout import PROJECTIONS
@@ -91,8 +92,8 @@ def load_prepared(config: RunConfig) -> PreparedData:
         from worker.fixtures.tiny_models import ensure_tiny_models  # pulls in torch: only when asked
 
         ensure_tiny_models(config)
-        artifacts["siglip_model"] = config.resolve_model_path(config.model.siglip)
-        artifacts["biogpt_model"] = config.resolve_model_path(config.model.biogpt)
+        artifacts["siglip_model"] = base_dir(config, "siglip")
+        artifacts["biogpt_model"] = base_dir(config, "biogpt")
     data = config.data
     location = locate_dataset(config)
     projections = set(PROJECTIONS) if data.projection == "both" else {data.projection}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
+from worker.base_models import base_source, is_hub_model
 from worker.config import RunConfig
 from worker.export.layout import BIOGPT_DIR, MERGED_SIGLIP_DIR, PROJECTOR_DIR, RUN_CONFIG, SIGLIP_DIR
 from worker.siglip.model import SKIP_4BIT_MODULES
@@ -51,6 +52,14 @@ def _dataset(config: RunConfig) -> str:
     }[data.source]
 
 
+def _revision(config: RunConfig, field: str) -> str:
+    """How the card names the exact base: a hub commit, or a local folder's weights hash."""
+    revision = getattr(config.model, f"{field}_revision")
+    if not revision:
+        return "not recorded (trained before bases were pinned)"
+    return f"commit `{revision}`" if is_hub_model(config, field) else f"local weights `{revision}`"
+
+
 def render_card(facts: CardFacts) -> str:
     siglip, report = facts.siglip_config, facts.report_config
     method = "QLoRA (4-bit NF4 base + LoRA)" if siglip.peft.method == "qlora" else "LoRA"
@@ -74,6 +83,9 @@ def render_card(facts: CardFacts) -> str:
         siglip=siglip,
         report=report,
         siglip_method=method,
+        siglip_revision=_revision(siglip, "siglip"),
+        siglip_commit=base_source(siglip, "siglip")[1].get("revision"),
+        biogpt_revision=_revision(report, "biogpt") if report else None,
         dataset=_dataset(siglip),
         fractions="/".join(f"{f:g}" for f in siglip.data.split_fractions),
         skip_4bit=SKIP_4BIT_MODULES,

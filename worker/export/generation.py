@@ -8,6 +8,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.export.layout import BIOGPT_DIR, PROJECTOR_CONFIG, PROJECTOR_DIR, PROJECTOR_WEIGHTS
 from worker.generation.checkpoint import load_report_model
@@ -33,7 +34,9 @@ def write_report_generator(checkpoint: dict, checkpoint_path: str | Path, out: P
     captioner = loaded.captioner
     lm = captioner.lm
     if hasattr(lm, "peft_config"):
-        lm.peft_config["default"].base_model_name_or_path = config.resolve_model_path(config.model.biogpt)
+        path, pinned = base_source(loaded.config, "biogpt")
+        lm.peft_config["default"].base_model_name_or_path = path
+        lm.peft_config["default"].revision = pinned.get("revision")
     lm.save_pretrained(out / BIOGPT_DIR)
     loaded.tokenizer.save_pretrained(out / BIOGPT_DIR)
 

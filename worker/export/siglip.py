@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.siglip.checkpoint import load_finetuned_siglip, load_peft_siglip
 
@@ -25,8 +26,10 @@ def write_siglip_adapter(checkpoint: str | Path, out: Path) -> SiglipAdapter:
     The adapter is taken from an fp32 base for LoRA and QLoRA alike: the adapter weights are the same, and
     a QLoRA user quantizes the base at load time (the model card shows how)."""
     peft_model, config = load_peft_siglip(checkpoint, quantize=False)
-    # The hub id, or the absolute local folder (not a path relative to some var dir).
-    peft_model.peft_config["default"].base_model_name_or_path = config.resolve_model_path(config.model.siglip)
+    # The hub id at its pinned commit, or the absolute local folder (not a path relative to some var dir).
+    path, pinned = base_source(config, "siglip")
+    peft_model.peft_config["default"].base_model_name_or_path = path
+    peft_model.peft_config["default"].revision = pinned.get("revision")
     peft_model.save_pretrained(out)
     for part in base_processors(config):
         part.save_pretrained(out)
@@ -38,8 +41,8 @@ def base_processors(config: RunConfig) -> tuple[object, object]:
     """The base SigLIP's tokenizer and image processor (the adapter does not change preprocessing)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    path = config.resolve_model_path(config.model.siglip)
-    return AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path)
+    path, pinned = base_source(config, "siglip")
+    return AutoTokenizer.from_pretrained(path, **pinned), AutoImageProcessor.from_pretrained(path, **pinned)
 
 
 def write_merged_siglip(checkpoint: str | Path, out: Path) -> Path:

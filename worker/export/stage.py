@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
+from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY, SIGLIP_CHECKPOINT_KEY
 from worker.config import RunConfig
 from worker.export.card import CardFacts, render_card
 from worker.export.generation import write_report_generator
 from worker.export.layout import MERGED_SIGLIP_DIR, MODEL_CARD, RUN_CONFIG, SIGLIP_DIR, hf_output_dir
 from worker.export.siglip import write_merged_siglip, write_siglip_adapter
-from worker.generation.module import SIGLIP_CHECKPOINT_KEY
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.tracking import log_artifacts
 from worker.training.callbacks import METRICS_KEY
 from worker.training.runs import output_dir

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from worker.base_models import base_source, verified_base
 from worker.config import RunConfig
 from worker.generation.model import ReportCaptioner, build_captioner
 from worker.generation.module import (
@@ -46,18 +47,21 @@ def load_report_model(
         raise ValueError(f"{path} is not a train-full checkpoint (no run config / SigLIP checkpoint in it)")
     trained = RunConfig.model_validate(state[RUN_CONFIG_KEY])
     arch = {name: getattr(trained.generation, name) for name in ARCHITECTURE_FIELDS}
-    config = config.model_copy(
-        update={
-            "generation": config.generation.model_copy(update=arch),
-            "model": config.model.model_copy(update={"biogpt": trained.model.biogpt}),
-        }
+    # The base it was trained on: the recorded BioGPT and its revision, checked before anything loads.
+    recorded = {"biogpt": trained.model.biogpt, "biogpt_revision": trained.model.biogpt_revision}
+    model = config.model.model_copy(update=recorded)
+    config = verified_base(
+        config.model_copy(update={"generation": config.generation.model_copy(update=arch), "model": model}),
+        "biogpt",
+        f"checkpoint {path}",
     )
-    tokenizer = AutoTokenizer.from_pretrained(config.resolve_model_path(config.model.biogpt))
+    base, pinned = base_source(config, "biogpt")
+    tokenizer = AutoTokenizer.from_pretrained(base, **pinned)
     captioner = build_captioner(config, tokenizer, state[FEATURE_DIM_KEY], compute_dtype=compute_dtype, device=device)
     if abs(base_fingerprint(captioner) - state[BASE_FINGERPRINT_KEY]) > 1e-3 * abs(state[BASE_FINGERPRINT_KEY]):
         raise ValueError(
             f"{path} was trained on a different {config.model.biogpt} than the one at "
-            f"{config.resolve_model_path(config.model.biogpt)}; use the config (and var dir) it was trained with"
+            f"{base}; use the config (and var dir) it was trained with"
         )
     weights = {k.removeprefix(MODULE_PREFIX): v for k, v in state["state_dict"].items()}
     unexpected = captioner.load_state_dict(weights, strict=False).unexpected_keys

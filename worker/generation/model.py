@@ -17,6 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
+from worker.base_models import base_source
 from worker.config import GenerationConfig, RunConfig
 
 IGNORE_INDEX = -100
@@ -88,11 +89,11 @@ class PrefixProjector(nn.Module):
 
 
 def _load_biogpt(config: RunConfig, quantize: bool, compute_dtype: torch.dtype, device: str) -> PreTrainedModel:
-    path = config.resolve_model_path(config.model.biogpt)
+    path, pinned = base_source(config, "biogpt")
     # Frozen weights in the compute dtype (bf16 under bf16-mixed), as the SigLIP stage stores its frozen base,
     # so LoRA and QLoRA differ only by quantization; fully tuned weights stay fp32 for the optimizer.
     frozen = config.generation.biogpt_tuning != "full"
-    kwargs: dict = {"dtype": compute_dtype if frozen else torch.float32}
+    kwargs: dict = {"dtype": compute_dtype if frozen else torch.float32, **pinned}
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,

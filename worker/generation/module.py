@@ -7,14 +7,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from worker.checkpoint_info import RUN_CONFIG_KEY, SIGLIP_CHECKPOINT_KEY
 from worker.config import RunConfig
 from worker.generation.model import ReportCaptioner
 from worker.siglip.model import trainable_parameter_names
 from worker.training.callbacks import METRICS_KEY, logged_metrics
 from worker.training.schedule import warmup_cosine_schedule
 
-RUN_CONFIG_KEY = "run_config"
-SIGLIP_CHECKPOINT_KEY = "siglip_checkpoint"
 FEATURE_DIM_KEY = "feature_dim"
 BASE_FINGERPRINT_KEY = "biogpt_fingerprint"
 PROJECTOR = "captioner.projector."

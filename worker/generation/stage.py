@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from transformers import AutoTokenizer
 
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.export.stage import write_run_outputs
 from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
@@ -27,7 +28,13 @@ from worker.siglip.model import count_parameters
 from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
 from worker.training.profiling import PeakMemory
 from worker.training.runs import short_hash
-from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
+from worker.training.trainer import (
+    best_epoch_metrics,
+    build_trainer,
+    fit_result,
+    pinned_base,
+    resume_checkpoint,
+)
 
 STAGE = "train-full"
 
@@ -52,6 +59,8 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
     device = torch_device(accelerator)
     gen = config.generation
     ckpt_dir = checkpoint_dir(config, siglip_checkpoint)
+    resume_from = resume_checkpoint(config, ckpt_dir)
+    config = pinned_base(config, resume_from, "biogpt")
 
     with PeakMemory() as peak:
         started = time.perf_counter()
@@ -65,7 +74,8 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         del siglip
         feature_time = time.perf_counter() - started
 
-        tokenizer = AutoTokenizer.from_pretrained(config.resolve_model_path(config.model.biogpt))
+        base, pinned = base_source(config, "biogpt")
+        tokenizer = AutoTokenizer.from_pretrained(base, **pinned)
         compute_dtype = weights_dtype_for(precision)
         feature_dim = features["train"].shape[-1]
         captioner = build_captioner(config, tokenizer, feature_dim, compute_dtype=compute_dtype, device=device)
@@ -84,7 +94,6 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
             max_epochs=gen.epochs,
         )  # fmt: skip
         checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
-        resume_from = resume_checkpoint(config, ckpt_dir)
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         train_time = time.perf_counter() - fit_started

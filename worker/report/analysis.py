@@ -239,6 +239,8 @@ def _groups(c: Comparison, measure: Measure) -> dict[str, list[dict[str, Any]]]:
 
 
 def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
+    if diff.get("identical_on"):
+        return f"identical on every {diff['identical_on']} of {diff['over']}"
     return f"95% CI {signed(diff['low'], decimals)} to {signed(diff['high'], decimals)} over {diff['over']}"
 
 

@@ -83,10 +83,13 @@ def _bars(ax: Any, c: Comparison, row: dict[str, Any]) -> None:
     colors = _colors(c)
     summaries = [s for s in row["cells"] if s["mean"] is not None]
     means = [s["mean"] for s in summaries]
-    errors = [[s["mean"] - s["low"] if s["low"] is not None else 0 for s in summaries],
-              [s["high"] - s["mean"] if s["high"] is not None else 0 for s in summaries]]  # fmt: skip
     positions = range(len(summaries))
-    ax.bar(positions, means, yerr=errors, capsize=4, color=[colors[s["label"]] for s in summaries])
+    ax.bar(positions, means, color=[colors[s["label"]] for s in summaries])
+    # Error bars only where there is an interval: a cap on a single seed's bar would draw one that is not there.
+    spread = [(x, s) for x, s in zip(positions, summaries, strict=True) if s["low"] is not None]
+    if spread:
+        ax.errorbar([x for x, _ in spread], [s["mean"] for _, s in spread], fmt="none", ecolor="black", capsize=4,
+                    yerr=[[s["mean"] - s["low"] for _, s in spread], [s["high"] - s["mean"] for _, s in spread]])
     ax.set_xticks(list(positions), [s["label"] for s in summaries], rotation=30 if len(summaries) > 3 else 0,
                   ha="right" if len(summaries) > 3 else "center", fontsize="small")  # fmt: skip
     ax.set_title(row["label"], fontsize="medium")

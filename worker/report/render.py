@@ -49,6 +49,8 @@ def with_interval(summary: dict[str, Any], decimals: int) -> str:
 def difference_text(diff: dict[str, Any] | None, decimals: int) -> str:
     if diff is None:
         return "—"
+    if diff.get("identical_on"):
+        return f"identical on every {diff['identical_on']}"
     return f"{signed(diff['mean'], decimals)} [{signed(diff['low'], decimals)}, {signed(diff['high'], decimals)}]"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,9 @@ class Interval:
     n: int
     over: str
     """What the interval is over, in words: "3 seeds (t)", "590 test studies x 3 seeds (paired bootstrap)"."""
+    identical_on: str | None = None
+    """For a paired difference: "item" or "seed" when every pair was equal (a zero-width interval that says
+    the two runs agree everywhere, not that the difference was measured to be exactly zero)."""
 
     @property
     def excludes_zero(self) -> bool:
@@ -85,7 +88,9 @@ def paired_seed_difference(a: Mapping[int, float], b: Mapping[int, float]) -> In
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
-    return t_interval([b[s] - a[s] for s in seeds], "paired seeds")
+    diffs = [b[s] - a[s] for s in seeds]
+    interval = t_interval(diffs, "paired seeds")
+    return replace(interval, identical_on="seed") if not any(diffs) else interval
 
 
 def paired_bootstrap_difference(
@@ -120,4 +125,7 @@ def paired_bootstrap_difference(
     sizes = sorted({len(d) for d in per_seed})
     count = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     seeds = f" x {len(per_seed)} seeds" if len(per_seed) > 1 else ""
-    return Interval(mean, low, high, sum(len(d) for d in per_seed), f"{count} {items}{seeds} (paired bootstrap)")
+    identical = "item" if not any(d.any() for d in per_seed) else None
+    return Interval(
+        mean, low, high, sum(len(d) for d in per_seed), f"{count} {items}{seeds} (paired bootstrap)", identical
+    )

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from peft import PeftModel
 from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 
+from worker.base_models import base_source, verified_base
+from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
 from worker.siglip.datamodule import tokenize
 from worker.siglip.model import LoadPlan, build_peft_siglip
-from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.siglip.preprocess import ImageNormalizer
 
 LIGHTNING_PREFIX = "model."  # the LightningModule holds the PEFT model as `self.model`
@@ -82,7 +83,8 @@ def load_peft_siglip(
 
     quantize=True loads the base in 4-bit NF4 as a QLoRA run trained it; False loads it in fp32."""
     checkpoint = read_checkpoint(checkpoint_path)
-    config = RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY])
+    trained = RunConfig.model_validate(checkpoint[RUN_CONFIG_KEY])
+    config = verified_base(trained, "siglip", f"checkpoint {checkpoint_path}")
     plan = LoadPlan(quantize=quantize, weights_dtype=torch.float32, device_map={"": device} if quantize else None)
     peft_model = build_peft_siglip(config, plan, targets=checkpoint[LORA_TARGETS_KEY])
     state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in checkpoint["state_dict"].items()}
@@ -109,11 +111,11 @@ def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: s
     if not quantize:
         model = model.to(device)
     model.eval().requires_grad_(False)
-    path = config.resolve_model_path(config.model.siglip)
+    path, pinned = base_source(config, "siglip")
     return FinetunedSiglip(
         model=model,
-        image_processor=AutoImageProcessor.from_pretrained(path),
-        tokenizer=AutoTokenizer.from_pretrained(path),
+        image_processor=AutoImageProcessor.from_pretrained(path, **pinned),
+        tokenizer=AutoTokenizer.from_pretrained(path, **pinned),
         config=config,
         device=torch.device(device),
     )

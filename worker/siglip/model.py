@@ -22,6 +22,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModel, BitsAndBytesConfig, SiglipModel
 
+from worker.base_models import base_source
 from worker.config import RunConfig
 
 POOLING_HEAD = "vision_model.head"
@@ -46,11 +47,11 @@ class LoadPlan:
 
 def load_base_model(config: RunConfig, plan: LoadPlan) -> SiglipModel:
     """AutoModel.from_pretrained on config.model.siglip, optionally in 4-bit NF4 with double quant."""
-    path = config.resolve_model_path(config.model.siglip)
+    path, pinned = base_source(config, "siglip")
     token = os.environ.get("HF_TOKEN") if config.model.requires_hf_token else None
     if config.model.requires_hf_token and not token:
         raise RuntimeError(f"{config.model.siglip} is gated: set HF_TOKEN to a token that has accepted its licence")
-    kwargs: dict = {"dtype": plan.weights_dtype, "token": token}
+    kwargs: dict = {"dtype": plan.weights_dtype, "token": token, **pinned}
     if plan.quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,

@@ -10,15 +10,13 @@ import torch.nn.functional as F
 from peft import PeftModel
 from transformers import SiglipModel
 
+from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
 from worker.training.callbacks import METRICS_KEY, logged_metrics
 from worker.training.schedule import warmup_cosine_schedule
-
-RUN_CONFIG_KEY = "run_config"
-LORA_TARGETS_KEY = "lora_targets"
 
 
 class SiglipContrastiveModule(L.LightningModule):

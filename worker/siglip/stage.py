@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
+from worker.base_models import base_source
 from worker.config import RunConfig
 from worker.export.stage import write_run_outputs
 from worker.recorder import Recorder
@@ -28,7 +29,13 @@ from worker.siglip.module import SiglipContrastiveModule
 from worker.siglip.preprocess import ImageNormalizer
 from worker.training.device import resolve_accelerator, resolve_precision, weights_dtype_for
 from worker.training.profiling import MB, PeakMemory
-from worker.training.trainer import best_epoch_metrics, build_trainer, fit_result, resume_checkpoint
+from worker.training.trainer import (
+    best_epoch_metrics,
+    build_trainer,
+    fit_result,
+    pinned_base,
+    resume_checkpoint,
+)
 
 STAGE = "train"
 
@@ -53,9 +60,9 @@ def setup_training(
     """The PEFT model inside its LightningModule, and the datamodule with the model's preprocessing."""
     model = build_peft_siglip(config, plan)
     targets = sorted(model.peft_config["default"].target_modules)
-    model_path = config.resolve_model_path(config.model.siglip)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    image_processor = AutoImageProcessor.from_pretrained(model_path)
+    model_path, pinned = base_source(config, "siglip")
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **pinned)
+    image_processor = AutoImageProcessor.from_pretrained(model_path, **pinned)
     normalizer = ImageNormalizer.for_model(image_processor, model.get_base_model().config.vision_config.image_size)
     datamodule = SiglipDataModule(config, splits, tokenizer, normalizer)
     module = SiglipContrastiveModule(config, model, targets, list(splits.split("val").texts))
@@ -76,6 +83,8 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         device_map={"": local_rank if accelerator == "gpu" else "cpu"},
     )
     ckpt_dir = checkpoint_dir(config)
+    resume_from = resume_checkpoint(config, ckpt_dir)
+    config = pinned_base(config, resume_from, "siglip")
 
     with PeakMemory() as peak:
         module, datamodule = setup_training(config, splits, plan)
@@ -84,7 +93,6 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
             max_epochs=config.train.epochs,
         )  # fmt: skip
         checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
-        resume_from = resume_checkpoint(config, ckpt_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
     trainable, total = count_parameters(module.model)

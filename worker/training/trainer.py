@@ -93,6 +93,20 @@ def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
     return last if config.train.resume and last.is_file() else None
 
 
+def pinned_base(config: RunConfig, resume_from: Path | None, field: str) -> RunConfig:
+    """``config`` with the base it trains on pinned (worker/base_models.py), so its checkpoints record it. A
+    resumed run continues on the base its last checkpoint recorded, and is refused if that base changed.
+    Call it after naming the run folder: the folder hangs on the config hash, which pinning changes."""
+    from worker.base_models import pin_base
+    from worker.checkpoint_info import recorded_config
+
+    key = f"{field}_revision"
+    recorded = (recorded_config(resume_from) or {}).get("model", {}).get(key) if resume_from else None
+    if recorded and not getattr(config.model, key):
+        config = config.model_copy(update={"model": config.model.model_copy(update={key: recorded})})
+    return pin_base(config, field, resume_from and f"checkpoint {resume_from}")
+
+
 def best_epoch_metrics(epochs: list[dict[str, float]]) -> dict[str, float]:
     """The metrics of the epoch with the lowest val_loss (the one the best checkpoint holds)."""
     with_val = [m for m in epochs if "val_loss" in m]
