@@ -23,9 +23,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-# Tiny models on two cores: one intra-op thread per process is faster than two contending ones.
+# Tiny models on two cores: one intra-op thread per process is faster than two contending ones. Tests run on
+# TEST_WORKERS pytest-xdist workers, a module on one worker (its module fixtures are built once); the slowest
+# 15 are listed at the end.
+TEST_WORKERS ?= 2
 test: install lint
-	OMP_NUM_THREADS=1 $(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 demo: install
 	./scripts/demo.sh
