@@ -17,7 +17,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 
 from worker.config import RunConfig
 from worker.siglip.datamodule import tokenize
-from worker.siglip.model import LoadPlan, build_peft_siglip
+from worker.siglip.model import LoadPlan, build_peft_siglip, load_base_model
 from worker.siglip.module import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.siglip.preprocess import ImageNormalizer
 
@@ -27,7 +27,7 @@ ENCODE_BATCH = 64
 
 @dataclass
 class FinetunedSiglip:
-    """A fine-tuned SigLIP ready for inference, with its preprocessing."""
+    """A fine-tuned SigLIP (or its base, see load_base_siglip) ready for inference, with its preprocessing."""
 
     model: SiglipModel
     image_processor: object
@@ -108,6 +108,17 @@ def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: s
     model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     if not quantize:
         model = model.to(device)
+    return _for_inference(model, config, device)
+
+
+def load_base_siglip(config: RunConfig, device: str = "cpu") -> FinetunedSiglip:
+    """The un-adapted ``config.model.siglip`` (fp32, eval mode) with the same preprocessing: the reference a
+    fine-tuned SigLIP is measured against (e.g. the nearest-neighbour report baseline)."""
+    model = load_base_model(config, LoadPlan(quantize=False, weights_dtype=torch.float32)).to(device)
+    return _for_inference(model, config, device)
+
+
+def _for_inference(model: SiglipModel, config: RunConfig, device: str) -> FinetunedSiglip:
     model.eval().requires_grad_(False)
     path = config.resolve_model_path(config.model.siglip)
     return FinetunedSiglip(
