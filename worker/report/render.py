@@ -164,6 +164,10 @@ def _reading_notes() -> list[str]:
         "hits were not recorded.",
         "Recall@5 and @10 have no per-image record: their intervals are over seeds only.",
         "'Significant' means the 95% interval of the difference excludes 0; with one seed there is no interval.",
+        "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
+        "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
+        "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "
+        "holds 0; a difference with no interval is one seed, not a conclusion.",
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "
         "`jobs metrics ID`).",
     ]
