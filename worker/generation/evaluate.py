@@ -12,11 +12,12 @@ from worker.generation.baselines import baseline_texts
 from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.textmetrics import all_metrics, check_system_dependencies, per_sample_scores
+from worker.textmetrics import all_metrics_of_each, check_system_dependencies, per_sample_scores
 from worker.training.device import resolve_accelerator, torch_device
 from worker.training.runs import output_dir
 
 STAGE = "evaluate"
+MODEL = "model"  # the generator's texts, beside the baselines' (whose names are metric prefixes)
 
 
 def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: str = "test") -> StageResult:
@@ -34,7 +35,13 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     check_system_dependencies(nltk_data)
     predictions = predict(config, checkpoint, split)
     references, protocol = predictions.references, config.eval.protocol
-    metrics: dict[str, Any] = all_metrics(references, predictions.generated, nltk_data_dir=nltk_data, protocol=protocol)
+    device = torch_device(resolve_accelerator(config.train))
+    baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
+                               predictions.siglip_checkpoint, device)  # fmt: skip
+    scored = all_metrics_of_each(
+        references, {MODEL: predictions.generated, **baselines}, nltk_data_dir=nltk_data, protocol=protocol
+    )
+    metrics: dict[str, Any] = scored.pop(MODEL)
     count = len(predictions.generated)
     metrics |= {
         "cosine_generated": _mean(s["cosine_generated"] for s in predictions.scores),
@@ -45,13 +52,9 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
         "empty_generations": sum(1 for text in predictions.generated if not text),
         "distinct_generations": len(set(predictions.generated)),
     }
-    device = torch_device(resolve_accelerator(config.train))
-    baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
-                               predictions.siglip_checkpoint, device)  # fmt: skip
     per_study: list[dict[str, Any]] = [{} for _ in references]
     for name, texts in baselines.items():
-        scored = all_metrics(references, texts, nltk_data_dir=nltk_data, protocol=protocol)
-        metrics |= {f"{name}_{metric}": value for metric, value in scored.items()}
+        metrics |= {f"{name}_{metric}": value for metric, value in scored[name].items()}
         metrics[f"{name}_distinct_generations"] = len(set(texts))
         for row, text, scores in zip(per_study, texts, per_sample_scores(references, texts, protocol=protocol),
                                      strict=True):  # fmt: skip
