@@ -189,7 +189,8 @@ def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
 
 
 def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
-    """One sentence comparing cell b with cell a on one row: higher, lower, or no significant difference."""
+    """One sentence comparing cell b with cell a on one row: higher, lower, no significant difference, or (with no
+    interval) the two numbers and "not a conclusion"."""
     first, second = row["cells"][0], row["cells"][1]
     if first["mean"] is None or second["mean"] is None:
         return None
