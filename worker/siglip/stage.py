@@ -102,8 +102,6 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         "precision": precision,
         **base_metrics(module),
     }
-    if trainer.is_global_zero and module.base_retrieval is not None:
-        recorder.log_metrics(base_metrics(module), split="val")
     result = fit_result(STAGE, callbacks, ckpt_dir, metrics)
     if trainer.is_global_zero:  # every rank holds the gathered hits; one writes them
         hits = write_val_hits(module, splits.split("val"), checkpointing.best_model_path, ckpt_dir.parent)
