@@ -120,8 +120,8 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     train_ids = {m: plan.branch(**cell).steps[0][1] for m, cell in (("LoRA", LORA), ("QLoRA", QLORA))}
     assert {c["label"]: c["experiments"]["42"]["train"]["job_id"] for c in report["cells"]} == train_ids
     assert report["curves"]["QLoRA"]["val_loss"] == [[0, 1.1], [1, 0.9]]
-    assert any(line.startswith("Peak GPU memory, allocated (MB): QLoRA is lower (better) than LoRA (QLoRA 3,000.0 "
-                               "against LoRA 5,000.0, 40% lower") for line in report["conclusions"])  # fmt: skip
+    assert ("Peak GPU memory, allocated (MB): QLoRA 3,000.0 against LoRA 5,000.0, 40% lower; one seed, not a "
+            "conclusion.") in report["conclusions"]  # fmt: skip
     parent = service.get_job(plan.parent_id)
     # prepare-data never ran in this test, so the parent ends FAILED naming it, with the report attached.
     assert parent.state is JobState.FAILED and "seed 42 prepare-data" in parent.error

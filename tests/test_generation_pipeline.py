@@ -99,6 +99,14 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
     assert all(0.0 <= row["bleu4"] <= 1.0 and 0.0 <= row["rougeL"] <= 1.0 for row in lines)
     for name in UNIT_METRICS:
         assert 0.0 <= result.metrics[name] <= 1.0, name
+    # The baselines are scored under the same protocol: their texts are cleaned the same way before scoring.
+    from worker.textmetrics import sentence_rouge_l
+
+    for row in lines:
+        for name in ("template", "nn_finetuned", "nn_base"):
+            cleaned = r2gen_tokens_text(row[f"{name}_text"])
+            assert row[f"{name}_rougeL"] == pytest.approx(sentence_rouge_l(row["reference"], cleaned)), name
+    assert 0.0 <= result.metrics["template_coco_bleu4"] <= 1.0
 
 
 def test_qualitative_writes_html_and_png(smoke_config, trained):
@@ -131,3 +139,82 @@ def test_evaluate_without_java_fails_before_generating(smoke_config, trained, mo
     monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("generated before the check"))
     with pytest.raises(SystemDependencyMissing, match="default-jre-headless"):
         evaluate_module.evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+
+
+def _brute_force_nearest(siglip, test_images, train_images, train_texts) -> list[set[str]]:
+    """Per test image, every training text whose image is the most similar (to 1e-6), by a plain loop."""
+    test, train = siglip.encode_images(test_images).tolist(), siglip.encode_images(train_images).tolist()
+    found = []
+    for query in test:
+        cosines = [sum(a * b for a, b in zip(query, item, strict=True)) for item in train]
+        top = max(cosines)
+        found.append({text for text, c in zip(train_texts, cosines, strict=True) if c >= top - 1e-6})
+    return found
+
+
+def test_evaluate_scores_the_baselines_like_the_model(smoke_config, smoke_prepared, evaluated, trained):
+    import torch
+    from transformers import SiglipModel
+
+    from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
+    from worker.textmetrics import all_metrics
+
+    lines = [json.loads(line) for line in Path(evaluated.artifacts["predictions"]).read_text().splitlines()]
+    train = smoke_prepared.split("train")
+    train_studies = select_studies(train)
+    test_studies = select_studies(smoke_prepared.split("test"))
+    # Template: the most frequent training target, counted by hand.
+    counts: dict[str, int] = {}
+    for text in train_studies.texts:
+        counts[text] = counts.get(text, 0) + 1
+    assert max(counts.values()) > 1
+    assert {row["template_text"] for row in lines} == {max(counts, key=counts.__getitem__)}
+    # Nearest neighbours by brute-force cosine, with the fine-tuned SigLIP and with the plain base model.
+    test_images, train_images = test_studies.images(smoke_prepared.split("test")), train_studies.images(train)
+    finetuned = load_finetuned_siglip(trained.siglip_checkpoint)
+    path = smoke_config.resolve_model_path(smoke_config.model.siglip)
+    base = FinetunedSiglip(SiglipModel.from_pretrained(path).eval(), finetuned.image_processor,
+                           finetuned.tokenizer, finetuned.config, torch.device("cpu"))  # fmt: skip
+    for name, siglip in (("nn_finetuned", finetuned), ("nn_base", base)):
+        allowed = _brute_force_nearest(siglip, test_images, train_images, train_studies.texts)
+        chosen = [row[f"{name}_text"] for row in lines]
+        assert all(text in ok for text, ok in zip(chosen, allowed, strict=True)), name
+    assert [row["nn_finetuned_text"] for row in lines] != [row["nn_base_text"] for row in lines]  # two encoders
+    # Every metric the model gets, computed the same way, and per-study rows whose means are the corpus ROUGE-L.
+    references = [row["reference"] for row in lines]
+    model_metrics = {*UNIT_METRICS, "coco_cider"}
+    for name in ("template", "nn_finetuned", "nn_base"):
+        expected = all_metrics(references, [row[f"{name}_text"] for row in lines],
+                               nltk_data_dir=smoke_config.var_path("nltk_data"))  # fmt: skip
+        for metric in model_metrics:
+            assert evaluated.metrics[f"{name}_{metric}"] == pytest.approx(expected[metric]), (name, metric)
+        mean_rouge = sum(row[f"{name}_rougeL"] for row in lines) / len(lines)
+        assert math.isclose(mean_rouge, evaluated.metrics[f"{name}_rougeL"], rel_tol=1e-6)
+    assert evaluated.metrics["template_distinct_generations"] == 1
+
+
+@pytest.mark.parametrize("writer", ["template", "reference"])
+def test_the_report_says_whether_the_generator_beats_the_template(smoke_config, smoke_prepared, trained, writer,
+                                                                   monkeypatch):  # fmt: skip
+    """The model's generations replaced by the template (it cannot beat it) or by the references (a clearly
+    better generator), through evaluate, its predictions file and the report."""
+    from jobs.pipelines.report import _per_item
+    from worker.generation import predict as predict_module
+    from worker.generation.evaluate import evaluate
+    from worker.report.analysis import compare_runs
+
+    train_texts = select_studies(smoke_prepared.split("train")).texts
+    template = max(set(train_texts), key=lambda text: (train_texts.count(text), -train_texts.index(text)))
+    references = select_studies(smoke_prepared.split("test")).texts
+    written = [template] * len(references) if writer == "template" else references
+    monkeypatch.setattr(predict_module, "generate_reports", lambda *args, **kwargs: list(written))
+    result = evaluate(smoke_config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    if writer == "template":  # scored exactly like the model: the same texts get the same numbers
+        assert result.metrics["template_rougeL"] == pytest.approx(result.metrics["rougeL"])
+    per_item = _per_item("evaluate", result.artifacts)
+    row = {"id": 1, "job_id": 1, "stage": "evaluate", "status": "SUCCEEDED", "metrics": result.metrics,
+           "cell": {"peft.method": "lora"}, "seed": 42, "per_item": per_item}  # fmt: skip
+    lines = compare_runs([row], []).conclusions
+    verdict = next(line for line in lines if "the template baseline" in line)
+    expected = "does not beat" if writer == "template" else "beats"
+    assert verdict.startswith(f"LoRA: the model {expected} the template baseline"), verdict

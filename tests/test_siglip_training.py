@@ -216,3 +216,53 @@ def test_a_kill_before_an_epochs_last_checkpoint_leaves_the_best_it_names(model_
     resumed_config = tiny_config(model_dir, tmp_path, **settings, **{"train.resume": True})
     resumed = run_training(resumed_config, MemoryRecorder(), splits)
     assert resumed.status == "succeeded" and Path(resumed.artifacts["best_checkpoint"]).is_file()
+
+
+def test_the_base_model_is_scored_before_the_first_optimizer_step(model_dir, splits, tmp_path, monkeypatch):
+    """base_* metrics: the un-adapted model's retrieval, scored before any update, and equal to an independent
+    computation with plain transformers on the same validation images and texts."""
+    import torch.nn.functional as F
+    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+    from worker.siglip.datamodule import tokenize
+    from worker.siglip.module import SiglipContrastiveModule
+    from worker.siglip.preprocess import ImageNormalizer, to_unit_float_tensor
+    from worker.siglip.retrieval import retrieval_metrics
+
+    events: list[tuple[str, int]] = []
+    score, step = SiglipContrastiveModule.score_base_model, SiglipContrastiveModule.optimizer_step
+
+    def scoring(self):
+        events.append(("base", self.trainer.global_step))
+        return score(self)
+
+    def stepping(self, *args, **kwargs):
+        events.append(("step", self.trainer.global_step))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SiglipContrastiveModule, "score_base_model", scoring)
+    monkeypatch.setattr(SiglipContrastiveModule, "optimizer_step", stepping)
+    config = tiny_config(model_dir, tmp_path, **{"train.epochs": 2})
+    result = run_training(config, MemoryRecorder(), splits)
+    assert events[0] == ("base", 0) and [e for e, _ in events].count("base") == 1
+    assert [e for e, _ in events[1:]] == ["step"] * 4
+
+    base = SiglipModel.from_pretrained(model_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    val = splits.split("val")
+    pixels = ImageNormalizer.for_model(processor, base.config.vision_config.image_size)(
+        to_unit_float_tensor(torch.from_numpy(val.images))
+    )
+    ids = tokenize(AutoTokenizer.from_pretrained(model_dir), list(val.texts), config.train.max_text_length)
+    with torch.no_grad():
+        image = F.normalize(base.vision_model(pixel_values=pixels).pooler_output, dim=-1)
+        text = F.normalize(base.text_model(input_ids=ids).pooler_output, dim=-1)
+    expected = retrieval_metrics(image, text, list(val.texts))
+    for name in ("i2t_recall@1", "t2i_recall@5", "i2t_recall@10_strict", "pos_cosine", "neg_cosine"):
+        assert result.metrics[f"base_{name}"] == pytest.approx(expected[name], abs=1e-5), name
+    assert "base_i2t_recall@1_chance" not in result.metrics
+    # Per image, beside the fine-tuned hits: their means are the base recalls@1.
+    lines = [json.loads(line) for line in Path(result.artifacts["val_hits"]).read_text().splitlines()]
+    for direction in ("i2t", "t2i"):
+        hits = [line[f"base_{direction}_hit@1"] for line in lines]
+        assert sum(hits) / len(hits) == pytest.approx(result.metrics[f"base_{direction}_recall@1"])

@@ -15,6 +15,7 @@ import pytest
 from worker.textmetrics import (
     SystemDependencyMissing,
     all_metrics,
+    all_metrics_of_each,
     bleu_scores,
     coco,
     coco_scores,
@@ -174,6 +175,18 @@ def test_coco_known_and_disjoint_pairs_by_hand():
     assert scores["coco_rougeL"] == pytest.approx(0.375)
     assert 0.0 < scores["coco_meteor"] < 1.0
     assert scores["coco_cider"] > 0.0
+
+
+@needs_java
+def test_one_meteor_jvm_for_several_hypothesis_sets_changes_no_number(nltk_data):
+    sets = {"same": REFS, "disjoint": DISJOINT, "partial": ["no acute abnormality .", "the heart is big ."]}
+    together = all_metrics_of_each(REFS, sets, nltk_data_dir=nltk_data)
+    assert list(together) == list(sets)
+    for name, hyps in sets.items():
+        assert together[name] == pytest.approx(all_metrics(REFS, hyps, nltk_data_dir=nltk_data)), name
+    assert together["partial"]["coco_meteor"] != together["disjoint"]["coco_meteor"]
+    with pytest.raises(ValueError, match="need equal, non-zero numbers of texts"):
+        all_metrics_of_each(REFS, {"short": REFS[:1]}, nltk_data_dir=nltk_data)
 
 
 def test_per_sample_scores():

@@ -38,7 +38,11 @@ METRIC_TABLE_COLUMNS = (
     ("trainable", "trainable_params"),
     ("best val loss", "best_val_loss"),
     ("i2t R@1", "i2t_recall@1"),
+    ("base i2t R@1", "base_i2t_recall@1"),  # the un-adapted SigLIP: what fine-tuning is measured against
     ("t2i R@1", "t2i_recall@1"),
+    ("ROUGE-L", "rougeL"),
+    ("template ROUGE-L", "template_rougeL"),  # the report-generation baselines (every metric: --json)
+    ("NN ROUGE-L", "nn_finetuned_rougeL"),
 )
 
 

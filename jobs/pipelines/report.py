@@ -58,9 +58,13 @@ class ComparisonRows:
 
 # Per-item files the stages write (artifact name, the field naming the item, the values to read): the report
 # compares two runs item by item from them.
+# Each baseline's values sit beside the model's under a prefix (worker.report.baselines).
+GENERATION_BASELINES = ("", "template_", "nn_finetuned_", "nn_base_")
 PER_ITEM_FILES = {
-    Stage.evaluate.value: ("predictions", "uid", ("bleu4", "rougeL")),
-    Stage.train.value: ("val_hits", "image", ("i2t_hit@1", "t2i_hit@1")),
+    Stage.evaluate.value: (
+        "predictions", "uid", tuple(p + n for p in GENERATION_BASELINES for n in ("bleu4", "rougeL"))
+    ),
+    Stage.train.value: ("val_hits", "image", tuple(p + n for p in ("", "base_") for n in ("i2t_hit@1", "t2i_hit@1"))),
 }
 
 

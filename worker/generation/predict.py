@@ -29,6 +29,8 @@ class Predictions:
     """Per study: bleu4 (sentence BLEU, see worker.textmetrics.sentence_bleu4), rougeL, cosine_generated,
     cosine_reference; text scores on the texts of config.eval.protocol."""
     generation_time_s: float
+    siglip_checkpoint: str | None = None
+    """The SigLIP checkpoint whose image features the report model reads."""
 
     @property
     def references(self) -> list[str]:
@@ -71,4 +73,4 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
             strict=True,
         )
     ]
-    return Predictions(split, studies, images, generated, scores, generation_time)
+    return Predictions(split, studies, images, generated, scores, generation_time, loaded.siglip_checkpoint)

@@ -8,52 +8,20 @@ from those intervals, and every number keeps the ids of the experiment rows it c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.report.baselines import baseline_conclusions, baseline_rows
+from worker.report.cells import Cell, difference, summary
 from worker.report.metrics import MEASURES, Measure, find_measure, fmt, signed
-from worker.report.stats import Interval, paired_bootstrap_difference, paired_seed_difference, t_interval
+from worker.report.stats import t_interval
 
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 CURVES = ("train_loss", "val_loss", "i2t_recall@1")
 DEFAULT_METRIC = "best_val_loss"
 # What the two-cell conclusions talk about, in order; memory is chosen separately (GPU if measured).
 HEADLINE = ("samples_per_s", "i2t_recall@1", "best_val_loss", "bleu4", "study_bleu4")
-
-
-@dataclass
-class Cell:
-    """One grid point and its runs: seed -> stage -> the latest succeeded experiment row."""
-
-    values: dict[str, Any]
-    label: str
-    runs: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
-
-    def per_seed(self, measure: Measure) -> dict[int, float]:
-        """The measure's value in every seed that recorded it (or the mean of its per-item values)."""
-        found = {}
-        items = self.per_item(measure)
-        for seed, stages in self.runs.items():
-            value = ((stages.get(measure.stage) or {}).get("metrics") or {}).get(measure.metric)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                found[seed] = float(value)
-            elif seed in items:
-                found[seed] = sum(items[seed].values()) / len(items[seed])
-        return found
-
-    def per_item(self, measure: Measure) -> dict[int, dict[str, float]]:
-        """seed -> item (test study, validation image) -> value, where the stage wrote per-item values."""
-        found = {}
-        for seed, stages in self.runs.items():
-            values = ((stages.get(measure.stage) or {}).get("per_item") or {}).get(measure.per_item or "")
-            if values:
-                found[seed] = dict(values)
-        return found
-
-    def experiment_ids(self, stage: str, seeds: Iterable[int]) -> list[int]:
-        return [self.runs[s][stage]["id"] for s in sorted(seeds) if stage in self.runs.get(s, {})]
 
 
 @dataclass
@@ -71,6 +39,8 @@ class Comparison:
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    """Each cell against its baselines (worker.report.baselines.baseline_rows)."""
     conclusions: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -107,6 +77,7 @@ class Comparison:
             "curves": {m: {n: [list(p) for p in pts] for n, pts in c.items()} for m, c in self.curves.items()},
             "best": self.best,
             "groups": self.groups,
+            "baselines": self.baselines,
             "conclusions": self.conclusions,
             "missing": self.missing,
         }
@@ -138,35 +109,10 @@ def _cells(experiments: Iterable[Mapping[str, Any]], grid: Mapping[str, list[str
     return [cells[ident] for ident in sorted(cells, key=order)]
 
 
-def _summary(cell: Cell, measure: Measure) -> dict[str, Any]:
-    values = cell.per_seed(measure)
-    if not values:
-        return {"label": cell.label, "mean": None, "low": None, "high": None, "n": 0, "seeds": [], "values": [],
-                "experiment_ids": []}  # fmt: skip
-    interval = t_interval([values[s] for s in sorted(values)])
-    return {
-        "label": cell.label,
-        "mean": interval.mean,
-        "low": interval.low,
-        "high": interval.high,
-        "n": interval.n,
-        "seeds": sorted(values),
-        "values": [values[s] for s in sorted(values)],
-        "experiment_ids": cell.experiment_ids(measure.stage, values),
-    }
-
-
-def difference(a: Cell, b: Cell, measure: Measure) -> Interval | None:
-    """b - a: over the items (test studies, validation images) both scored where the stage wrote per-item
-    values, else over the seeds both ran; None without an interval."""
-    by_item = paired_bootstrap_difference(a.per_item(measure), b.per_item(measure), items=measure.items)
-    return by_item or paired_seed_difference(a.per_seed(measure), b.per_seed(measure))
-
-
 def _table(c: Comparison) -> list[dict[str, Any]]:
     table = []
     for measure in MEASURES:
-        summaries = [_summary(cell, measure) for cell in c.cells]
+        summaries = [summary(cell, measure) for cell in c.cells]
         if all(s["mean"] is None for s in summaries):
             continue
         row: dict[str, Any] = {
@@ -211,11 +157,11 @@ def _best(c: Comparison, measure: Measure) -> dict[str, Any] | None:
         return None
     ranked.sort(key=lambda item: sum(item[1].values()) / len(item[1]), reverse=c.mode == "max")
     best = ranked[0][0]
-    result: dict[str, Any] = {"cell": best.label, "values": best.values, **_summary(best, measure)}
+    result: dict[str, Any] = {"cell": best.label, "values": best.values, **summary(best, measure)}
     if len(ranked) > 1:
         runner_up = ranked[1][0]
         diff = difference(runner_up, best, measure)
-        result["runner_up"] = {"cell": runner_up.label, **_summary(runner_up, measure)}
+        result["runner_up"] = {"cell": runner_up.label, **summary(runner_up, measure)}
         result["difference"] = diff.to_dict() if diff else None
     return result
 
@@ -245,7 +191,8 @@ def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
 
 
 def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
-    """One sentence comparing cell b with cell a on one row: higher, lower, or no significant difference."""
+    """One sentence comparing cell b with cell a on one row: higher, lower, no significant difference, or (with no
+    interval) the two numbers and "not a conclusion"."""
     first, second = row["cells"][0], row["cells"][1]
     if first["mean"] is None or second["mean"] is None:
         return None
@@ -269,8 +216,9 @@ def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
     # Whole percent reads best; below 10% a decimal keeps a small change from printing as "0% lower".
     relative = "" if percent is None else f", {percent:.0f}% {word}" if percent >= 10 else f", {percent:.1f}% {word}"
     if diff is None:
-        why = "one seed, no interval" if min(first["n"], second["n"]) < 2 else "no two seeds in common, no interval"
-        return f"{label}: {b} is {word}{judged} than {a} ({numbers}{relative}; {why})."
+        # Without an interval the sign of a difference may be noise: state the numbers, not a direction.
+        why = "one seed" if min(first["n"], second["n"]) < 2 else "no two seeds in common"
+        return f"{label}: {numbers}{relative}; {why}, not a conclusion."
     return f"{label}: {b} is {word}{judged} than {a} ({numbers}{relative}; {_interval_text(diff, d)})."
 
 
@@ -349,6 +297,8 @@ def compare_runs(
         c.conclusions = _best_conclusion(c)
     if len(c.cells) == 2:
         c.conclusions += _pair_conclusions(c)
+    c.baselines = baseline_rows(c.cells)
+    c.conclusions += baseline_conclusions(c.baselines)
     if c.missing:
         c.conclusions.append("Incomplete: " + "; ".join(c.missing) + ".")
     return c

@@ -103,6 +103,43 @@ def _sweep_table(c: Comparison) -> Table:
     return Table(headers, rows, numeric_from=len(c.grid_keys))
 
 
+BASELINE_SECTIONS = {
+    "train": ("Fine-tuned against the base model (retrieval, validation)",
+              "The un-adapted SigLIP, scored by the train stage on the same validation images before its first step."),
+    "evaluate": ("Report generation against the baselines (test)",
+                 "Scored like the model on the same test studies and protocol: the most frequent training text for "
+                 "every study (Template), and the training text of the most similar training image by the "
+                 "fine-tuned and by the base SigLIP (NN). Each difference is model minus baseline."),
+}  # fmt: skip
+
+
+def _baseline_sections(c: Comparison) -> list[Section]:
+    """One table per stage: a row per measure and configuration, the model, then each baseline and the difference."""
+    out = []
+    for stage, (title, paragraph) in BASELINE_SECTIONS.items():
+        rows = [r for r in c.baselines if r["stage"] == stage]
+        if not rows:
+            continue
+        names = list(dict.fromkeys((r["baseline"], r["short"]) for r in rows))
+        by_key = {(r["metric"], r["cell"], r["baseline"]): r for r in rows}
+        headers = ["Measure", "Configuration", "Model"]
+        for _, short in names:
+            headers += [short, f"Model − {short.split(',')[0]} [95% CI]"]
+        table_rows = []
+        for metric, cell in dict.fromkeys((r["metric"], r["cell"]) for r in rows):
+            first = next(r for r in rows if (r["metric"], r["cell"]) == (metric, cell))
+            d = first["decimals"]
+            line = [first["label"], cell, with_interval(first["model"], d)]
+            for name, _ in names:
+                row = by_key.get((metric, cell, name))
+                line += ["—", "—"] if row is None else [
+                    with_interval(row["baseline_value"], d), difference_text(row["difference"], d)
+                ]  # fmt: skip
+            table_rows.append(line)
+        out.append(Section(title, [paragraph], Table(headers, table_rows, numeric_from=2)))
+    return out
+
+
 def _group_sections(c: Comparison) -> list[Section]:
     measure = find_measure(c.metric)
     sections = []
@@ -129,6 +166,10 @@ def _reading_notes() -> list[str]:
         "hits were not recorded.",
         "Recall@5 and @10 have no per-image record: their intervals are over seeds only.",
         "'Significant' means the 95% interval of the difference excludes 0; with one seed there is no interval.",
+        "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
+        "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
+        "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "
+        "holds 0; a difference with no interval is one seed, not a conclusion.",
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "
         "`jobs metrics ID`).",
     ]
@@ -143,6 +184,7 @@ def sections(c: Comparison) -> list[Section]:
         out.append(Section("Results" if c.kind == "compare" else "All measures", table=_measure_table(c)))
     else:
         out.append(Section("All measures", [f"{len(c.cells)} configurations: the full table is in report.json."]))
+    out += _baseline_sections(c)
     out.append(Section("Conclusions", items=c.conclusions))
     if c.missing:
         out.append(Section("Missing steps", items=c.missing))

@@ -19,7 +19,7 @@ from worker.base_models import base_source, verified_base
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
 from worker.siglip.datamodule import tokenize
-from worker.siglip.model import LoadPlan, build_peft_siglip
+from worker.siglip.model import LoadPlan, build_peft_siglip, load_base_model
 from worker.siglip.preprocess import ImageNormalizer
 
 LIGHTNING_PREFIX = "model."  # the LightningModule holds the PEFT model as `self.model`
@@ -28,7 +28,7 @@ ENCODE_BATCH = 64
 
 @dataclass
 class FinetunedSiglip:
-    """A fine-tuned SigLIP ready for inference, with its preprocessing."""
+    """A fine-tuned SigLIP (or its base, see load_base_siglip) ready for inference, with its preprocessing."""
 
     model: SiglipModel
     image_processor: object
@@ -110,6 +110,17 @@ def load_finetuned_siglip(checkpoint_path: str, *, merge: bool = True, device: s
     model = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     if not quantize:
         model = model.to(device)
+    return _for_inference(model, config, device)
+
+
+def load_base_siglip(config: RunConfig, device: str = "cpu") -> FinetunedSiglip:
+    """The un-adapted ``config.model.siglip`` (fp32, eval mode) with the same preprocessing: the reference a
+    fine-tuned SigLIP is measured against (e.g. the nearest-neighbour report baseline)."""
+    model = load_base_model(config, LoadPlan(quantize=False, weights_dtype=torch.float32)).to(device)
+    return _for_inference(model, config, device)
+
+
+def _for_inference(model: SiglipModel, config: RunConfig, device: str) -> FinetunedSiglip:
     model.eval().requires_grad_(False)
     path, pinned = base_source(config, "siglip")
     return FinetunedSiglip(

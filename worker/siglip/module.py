@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,15 @@ from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
 from worker.training.callbacks import METRICS_KEY, logged_metrics
 from worker.training.schedule import warmup_cosine_schedule
+
+
+@dataclass(frozen=True)
+class ValRetrieval:
+    """Retrieval over the validation split: the metrics, the split indices scored, and their per-image hits@1."""
+
+    metrics: dict[str, float]
+    indices: list[int]
+    hits: dict[str, list[float]]
 
 
 class SiglipContrastiveModule(L.LightningModule):
@@ -35,6 +45,7 @@ class SiglipContrastiveModule(L.LightningModule):
         self.strict_loading = False  # resuming loads only the trainable parameters
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.val_hits: dict[int, tuple[list[int], dict[str, list[float]]]] = {}  # epoch -> (val indices, hits)
+        self.base_retrieval: ValRetrieval | None = None  # the un-adapted model's, scored before training
         self._encode = torch.compile(self.encode) if config.train.compile else self.encode
 
     @property
@@ -74,19 +85,47 @@ class SiglipContrastiveModule(L.LightningModule):
         """Retrieval over the whole validation split (gathered from every rank)."""
         if not self._val_batches:
             return
-        index = torch.cat([b[0] for b in self._val_batches])
-        image = torch.cat([b[1] for b in self._val_batches])
-        text = torch.cat([b[2] for b in self._val_batches])
-        if self.trainer.world_size > 1:
+        scored = self._retrieval(self._val_batches, gather=True)
+        self.log_dict(scored.metrics, on_epoch=True)
+        # Per validation image, for intervals over images; the sanity check's epoch 0 is overwritten by the real one.
+        self.val_hits[self.current_epoch] = (scored.indices, scored.hits)
+        self._val_batches = []
+
+    def on_train_start(self) -> None:
+        """The zero-shot reference: the base model (adapters off) on the same validation images and texts,
+        before the first optimizer step, so the report can say what fine-tuning changed."""
+        self.base_retrieval = self.score_base_model()
+
+    @torch.no_grad()
+    def score_base_model(self) -> ValRetrieval:
+        """Retrieval of the un-adapted model over the whole validation split. Every rank reads the whole split
+        through the datamodule's own loader (no distributed sampler): nothing to gather."""
+        datamodule = self.trainer.datamodule
+        was_training = self.model.training
+        self.model.eval()
+        batches = []
+        with self.model.disable_adapter(), self.trainer.precision_plugin.forward_context():
+            for batch in datamodule.val_dataloader():
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                batch = datamodule.model_inputs(batch, augment_images=False)
+                image, text = self.encode(batch["pixel_values"], batch["input_ids"])
+                batches.append((batch["index"], image, text))
+        self.model.train(was_training)
+        return self._retrieval(batches, gather=False)
+
+    def _retrieval(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *, gather: bool
+    ) -> ValRetrieval:
+        index = torch.cat([b[0] for b in batches])
+        image = torch.cat([b[1] for b in batches])
+        text = torch.cat([b[2] for b in batches])
+        if gather and self.trainer.world_size > 1:
             index, image, text = (t.flatten(0, 1) for t in self.all_gather((index, image, text)))
         # The distributed sampler pads with repeated items; keep each index once, in split order.
         unique, first = _first_occurrence(index)
         texts = [self.val_texts[i] for i in unique]
-        metrics = retrieval_metrics(image[first].cpu(), text[first].cpu(), texts)
-        self.log_dict(metrics, on_epoch=True)
-        # Per validation image, for intervals over images; the sanity check's epoch 0 is overwritten by the real one.
-        self.val_hits[self.current_epoch] = (unique, hits_at_1(image[first].cpu(), text[first].cpu(), texts))
-        self._val_batches = []
+        image, text = image[first].cpu(), text[first].cpu()
+        return ValRetrieval(retrieval_metrics(image, text, texts), unique, hits_at_1(image, text, texts))
 
     def configure_optimizers(self) -> dict[str, Any]:
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]

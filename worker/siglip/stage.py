@@ -108,6 +108,7 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
         "best_checkpoint": checkpointing.best_model_path or None,
         "resumed_from": str(resume_from) if resume_from else None,
         "precision": precision,
+        **base_metrics(module),
     }
     result = fit_result(STAGE, callbacks, ckpt_dir, metrics)
     if trainer.is_global_zero:  # every rank holds the gathered hits; one writes them
@@ -118,12 +119,22 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
 
 
 BEST_EPOCH = re.compile(r"epoch=(\d+)")
+BASE_PREFIX = "base_"  # the un-adapted model's retrieval: base_i2t_recall@1, and base_i2t_hit@1 per image
+
+
+def base_metrics(module: SiglipContrastiveModule) -> dict[str, float]:
+    """The base model's retrieval metrics, prefixed; the chance levels are left out (the fine-tuned run's are the
+    same numbers). Empty when this process never started training (a run resumed after its last epoch)."""
+    scored = module.base_retrieval
+    if scored is None:
+        return {}
+    return {BASE_PREFIX + k: v for k, v in scored.metrics.items() if not k.endswith("_chance")}
 
 
 def write_val_hits(module: SiglipContrastiveModule, val: PairSplit, best_checkpoint: str, out_dir: Path) -> Path | None:
     """One JSON line per validation image at the best checkpoint's epoch: its file, its study and its
-    i2t/t2i hit@1 (their means are the recorded recall@1). None when this process did not validate that epoch
-    (a run resumed after it)."""
+    i2t/t2i hit@1 (their means are the recorded recall@1), and the base model's (base_i2t_hit@1 ...). None
+    when this process did not validate that epoch (a run resumed after it)."""
     match = BEST_EPOCH.search(Path(best_checkpoint).name) if best_checkpoint else None
     epoch = int(match.group(1)) if match else max(module.val_hits, default=-1)
     if epoch not in module.val_hits:
@@ -131,11 +142,15 @@ def write_val_hits(module: SiglipContrastiveModule, val: PairSplit, best_checkpo
     indices, hits = module.val_hits[epoch]
     # The image file names the item across runs (worker.data.SplitData has them); the row index otherwise.
     names = getattr(val, "filenames", None) or [str(i) for i in range(max(indices, default=-1) + 1)]
+    base = module.base_retrieval
+    base_row = {index: row for row, index in enumerate(base.indices)} if base else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "val-hits.jsonl"
     with path.open("w") as out:
         for row, index in enumerate(indices):
             record = {"image": names[index]} | {name: values[row] for name, values in hits.items()}
+            if index in base_row:  # the same image under the base model: the report pairs the two
+                record |= {BASE_PREFIX + name: values[base_row[index]] for name, values in base.hits.items()}
             out.write(json.dumps(record) + "\n")
     return path
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -72,12 +72,25 @@ def coco_scores(
     references: Sequence[str], hypotheses: Sequence[str], *, protocol: Protocol = "native"
 ) -> dict[str, float]:
     """coco_bleu1..4, coco_meteor, coco_rougeL and coco_cider over the pairs, on the protocol's text."""
-    if len(references) != len(hypotheses) or not references:
-        raise ValueError(f"need equal, non-zero numbers of texts; got {len(references)} and {len(hypotheses)}")
+    return coco_scores_of_each(references, {"": hypotheses}, protocol=protocol)[""]
+
+
+def coco_scores_of_each(
+    references: Sequence[str], hypotheses: Mapping[str, Sequence[str]], *, protocol: Protocol = "native"
+) -> dict[str, dict[str, float]]:
+    """coco_scores of every named set of hypotheses against the same references. The process's one METEOR
+    JVM (_meteor_server) scores them all: each EVAL request is scored on its own, so sharing it changes no
+    number."""
+    if not references or any(len(h) != len(references) for h in hypotheses.values()):
+        sizes = ", ".join(str(len(h)) for h in hypotheses.values())
+        raise ValueError(f"need equal, non-zero numbers of texts; got {len(references)} references and {sizes}")
     gts = {i: [_toolkit_text(r, protocol)] for i, r in enumerate(references)}
-    res = {i: [_toolkit_text(h, protocol)] for i, h in enumerate(hypotheses)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    values = [*bleu, _coco_meteor(gts, res), rouge, cider]
-    return {name: float(v) for name, v in zip(COCO_NAMES, values, strict=True)}
+    scores = {}
+    for name, texts in hypotheses.items():
+        res = {i: [_toolkit_text(h, protocol)] for i, h in enumerate(texts)}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        rouge, _ = Rouge().compute_score(gts, res)
+        cider, _ = Cider().compute_score(gts, res)
+        values = [*bleu, _coco_meteor(gts, res), rouge, cider]
+        scores[name] = {key: float(v) for key, v in zip(COCO_NAMES, values, strict=True)}
+    return scores
