@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.generation.studies import select_studies
 from worker.recorder import MemoryRecorder
@@ -172,7 +173,7 @@ def test_evaluate_scores_the_baselines_like_the_model(smoke_config, smoke_prepar
     # Nearest neighbours by brute-force cosine, with the fine-tuned SigLIP and with the plain base model.
     test_images, train_images = test_studies.images(smoke_prepared.split("test")), train_studies.images(train)
     finetuned = load_finetuned_siglip(trained.siglip_checkpoint)
-    path = smoke_config.resolve_model_path(smoke_config.model.siglip)
+    path = base_dir(smoke_config, "siglip")
     base = FinetunedSiglip(SiglipModel.from_pretrained(path).eval(), finetuned.image_processor,
                            finetuned.tokenizer, finetuned.config, torch.device("cpu"))  # fmt: skip
     for name, siglip in (("nn_finetuned", finetuned), ("nn_base", base)):

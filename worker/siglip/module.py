@@ -93,7 +93,10 @@ class SiglipContrastiveModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """The zero-shot reference: the base model (adapters off) on the same validation images and texts,
-        before the first optimizer step, so the report can say what fine-tuning changed."""
+        before the first optimizer step, so the report can say what fine-tuning changed. A fit without
+        validation data (the training-step benchmark) has nothing to score it on."""
+        if self.trainer.datamodule is None or not self.trainer.limit_val_batches:
+            return
         self.base_retrieval = self.score_base_model()
 
     @torch.no_grad()
