@@ -135,10 +135,6 @@ def test_one_meteor_jvm_serves_every_call_and_a_dead_one_is_replaced():
     assert coco._meteor_server().meteor_p.pid != jvm.pid
 
 
-needs_java = pytest.mark.skipif(
-    deps.shutil.which("java") is None and deps._bundled_java() is None, reason="no Java runtime"
-)
-
 
 @pytest.fixture(scope="module")
 def nltk_data(tmp_path_factory):
@@ -150,7 +146,6 @@ def nltk_data(tmp_path_factory):
     return data
 
 
-@needs_java
 def test_all_metrics_identical_texts(nltk_data):
     # One JVM start (about 8 s: the jar loads its paraphrase table), so identical texts share a call.
     metrics = all_metrics(REFS, REFS, nltk_data_dir=nltk_data)
@@ -164,7 +159,6 @@ def test_all_metrics_identical_texts(nltk_data):
     assert metrics["coco_cider"] == pytest.approx(10.0, abs=1e-6)
 
 
-@needs_java
 def test_coco_known_and_disjoint_pairs_by_hand():
     refs = ["the heart is normal", "mild pleural effusion"]
     hyps = ["the heart is big", "patchy opacity bilaterally"]
@@ -177,7 +171,6 @@ def test_coco_known_and_disjoint_pairs_by_hand():
     assert scores["coco_cider"] > 0.0
 
 
-@needs_java
 def test_one_meteor_jvm_for_several_hypothesis_sets_changes_no_number(nltk_data):
     sets = {"same": REFS, "disjoint": DISJOINT, "partial": ["no acute abnormality .", "the heart is big ."]}
     together = all_metrics_of_each(REFS, sets, nltk_data_dir=nltk_data)

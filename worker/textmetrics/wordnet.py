@@ -52,9 +52,15 @@ def _fill_from_system(staging: Path, source: Path) -> None:
 
 
 def _fill_from_bundle(staging: Path, archive: Path) -> None:
+    # Member by member, by the names we need: no path from the archive is trusted, on every Python 3.11
+    # (Debian 12's 3.11.2 predates tarfile's extraction filters).
     with tarfile.open(archive) as tar:
-        members = [tar.getmember(name) for name in REQUIRED_FILES]
-        tar.extractall(staging, members=members, filter="data")
+        for name in REQUIRED_FILES:
+            member = tar.extractfile(name)
+            if member is None:
+                raise SystemDependencyMissing(f"{archive} holds no file {name}; reinstall the project")
+            with member, (staging / name).open("wb") as copy:
+                shutil.copyfileobj(member, copy)
 
 
 def ensure_wordnet_data(nltk_data_dir: Path, source: Path | None = None, bundle: Path | None = None) -> Path:
