@@ -101,13 +101,19 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
     for name in UNIT_METRICS:
         assert 0.0 <= result.metrics[name] <= 1.0, name
     # The baselines are scored under the same protocol: their texts are cleaned the same way before scoring.
-    from worker.textmetrics import sentence_rouge_l
+    from worker.textmetrics import all_metrics, sentence_rouge_l
 
     for row in lines:
         for name in ("template", "nn_finetuned", "nn_base"):
             cleaned = r2gen_tokens_text(row[f"{name}_text"])
             assert row[f"{name}_rougeL"] == pytest.approx(sentence_rouge_l(row["reference"], cleaned)), name
     assert 0.0 <= result.metrics["template_coco_bleu4"] <= 1.0
+    # The other protocol is native here: the same texts scored by this project's tokenization, under its name.
+    native = all_metrics(references, [row["template_text"] for row in lines],
+                         nltk_data_dir=config.var_path("nltk_data"), protocol="native")  # fmt: skip
+    assert result.metrics["native_template_coco_bleu4"] == pytest.approx(native["coco_bleu4"])
+    assert all(f"native_{key}" in lines[0] for key in ("bleu4", "rougeL", "nn_base_rougeL"))
+    assert not any(key.startswith("r2gen_") for key in result.metrics)
 
 
 def test_qualitative_writes_html_and_png(smoke_config, trained):
@@ -192,6 +198,17 @@ def test_evaluate_scores_the_baselines_like_the_model(smoke_config, smoke_prepar
         mean_rouge = sum(row[f"{name}_rougeL"] for row in lines) / len(lines)
         assert math.isclose(mean_rouge, evaluated.metrics[f"{name}_rougeL"], rel_tol=1e-6)
     assert evaluated.metrics["template_distinct_generations"] == 1
+    # The other protocol (r2gen, since the smoke preset's is native): the model and every baseline re-scored on
+    # R2Gen's cleaning of the same texts, under its prefix, with per-study rows whose means are its ROUGE-L.
+    sets = {"": [row["generated"] for row in lines]}
+    sets |= {f"{b}_": [row[f"{b}_text"] for row in lines] for b in ("template", "nn_finetuned", "nn_base")}
+    for name, texts in sets.items():
+        expected = all_metrics(references, texts, nltk_data_dir=smoke_config.var_path("nltk_data"), protocol="r2gen")
+        for metric in model_metrics:
+            assert evaluated.metrics[f"r2gen_{name}{metric}"] == pytest.approx(expected[metric]), (name, metric)
+        mean_rouge = sum(row[f"r2gen_{name}rougeL"] for row in lines) / len(lines)
+        assert math.isclose(mean_rouge, evaluated.metrics[f"r2gen_{name}rougeL"], rel_tol=1e-6)
+    assert not any(key.startswith("native_") for key in evaluated.metrics)
 
 
 @pytest.mark.parametrize("writer", ["template", "reference"])
