@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from worker.report.analysis import Comparison
-from worker.report.metrics import find_measure, fmt, signed
+from worker.report.metrics import TIMING_NOISE_BAND, find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
 
 # Beyond this many configurations the measure-by-configuration table is too wide to read; report.json has it.
@@ -173,6 +173,9 @@ def _reading_notes() -> list[str]:
         "hits were not recorded.",
         "Recall@5 and @10 have no per-image record: their intervals are over seeds only.",
         "'Significant' means the 95% interval of the difference excludes 0; with one seed there is no interval.",
+        f"Timing and throughput from one run have no interval but a stated ±{TIMING_NOISE_BAND:.0%} noise band: "
+        "two timed steps of one run on a 2-core CPU box differed by a median of 5.9%, so a smaller difference reads "
+        "'no difference'; a larger one from one seed is still not a conclusion.",
         "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
         "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
         "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "
