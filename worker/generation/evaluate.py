@@ -16,6 +16,7 @@ from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.textmetrics import all_metrics_of_each, check_system_dependencies, per_sample_scores
+from worker.textmetrics.clinical import clinical_scores, load_labeler
 from worker.textmetrics.protocol import Protocol, other_protocol
 from worker.training.device import resolve_accelerator, torch_device
 from worker.training.runs import output_dir
@@ -33,15 +34,19 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     metrics of the model and every baseline under the other protocol carry its name as a prefix
     (``r2gen_bleu4``, ``r2gen_template_bleu4``), in the predictions file too.
 
-    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, before any
-    generation work."""
+    With eval.clinical, CheXbert label F1 (``clinical_f1_micro`` ..., worker.textmetrics.clinical) of the model
+    and of every baseline (``template_clinical_f1_micro`` ...).
+
+    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, or with
+    eval.clinical the f1chexbert package or its weights, before any generation work."""
     from worker.data import load_prepared
 
     nltk_data = config.var_path("nltk_data")
     check_system_dependencies(nltk_data)
+    device = torch_device(resolve_accelerator(config.train))
+    labeler = load_labeler(device) if config.eval.clinical else None  # fails here, before any generation
     predictions = predict(config, checkpoint, split)
     references, protocol = predictions.references, config.eval.protocol
-    device = torch_device(resolve_accelerator(config.train))
     baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
                                predictions.siglip_checkpoint, device)  # fmt: skip
     texts = {MODEL: predictions.generated, **baselines}
@@ -49,6 +54,10 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     metrics: dict[str, Any] = {}
     for prefix, scoring in (("", protocol), (f"{other_protocol(protocol)}_", other_protocol(protocol))):
         metrics |= _score(references, texts, scoring, prefix, nltk_data, per_study)
+    if labeler is not None:  # labels read from the texts as written: no protocol applies
+        for name, written in texts.items():
+            head = "" if name == MODEL else f"{name}_"
+            metrics |= {head + key: value for key, value in clinical_scores(labeler, references, written).items()}
     count = len(predictions.generated)
     metrics |= {
         "cosine_generated": _mean(s["cosine_generated"] for s in predictions.scores),

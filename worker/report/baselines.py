@@ -32,7 +32,8 @@ class Baseline:
 
 
 RETRIEVAL = ("i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "i2t_recall@10", "t2i_recall@10")
-GENERATION = ("study_bleu4", "study_rougeL", "bleu4", "rougeL", "meteor", "coco_cider")
+GENERATION = ("study_bleu4", "study_rougeL", "bleu4", "rougeL", "meteor", "coco_cider", "clinical_f1_micro",
+              "clinical_f1_micro_5")  # the clinical ones only where eval.clinical recorded them
 PER_STUDY = ("study_bleu4", "study_rougeL")
 BASELINES = (
     Baseline("base_", "base SigLIP (zero-shot)", "Base SigLIP", "train", RETRIEVAL, RETRIEVAL[:2]),

@@ -74,6 +74,9 @@ GENERATION_MEASURES = [
         _fraction("evaluate", f"study_{key}", f"{name}, mean per test study", per_item=key, items="test studies")
         for key, name in (("bleu4", "Sentence BLEU-4"), ("rougeL", "ROUGE-L F1"))
     ),
+    # Only with eval.clinical (worker.textmetrics.clinical).
+    _fraction("evaluate", "clinical_f1_micro", "CheXbert label F1, micro, 14 observations"),
+    _fraction("evaluate", "clinical_f1_micro_5", "CheXbert label F1, micro, 5 observations"),
 ]
 MEASURES = TRAIN_MEASURES + GENERATION_MEASURES
 # Names people type for a measure whose recorded name differs.
