@@ -175,3 +175,15 @@ def test_both_protocols_get_their_rows_and_conclusions(tmp_path):
 def test_rows_with_one_protocol_have_no_protocol_column(tmp_path):
     build_report(generation_rows(model_gain=0.3)[0], [], tmp_path)
     assert "| Measure | Configuration | Model | Template |" in (tmp_path / "report.md").read_text()
+
+
+def test_clinical_f1_where_recorded_gets_a_baseline_row_beside_the_others():
+    rows, _ = generation_rows(model_gain=0.3)
+    rows[0]["metrics"] |= {"clinical_f1_micro": 0.42, "template_clinical_f1_micro": 0.61}
+    c = compare_runs(rows, [])
+    clinical = [r for r in c.baselines if r["metric"] == "clinical_f1_micro"]
+    assert [(r["cell"], r["baseline"]) for r in clinical] == [("LoRA", "template")]  # only what was recorded
+    assert (clinical[0]["model"]["mean"], clinical[0]["baseline_value"]["mean"]) == (0.42, 0.61)
+    assert clinical[0]["difference"] is None  # one seed, no per-study labels: no interval, and no say in the verdict
+    assert conclusion(c, "LoRA: the model beats the template baseline")
+    assert c.row("clinical_f1_micro")["label"] == "CheXbert label F1, micro, 14 observations (0-1)"

@@ -3,8 +3,9 @@ a reference report, compared as labels, the clinical metric of the report-genera
 
 The labeler comes from the `f1chexbert` package (Stanford AIMI's CheXbert, as the RRG papers score it), an
 optional extra that is not in requirements.txt: it brings pandas and scikit-learn, and its weights
-(``chexbert.pth``, from the Hugging Face repo ``StanfordAIMI/RRG_scorers``, and the ``bert-base-uncased``
-tokenizer) are downloaded from the hub on first use, so it cannot run offline. Loading it is the first thing an
+(``chexbert.pth``, from the Hugging Face repo ``StanfordAIMI/RRG_scorers`` into the package's cache folder,
+appdirs' user cache ``chexbert``, and the ``bert-base-uncased`` tokenizer) are downloaded from the hub on first
+use, so it cannot run offline. Loading it is the first thing an
 evaluation with the setting on does: a missing package or missing weights fail the job in one line before any
 generation.
 """
@@ -17,7 +18,10 @@ from typing import Any, Protocol
 from worker.textmetrics.deps import SystemDependencyMissing
 
 PACKAGE = "f1chexbert==0.0.2"
-WEIGHTS = "chexbert.pth from the Hugging Face repo StanfordAIMI/RRG_scorers and the bert-base-uncased tokenizer"
+WEIGHTS = (
+    "chexbert.pth from the Hugging Face repo StanfordAIMI/RRG_scorers into its cache (~/.cache/chexbert on Linux) "
+    "and the bert-base-uncased tokenizer"
+)
 
 
 class Labeler(Protocol):
@@ -43,8 +47,9 @@ def load_labeler(device: str) -> Labeler:
         reason = (str(exc).splitlines() or [""])[0]
         raise SystemDependencyMissing(
             f"eval.clinical: the CheXbert weights could not be loaded ({type(exc).__name__}: {reason}); f1chexbert "
-            f"downloads {WEIGHTS}: run the worker with access to the hub (HF_TOKEN if your hub needs one, HF_ENDPOINT "
-            "for a mirror) or with HF_HOME pointing at a cache that holds them, or set eval.clinical=false"
+            f"downloads {WEIGHTS}: run the worker with access to the hub (HF_TOKEN if your hub needs one, "
+            "HF_ENDPOINT for a mirror), or put chexbert.pth in that cache and bert-base-uncased in HF_HOME's, "
+            "or set eval.clinical=false"
         ) from exc
 
 
