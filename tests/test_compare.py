@@ -190,3 +190,99 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     assert len(report["curves"]["LoRA"]["val_loss"]) == 2
     dispose_engines()
     reset_settings()
+
+
+
+RETRIEVAL = [f"{d}_recall@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
+HITS = [f"{p}{d}_hit@1" for p in ("", "base_") for d in ("i2t", "t2i")]
+# What evaluate records: every metric once per protocol (the second under its name) and baseline (under its prefix).
+GENERATION_NAMES = [q + b for q in ("", "r2gen_") for b in ("", "template_", "nn_finetuned_", "nn_base_")]
+GENERATION = ("bleu4", "rougeL", "meteor", "coco_cider")
+BASELINE_PREFIX = {"base": "base_", "template": "template_", "nn_finetuned": "nn_finetuned_", "nn_base": "nn_base_"}
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def _finish(job_id: int, stage: str, method: str, metrics: dict, artifacts: dict, *, metric_rows: bool) -> None:
+    """An experiment row as the runner leaves it; with metric_rows, the metric rows its recorder wrote."""
+    from jobs.execution.recorder import DatabaseRecorder
+
+    with transaction() as session:
+        session.get(Job, job_id).state = JobState.SUCCEEDED.value
+        experiment = Experiment(job_id=job_id, stage=stage, peft_method=method, status="succeeded", config_hash="h",
+                                metrics=metrics, artifacts=artifacts)  # fmt: skip
+        session.add(experiment)
+        session.flush()
+        experiment_id = experiment.id
+    if metric_rows:
+        DatabaseRecorder(job_id, experiment_id).log_metrics(metrics, split="test")
+
+
+def _record_branch(plan: ComparePlan, cell: dict, folder: Path, rng) -> None:
+    """train and evaluate rows of one branch with random values, their per-item files, as the stages write them."""
+    method = cell["peft.method"]
+    train_id, _, evaluate_id = (job_id for _, job_id in plan.branch(**cell).steps)
+    hits = [{"image": f"img{i}.png", **{h: float(rng.random() < 0.5) for h in HITS}} for i in range(20)]
+    train = {p + m: float(rng.random()) for p in ("", "base_") for m in RETRIEVAL}
+    train |= {h.replace("hit", "recall"): sum(row[h] for row in hits) / len(hits) for h in HITS}  # their means
+    # The base-model metrics are on the experiment row only (no metric rows without an epoch).
+    val_hits = _write_jsonl(folder / f"hits-{method}.jsonl", hits)
+    _finish(train_id, "train", method, train, {"val_hits": val_hits}, metric_rows=False)
+    names = [n + k for n in GENERATION_NAMES for k in ("bleu4", "rougeL")]
+    studies = [{"uid": f"s{i}", **{name: float(rng.random()) for name in names}} for i in range(25)]
+    evaluate = {n + m: float(rng.random()) for n in GENERATION_NAMES for m in GENERATION}
+    predictions = _write_jsonl(folder / f"predictions-{method}.jsonl", studies)
+    _finish(evaluate_id, "evaluate", method, evaluate, {"predictions": predictions}, metric_rows=True)
+
+
+def _served_value(experiment_id: int, stage: str, name: str) -> float:
+    """What `jobs results` shows for one metric of one run (and `jobs metrics ID`, where the stage wrote rows);
+    a per-study mean is the mean of the predictions file the run's row names."""
+    import numpy as np
+
+    experiment = next(e for e in service.list_experiments() if e.id == experiment_id)
+    if "study_" in name:
+        lines = Path(experiment.artifacts["predictions"]).read_text().splitlines()
+        return float(np.mean([json.loads(line)[name.replace("study_", "")] for line in lines]))
+    value = experiment.metrics[name]
+    if stage == "evaluate":
+        assert [m.value for m in service.experiment_metrics(experiment_id) if m.name == name] == [pytest.approx(value)]
+    return value
+
+
+@pytest.mark.usefixtures("job_env")
+def test_every_baseline_number_in_the_report_is_what_jobs_results_and_jobs_metrics_return(tmp_path):
+    import numpy as np
+
+    from worker.report.metrics import fmt
+
+    plan = _plan(_request(with_generation=True))
+    rng = np.random.default_rng(3)
+    for cell in (LORA, QLORA):
+        _record_branch(plan, cell, tmp_path, rng)
+    config = load_config("smoke", {"paths.run_dir": str(tmp_path / "report")})
+    result = report_stage(config, MemoryRecorder(), compare_job=plan.parent_id)
+    report = json.loads(Path(result.artifacts["json"]).read_text())
+    page = Path(result.artifacts["markdown"]).read_text().splitlines()
+    rows = report["baselines"]
+    generation = {(r["cell"], r["baseline"], r["protocol"]) for r in rows if r["stage"] == "evaluate"}
+    assert generation == {(c, b, p) for c in ("LoRA", "QLoRA") for b in ("template", "nn_finetuned", "nn_base")
+                          for p in ("native", "r2gen")}  # fmt: skip
+    assert {(r["cell"], r["baseline"]) for r in rows if r["stage"] == "train"} == {("LoRA", "base"), ("QLoRA", "base")}
+    for r in rows:
+        protocol = "r2gen_" if r["protocol"] == "r2gen" else ""
+        theirs = protocol + BASELINE_PREFIX[r["baseline"]] + r["metric"]
+        sides = {"model": protocol + r["metric"], "baseline_value": theirs}
+        # The table row of this measure, configuration and protocol on the page.
+        start = f"| {r['label']} | {r['cell']} | " + (f"{r['protocol']} | " if r["stage"] == "evaluate" else "")
+        (line,) = [line for line in page if line.startswith(start)]
+        for side, name in sides.items():
+            (experiment_id,) = r[side]["experiment_ids"]
+            expected = _served_value(experiment_id, r["stage"], name)
+            assert r[side]["mean"] == pytest.approx(expected), (r["cell"], r["baseline"], r["protocol"], name)
+            assert f"| {fmt(expected, r['decimals'])} |" in line, (line, name)
+    # Recall@1/5/10 both ways; 6 generation measures x 3 baselines x 2 protocols; per configuration.
+    assert len(rows) == 2 * 6 + 2 * 3 * 2 * 6

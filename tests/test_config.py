@@ -58,7 +58,8 @@ def test_config_hash_changes_with_content():
 
 def test_r2gen_preset_is_iu_xray_with_the_literature_protocol():
     base, r2gen = load_config("iu-xray").to_dict(), load_config("iu-xray-r2gen").to_dict()
-    assert r2gen["eval"] == {"protocol": "r2gen"} and base["eval"] == {"protocol": "native"}
+    assert r2gen["eval"] == {"protocol": "r2gen", "clinical": False}
+    assert base["eval"] == {"protocol": "native", "clinical": False}
     assert r2gen["data"]["target"] == "findings"
     # Everything the variant does not state comes from its base preset.
     for section in ("model", "peft", "train"):

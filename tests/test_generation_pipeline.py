@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -101,13 +102,19 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
     for name in UNIT_METRICS:
         assert 0.0 <= result.metrics[name] <= 1.0, name
     # The baselines are scored under the same protocol: their texts are cleaned the same way before scoring.
-    from worker.textmetrics import sentence_rouge_l
+    from worker.textmetrics import all_metrics, sentence_rouge_l
 
     for row in lines:
         for name in ("template", "nn_finetuned", "nn_base"):
             cleaned = r2gen_tokens_text(row[f"{name}_text"])
             assert row[f"{name}_rougeL"] == pytest.approx(sentence_rouge_l(row["reference"], cleaned)), name
     assert 0.0 <= result.metrics["template_coco_bleu4"] <= 1.0
+    # The other protocol is native here: the same texts scored by this project's tokenization, under its name.
+    native = all_metrics(references, [row["template_text"] for row in lines],
+                         nltk_data_dir=config.var_path("nltk_data"), protocol="native")  # fmt: skip
+    assert result.metrics["native_template_coco_bleu4"] == pytest.approx(native["coco_bleu4"])
+    assert all(f"native_{key}" in lines[0] for key in ("bleu4", "rougeL", "nn_base_rougeL"))
+    assert not any(key.startswith("r2gen_") for key in result.metrics)
 
 
 def test_qualitative_writes_html_and_png(smoke_config, trained):
@@ -192,6 +199,17 @@ def test_evaluate_scores_the_baselines_like_the_model(smoke_config, smoke_prepar
         mean_rouge = sum(row[f"{name}_rougeL"] for row in lines) / len(lines)
         assert math.isclose(mean_rouge, evaluated.metrics[f"{name}_rougeL"], rel_tol=1e-6)
     assert evaluated.metrics["template_distinct_generations"] == 1
+    # The other protocol (r2gen, since the smoke preset's is native): the model and every baseline re-scored on
+    # R2Gen's cleaning of the same texts, under its prefix, with per-study rows whose means are its ROUGE-L.
+    sets = {"": [row["generated"] for row in lines]}
+    sets |= {f"{b}_": [row[f"{b}_text"] for row in lines] for b in ("template", "nn_finetuned", "nn_base")}
+    for name, texts in sets.items():
+        expected = all_metrics(references, texts, nltk_data_dir=smoke_config.var_path("nltk_data"), protocol="r2gen")
+        for metric in model_metrics:
+            assert evaluated.metrics[f"r2gen_{name}{metric}"] == pytest.approx(expected[metric]), (name, metric)
+        mean_rouge = sum(row[f"r2gen_{name}rougeL"] for row in lines) / len(lines)
+        assert math.isclose(mean_rouge, evaluated.metrics[f"r2gen_{name}rougeL"], rel_tol=1e-6)
+    assert not any(key.startswith("native_") for key in evaluated.metrics)
 
 
 @pytest.mark.parametrize("writer", ["template", "reference"])
@@ -219,3 +237,85 @@ def test_the_report_says_whether_the_generator_beats_the_template(smoke_config, 
     verdict = next(line for line in lines if "the template baseline" in line)
     expected = "does not beat" if writer == "template" else "beats"
     assert verdict.startswith(f"LoRA: the model {expected} the template baseline"), verdict
+
+
+class _StandInLabeler:
+    """Stands where f1chexbert's F1CheXbert would: built with a device, called on hypotheses and references, it
+    answers in the package's shape. Not a labeler: its "F1" is the share of texts equal to their reference, so the
+    numbers show which texts reached it and under which names they were recorded."""
+
+    calls: ClassVar[list[tuple[list[str], list[str]]]] = []  # reset per test (monkeypatch)
+    devices: ClassVar[list[str]] = []
+
+    def __init__(self, device):
+        self.devices.append(str(device))
+
+    def __call__(self, *, hyps, refs):
+        self.calls.append((hyps, refs))
+        share = sum(h == r for h, r in zip(hyps, refs, strict=True)) / len(refs)
+        report = {"micro avg": {"f1-score": share}, "macro avg": {"f1-score": share / 2}}
+        return share / 4, [], report, {"micro avg": {"f1-score": share / 3}, "macro avg": {"f1-score": share / 5}}
+
+
+def _clinical(config):
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"clinical": True})})
+
+
+def test_clinical_metrics_of_the_model_and_every_baseline_come_from_the_labeler(smoke_config, smoke_prepared,
+                                                                                 trained, monkeypatch):  # fmt: skip
+    import sys
+    from types import SimpleNamespace
+
+    from worker.generation import predict as predict_module
+    from worker.generation.evaluate import evaluate
+
+    monkeypatch.setitem(sys.modules, "f1chexbert", SimpleNamespace(F1CheXbert=_StandInLabeler))
+    monkeypatch.setattr(_StandInLabeler, "calls", [])
+    monkeypatch.setattr(_StandInLabeler, "devices", [])
+    references = select_studies(smoke_prepared.split("test")).texts
+    monkeypatch.setattr(predict_module, "generate_reports", lambda *args, **kwargs: list(references))
+    result = evaluate(_clinical(smoke_config), MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    lines = [json.loads(line) for line in Path(result.artifacts["predictions"]).read_text().splitlines()]
+    assert _StandInLabeler.devices == ["cpu"]
+    assert all(refs == references for _, refs in _StandInLabeler.calls) and len(_StandInLabeler.calls) == 4
+    # The model wrote the references: every text equal.
+    assert result.metrics["clinical_f1_micro"] == 1.0 and result.metrics["clinical_accuracy_5"] == 0.25
+    assert result.metrics["clinical_f1_macro"] == 0.5 and result.metrics["clinical_f1_micro_5"] == pytest.approx(1 / 3)
+    for name in ("template", "nn_finetuned", "nn_base"):
+        share = sum(row[f"{name}_text"] == row["reference"] for row in lines) / len(lines)
+        assert result.metrics[f"{name}_clinical_f1_micro"] == pytest.approx(share), name
+    assert 0 < result.metrics["template_clinical_f1_micro"] < 1
+
+
+def test_clinical_without_the_package_fails_before_generating_in_one_line(smoke_config, trained, monkeypatch):
+    import sys
+
+    from worker.generation import evaluate as evaluate_module
+    from worker.textmetrics import SystemDependencyMissing
+
+    monkeypatch.setitem(sys.modules, "f1chexbert", None)  # what an environment without it gives: ImportError
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("generated before the check"))
+    with pytest.raises(SystemDependencyMissing, match=r"pip install f1chexbert==0\.0\.2") as failed:
+        evaluate_module.evaluate(_clinical(smoke_config), MemoryRecorder(),
+                                 checkpoint=trained.result.metrics["best_checkpoint"])  # fmt: skip
+    assert "\n" not in str(failed.value) and "eval.clinical" in str(failed.value)
+
+
+def test_clinical_without_its_weights_fails_before_generating_in_one_line(smoke_config, trained, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from worker.generation import evaluate as evaluate_module
+    from worker.textmetrics import SystemDependencyMissing
+
+    class Offline:
+        def __init__(self, device):  # as hf_hub_download fails without the hub and without a cached copy
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load this file.\nCheck your connection.")
+
+    monkeypatch.setitem(sys.modules, "f1chexbert", SimpleNamespace(F1CheXbert=Offline))
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("generated before the check"))
+    with pytest.raises(SystemDependencyMissing, match="StanfordAIMI/RRG_scorers") as failed:
+        evaluate_module.evaluate(_clinical(smoke_config), MemoryRecorder(),
+                                 checkpoint=trained.result.metrics["best_checkpoint"])  # fmt: skip
+    message = str(failed.value)
+    assert "\n" not in message and "HF_TOKEN" in message and "couldn't connect" in message

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from worker.report.analysis import compare_runs
-from worker.report.metrics import MEASURES, find_measure
+from worker.report.metrics import MEASURES, TIMING_NOISE_BAND, find_measure
 from worker.report.render import markdown
 from worker.report.stage import build_report
 from worker.report.stats import paired_bootstrap_difference, t_interval, t_quantile
@@ -124,6 +124,34 @@ def test_single_seed_conclusions_state_the_numbers_and_draw_no_conclusion():
     assert "or equal" not in text
     same = compare_runs(experiments({**QLORA, "best_val_loss": 0.50001}), [])
     assert any("QLoRA and LoRA equal to 4 decimals" in line for line in same.conclusions)
+
+
+@pytest.mark.parametrize(("lora", "qlora", "expected"), [
+    # 0.1% apart: inside the timing noise band, so no difference.
+    (298.4, 298.1, "Throughput (samples/s): no difference (within the ±5% noise band): QLoRA 298.1 against LoRA "
+                   "298.4, 0.1% lower."),
+    # 4% apart: still inside the band.
+    (50.0, 48.0, "Throughput (samples/s): no difference (within the ±5% noise band): QLoRA 48.0 against LoRA 50.0, "
+                 "4.0% lower."),
+    # 8% apart: outside the band, but one seed is still not a conclusion.
+    (50.0, 46.0, "Throughput (samples/s): QLoRA 46.0 against LoRA 50.0, 8.0% lower; one seed, not a conclusion."),
+])  # fmt: skip
+def test_one_run_timing_inside_its_noise_band_reads_no_difference(lora, qlora, expected):
+    assert find_measure("samples_per_s").noise_band == TIMING_NOISE_BAND == 0.05
+    rows = [row(1, "lora", {**LORA, "samples_per_s": lora}), row(2, "qlora", {**QLORA, "samples_per_s": qlora})]
+    c = compare_runs(rows, [])
+    assert expected in c.conclusions
+    assert "±5% noise band" in markdown(c)  # the band is stated where the intervals are explained
+
+
+def test_a_measure_without_a_noise_band_stays_one_seed_not_a_conclusion():
+    # The example: recall@1 0.656 against 0.657 with one seed and no per-image record.
+    assert find_measure("i2t_recall@1").noise_band is None
+    rows = [row(1, "lora", {**LORA, "i2t_recall@1": 0.657}), row(2, "qlora", {**QLORA, "i2t_recall@1": 0.656})]
+    c = compare_runs(rows, [])
+    line = next(line for line in c.conclusions if line.startswith("Image-to-text recall@1"))
+    assert line.endswith("QLoRA 0.656 against LoRA 0.657, 0.2% lower; one seed, not a conclusion.")
+    assert "noise band" not in line and "(worse)" not in line
 
 
 @pytest.mark.parametrize(

@@ -133,3 +133,57 @@ def test_the_report_shows_the_baseline_tables_and_keeps_them_in_the_json(tmp_pat
     assert {(r["cell"], r["baseline"]) for r in report["baselines"]} == {
         ("LoRA", "base"), *((cell, b) for cell in ("LoRA", "QLoRA") for b in GENERATION_BASELINES)
     }
+
+
+def with_r2gen(rows, model_gain):
+    """The same rows scored under the second protocol too: r2gen_* per-study values (the model `model_gain`
+    above each baseline's), as evaluate records them beside eval.protocol's."""
+    rng = np.random.default_rng(1)
+    for r in rows:
+        for name in ("", *(f"{b}_" for b in GENERATION_BASELINES)):
+            for key in ("bleu4", "rougeL"):
+                level = 0.5 + (model_gain if not name else 0.0)
+                r["per_item"][f"r2gen_{name}{key}"] = _scores(rng, level)
+        r["metrics"]["r2gen_bleu4"] = 0.4  # what names the second protocol (worker.report.baselines.protocols)
+    return rows
+
+
+def test_both_protocols_get_their_rows_and_conclusions(tmp_path):
+    rows = with_r2gen(generation_rows(model_gain=0.3)[0], model_gain=0.0)
+    c = compare_runs(rows, [])
+    protocols = {(r["cell"], r["baseline"], r["protocol"], r["primary"]) for r in c.baselines}
+    assert ("LoRA", "template", "native", True) in protocols and ("LoRA", "template", "r2gen", False) in protocols
+    r2gen = next(r for r in c.baselines if (r["cell"], r["baseline"], r["protocol"], r["metric"]) ==
+                 ("LoRA", "nn_base", "r2gen", "study_rougeL"))  # fmt: skip
+    model, base = rows[0]["per_item"]["r2gen_rougeL"], rows[0]["per_item"]["r2gen_nn_base_rougeL"]
+    expected = paired_bootstrap_difference({42: base}, {42: model})
+    assert r2gen["difference"]["mean"] == pytest.approx(expected.mean)
+    assert (r2gen["difference"]["low"], r2gen["difference"]["high"]) == pytest.approx((expected.low, expected.high))
+    assert r2gen["model"]["mean"] == pytest.approx(np.mean(list(model.values())))
+    # eval.protocol decides the unqualified conclusion; the other protocol's says which it is, and may differ.
+    assert conclusion(c, "LoRA: the model beats the template baseline")
+    assert conclusion(c, "LoRA, r2gen protocol: the model does not beat the template baseline")
+    build_report(rows, [], tmp_path, compare_job_id=1, report_job_id=2)
+    text = (tmp_path / "report.md").read_text().split("## Report generation against the baselines (test)")[1]
+    assert "| Measure | Configuration | Protocol | Model | Template | Model − Template [95% CI] |" in text
+    table = [line for line in text.split("##")[0].splitlines() if line.startswith("| ROUGE-L F1, mean per test")]
+    assert [line.split(" | ")[1:3] for line in table] == [
+        ["LoRA", "native"], ["QLoRA", "native"], ["LoRA", "r2gen"], ["QLoRA", "r2gen"]
+    ]
+
+
+def test_rows_with_one_protocol_have_no_protocol_column(tmp_path):
+    build_report(generation_rows(model_gain=0.3)[0], [], tmp_path)
+    assert "| Measure | Configuration | Model | Template |" in (tmp_path / "report.md").read_text()
+
+
+def test_clinical_f1_where_recorded_gets_a_baseline_row_beside_the_others():
+    rows, _ = generation_rows(model_gain=0.3)
+    rows[0]["metrics"] |= {"clinical_f1_micro": 0.42, "template_clinical_f1_micro": 0.61}
+    c = compare_runs(rows, [])
+    clinical = [r for r in c.baselines if r["metric"] == "clinical_f1_micro"]
+    assert [(r["cell"], r["baseline"]) for r in clinical] == [("LoRA", "template")]  # only what was recorded
+    assert (clinical[0]["model"]["mean"], clinical[0]["baseline_value"]["mean"]) == (0.42, 0.61)
+    assert clinical[0]["difference"] is None  # one seed, no per-study labels: no interval, and no say in the verdict
+    assert conclusion(c, "LoRA: the model beats the template baseline")
+    assert c.row("clinical_f1_micro")["label"] == "CheXbert label F1, micro, 14 observations (0-1)"

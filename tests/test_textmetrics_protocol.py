@@ -85,3 +85,12 @@ def test_per_sample_scores_follow_the_protocol():
     assert native["bleu4"] < 0.9 and native["rougeL"] < 0.9
     with pytest.raises(ValueError, match="unknown eval protocol"):
         per_sample_scores(reference, generated, protocol="papers")
+
+
+def test_the_other_protocol_is_the_one_not_configured():
+    from worker.textmetrics.protocol import PROTOCOLS, other_protocol
+
+    assert {other_protocol(p) for p in PROTOCOLS} == set(PROTOCOLS)
+    assert all(other_protocol(p) != p for p in PROTOCOLS)
+    with pytest.raises(ValueError, match="unknown eval protocol 'bleu'; allowed: native, r2gen"):
+        other_protocol("bleu")

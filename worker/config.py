@@ -216,6 +216,9 @@ class EvalConfig(_Section):
     protocol: Literal["native", "r2gen"] = Field(
         "native", description="Text protocol: ours, or R2Gen's cleaning of findings + COCO metrics on that text."
     )
+    clinical: bool = Field(
+        False, description="CheXbert label F1 of model and baselines (`pip install f1chexbert`, hub for its weights)."
+    )
 
 
 class PathsConfig(_Section):

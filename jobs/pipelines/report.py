@@ -58,11 +58,14 @@ class ComparisonRows:
 
 # Per-item files the stages write (artifact name, the field naming the item, the values to read): the report
 # compares two runs item by item from them.
-# Each baseline's values sit beside the model's under a prefix (worker.report.baselines).
+# Each baseline's values sit beside the model's under a prefix (worker.report.baselines), and evaluate scores
+# both protocols: eval.protocol's unprefixed, the other one's under its name (worker.generation.evaluate).
 GENERATION_BASELINES = ("", "template_", "nn_finetuned_", "nn_base_")
+PROTOCOL_PREFIXES = ("", "native_", "r2gen_")
 PER_ITEM_FILES = {
     Stage.evaluate.value: (
-        "predictions", "uid", tuple(p + n for p in GENERATION_BASELINES for n in ("bleu4", "rougeL"))
+        "predictions", "uid",
+        tuple(q + p + n for q in PROTOCOL_PREFIXES for p in GENERATION_BASELINES for n in ("bleu4", "rougeL")),
     ),
     Stage.train.value: ("val_hits", "image", tuple(p + n for p in ("", "base_") for n in ("i2t_hit@1", "t2i_hit@1"))),
 }

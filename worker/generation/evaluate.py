@@ -1,5 +1,8 @@
 """The `evaluate` stage: generate for every study of a split, compute the text metrics, and score the
-baselines (worker.generation.baselines) on the same studies with the same metrics and protocol."""
+baselines (worker.generation.baselines) on the same studies with the same metrics, under both protocols:
+``eval.protocol``'s numbers unprefixed, the other protocol's under its name (``r2gen_bleu4``,
+``r2gen_template_rougeL``; ``native_...`` when eval.protocol is r2gen). Only the scoring is repeated, never
+the generation."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.textmetrics import all_metrics_of_each, check_system_dependencies, per_sample_scores
+from worker.textmetrics.clinical import clinical_scores, load_labeler
+from worker.textmetrics.protocol import Protocol, other_protocol
 from worker.training.device import resolve_accelerator, torch_device
 from worker.training.runs import output_dir
 
@@ -25,23 +30,34 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     every baseline under its prefix (``template_bleu4``, ``nn_finetuned_rougeL``, ``nn_base_meteor`` ...);
     predictions (with each baseline's text and per-study scores) as JSONL.
 
-    The text metrics score the texts of config.eval.protocol (native, or R2Gen's cleaning).
+    The unprefixed text metrics score the texts of config.eval.protocol (native, or R2Gen's cleaning); the same
+    metrics of the model and every baseline under the other protocol carry its name as a prefix
+    (``r2gen_bleu4``, ``r2gen_template_bleu4``), in the predictions file too.
 
-    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, before any
-    generation work."""
+    With eval.clinical, CheXbert label F1 (``clinical_f1_micro`` ..., worker.textmetrics.clinical) of the model
+    and of every baseline (``template_clinical_f1_micro`` ...).
+
+    Raises SystemDependencyMissing (from worker.textmetrics) when WordNet or Java is missing, or with
+    eval.clinical the f1chexbert package or its weights, before any generation work."""
     from worker.data import load_prepared
 
     nltk_data = config.var_path("nltk_data")
     check_system_dependencies(nltk_data)
+    device = torch_device(resolve_accelerator(config.train))
+    labeler = load_labeler(device) if config.eval.clinical else None  # fails here, before any generation
     predictions = predict(config, checkpoint, split)
     references, protocol = predictions.references, config.eval.protocol
-    device = torch_device(resolve_accelerator(config.train))
     baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
                                predictions.siglip_checkpoint, device)  # fmt: skip
-    scored = all_metrics_of_each(
-        references, {MODEL: predictions.generated, **baselines}, nltk_data_dir=nltk_data, protocol=protocol
-    )
-    metrics: dict[str, Any] = scored.pop(MODEL)
+    texts = {MODEL: predictions.generated, **baselines}
+    per_study: list[dict[str, Any]] = [{} for _ in references]
+    metrics: dict[str, Any] = {}
+    for prefix, scoring in (("", protocol), (f"{other_protocol(protocol)}_", other_protocol(protocol))):
+        metrics |= _score(references, texts, scoring, prefix, nltk_data, per_study)
+    if labeler is not None:  # labels read from the texts as written: no protocol applies
+        for name, written in texts.items():
+            head = "" if name == MODEL else f"{name}_"
+            metrics |= {head + key: value for key, value in clinical_scores(labeler, references, written).items()}
     count = len(predictions.generated)
     metrics |= {
         "cosine_generated": _mean(s["cosine_generated"] for s in predictions.scores),
@@ -52,17 +68,33 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
         "empty_generations": sum(1 for text in predictions.generated if not text),
         "distinct_generations": len(set(predictions.generated)),
     }
-    per_study: list[dict[str, Any]] = [{} for _ in references]
-    for name, texts in baselines.items():
-        metrics |= {f"{name}_{metric}": value for metric, value in scored[name].items()}
-        metrics[f"{name}_distinct_generations"] = len(set(texts))
-        for row, text, scores in zip(per_study, texts, per_sample_scores(references, texts, protocol=protocol),
-                                     strict=True):  # fmt: skip
-            row |= {f"{name}_text": text, **{f"{name}_{key}": value for key, value in scores.items()}}
+    for name, baseline in baselines.items():
+        metrics[f"{name}_distinct_generations"] = len(set(baseline))
+        for row, text in zip(per_study, baseline, strict=True):
+            row[f"{name}_text"] = text
     recorder.log_metrics({k: float(v) for k, v in metrics.items()}, split=split)
     path = output_dir(config, STAGE, checkpoint) / f"predictions-{split}.jsonl"
     write_predictions(predictions, path, per_study)
     return StageResult(stage=STAGE, metrics=metrics, artifacts={"predictions": str(path)})
+
+
+def _score(
+    references: list[str], texts: dict[str, list[str]], protocol: Protocol, prefix: str, nltk_data: Path,
+    per_study: list[dict[str, Any]],
+) -> dict[str, float]:
+    """Every text metric of each named text set under one protocol, named ``prefix`` + (``name_`` for a
+    baseline) + metric; their per-study scores go into per_study under the same names. The model's per-study
+    scores under eval.protocol are predict()'s own, so they are not added again."""
+    metrics = {}
+    scored = all_metrics_of_each(references, texts, nltk_data_dir=nltk_data, protocol=protocol)
+    for name, values in scored.items():
+        head = prefix if name == MODEL else f"{prefix}{name}_"
+        metrics |= {head + metric: value for metric, value in values.items()}
+        if name == MODEL and not prefix:
+            continue
+        for row, scores in zip(per_study, per_sample_scores(references, texts[name], protocol=protocol), strict=True):
+            row |= {head + key: value for key, value in scores.items()}
+    return metrics
 
 
 def write_predictions(predictions: Predictions, path: Path, extra: list[dict[str, Any]]) -> Path:

@@ -121,6 +121,7 @@ def _table(c: Comparison) -> list[dict[str, Any]]:
             "label": measure.label,
             "decimals": measure.decimals,
             "lower_is_better": measure.lower_is_better,
+            "noise_band": measure.noise_band,
             "cells": summaries,
         }
         if len(c.cells) == 2:
@@ -192,7 +193,7 @@ def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
 
 def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
     """One sentence comparing cell b with cell a on one row: higher, lower, no significant difference, or (with no
-    interval) the two numbers and "not a conclusion"."""
+    interval) "no difference" inside the measure's noise band, else the two numbers and "not a conclusion"."""
     first, second = row["cells"][0], row["cells"][1]
     if first["mean"] is None or second["mean"] is None:
         return None
@@ -215,6 +216,10 @@ def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
     percent = abs(delta) / abs(va) * 100 if va else None
     # Whole percent reads best; below 10% a decimal keeps a small change from printing as "0% lower".
     relative = "" if percent is None else f", {percent:.0f}% {word}" if percent >= 10 else f", {percent:.1f}% {word}"
+    band = row.get("noise_band")
+    if diff is None and band and percent is not None and percent <= band * 100:
+        # No interval, but the measure states how far one run's value moves by itself: inside that, no difference.
+        return f"{label}: no difference (within the ±{band * 100:g}% noise band): {numbers}{relative}."
     if diff is None:
         # Without an interval the sign of a difference may be noise: state the numbers, not a direction.
         why = "one seed" if min(first["n"], second["n"]) < 2 else "no two seeds in common"

@@ -3,6 +3,8 @@ train stage's ``base_*`` metrics), the template and nearest-neighbour reports fo
 stage's ``template_*``, ``nn_finetuned_*``, ``nn_base_*``). A row is model minus baseline with its paired
 interval (over validation images or test studies where both have per-item values, else over seeds), and the
 conclusions say whether the model beats each baseline, from the measures that have such an interval.
+Generation rows come once per protocol the evaluate stage scored (both: eval.protocol's metrics unprefixed,
+the other protocol's under its name, ``r2gen_template_bleu4``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from worker.report.cells import Cell, difference, summary
 from worker.report.metrics import MEASURES, Measure, fmt, signed
+from worker.textmetrics.protocol import PROTOCOLS, other_protocol
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class Baseline:
 
 
 RETRIEVAL = ("i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "i2t_recall@10", "t2i_recall@10")
-GENERATION = ("study_bleu4", "study_rougeL", "bleu4", "rougeL", "meteor", "coco_cider")
+GENERATION = ("study_bleu4", "study_rougeL", "bleu4", "rougeL", "meteor", "coco_cider", "clinical_f1_micro",
+              "clinical_f1_micro_5")  # the clinical ones only where eval.clinical recorded them
 PER_STUDY = ("study_bleu4", "study_rougeL")
 BASELINES = (
     Baseline("base_", "base SigLIP (zero-shot)", "Base SigLIP", "train", RETRIEVAL, RETRIEVAL[:2]),
@@ -45,45 +49,63 @@ def _measure(stage: str, metric: str) -> Measure:
     return next(m for m in MEASURES if m.stage == stage and m.metric == metric)
 
 
-def baseline_measure(measure: Measure, baseline: Baseline) -> Measure:
-    """The baseline's version of a measure: the same label and decimals, the prefixed metric and per-item key."""
-    per_item = baseline.prefix + measure.per_item if measure.per_item else None
-    return replace(measure, metric=baseline.prefix + measure.metric, per_item=per_item)
+def prefixed(measure: Measure, prefix: str) -> Measure:
+    """The measure as recorded under a prefix (a baseline's, a protocol's): the same label and decimals, the
+    prefixed metric and per-item key."""
+    per_item = prefix + measure.per_item if measure.per_item else None
+    return replace(measure, metric=prefix + measure.metric, per_item=per_item)
+
+
+def protocols(cell: Cell, stage: str) -> list[tuple[str, str]]:
+    """(metric prefix, protocol name) of each protocol the cell's runs of `stage` scored: the evaluate stage
+    scores eval.protocol unprefixed and the other one under its name, so the prefix found names both. A stage
+    without protocols (train), or a run from before both were scored, has one, unnamed."""
+    recorded = {name for stages in cell.runs.values() for name in ((stages.get(stage) or {}).get("metrics") or {})}
+    for protocol in PROTOCOLS:
+        if f"{protocol}_bleu4" in recorded:
+            return [("", other_protocol(protocol)), (f"{protocol}_", protocol)]
+    return [("", "")]
 
 
 def baseline_rows(cells: list[Cell]) -> list[dict[str, Any]]:
-    """One row per (baseline, measure, cell) where the cell recorded both the model's and the baseline's value."""
+    """One row per (baseline, measure, cell, protocol) where the cell recorded both the model's and the
+    baseline's value."""
     rows = []
     for baseline in BASELINES:
         for metric in baseline.compared:
             measure = _measure(baseline.stage, metric)
-            theirs = baseline_measure(measure, baseline)
             for cell in cells:
-                model, base = summary(cell, measure), summary(cell, theirs)
-                if model["mean"] is None or base["mean"] is None:
-                    continue
-                diff = difference(cell, cell, measure, theirs)
-                rows.append({
-                    "cell": cell.label, "baseline": baseline.prefix.removesuffix("_"),
-                    "baseline_label": baseline.label, "short": baseline.short, "stage": baseline.stage,
-                    "metric": metric, "label": measure.label, "decimals": measure.decimals, "model": model,
-                    "baseline_value": base,
-                    "difference": diff.to_dict() if diff else None,
-                })  # fmt: skip
+                for prefix, protocol in protocols(cell, baseline.stage):
+                    ours, theirs = prefixed(measure, prefix), prefixed(measure, prefix + baseline.prefix)
+                    model, base = summary(cell, ours), summary(cell, theirs)
+                    if model["mean"] is None or base["mean"] is None:
+                        continue
+                    diff = difference(cell, cell, ours, theirs)
+                    rows.append({
+                        "cell": cell.label, "baseline": baseline.prefix.removesuffix("_"),
+                        "baseline_label": baseline.label, "short": baseline.short, "stage": baseline.stage,
+                        "protocol": protocol, "primary": not prefix, "metric": metric, "label": measure.label,
+                        "decimals": measure.decimals, "model": model, "baseline_value": base,
+                        "difference": diff.to_dict() if diff else None,
+                    })  # fmt: skip
     return rows
 
 
 def baseline_conclusions(rows: list[dict[str, Any]]) -> list[str]:
-    """Per cell and baseline, one sentence from the deciding measures' intervals."""
+    """Per cell, protocol and baseline, one sentence from the deciding measures' intervals; eval.protocol's
+    first, then the other protocol's, which name it."""
     lines = []
-    for baseline in BASELINES:
-        for cell in dict.fromkeys(r["cell"] for r in rows):
-            deciding = [
-                r for metric in baseline.deciding for r in rows
-                if r["cell"] == cell and r["baseline"] == baseline.prefix.removesuffix("_") and r["metric"] == metric
-            ]  # fmt: skip
-            if deciding:
-                lines.append(_conclusion(cell, baseline, deciding))
+    for first in (True, False):
+        for baseline in BASELINES:
+            for cell, protocol in dict.fromkeys((r["cell"], r["protocol"]) for r in rows):
+                deciding = [
+                    r for metric in baseline.deciding for r in rows
+                    if (r["cell"], r["protocol"], r["metric"]) == (cell, protocol, metric)
+                    and r["baseline"] == baseline.prefix.removesuffix("_") and r["primary"] is first
+                ]  # fmt: skip
+                if deciding:
+                    who = cell if first else f"{cell}, {protocol} protocol"
+                    lines.append(_conclusion(who, baseline, deciding))
     return lines
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from worker.report.analysis import Comparison
-from worker.report.metrics import find_measure, fmt, signed
+from worker.report.metrics import TIMING_NOISE_BAND, find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
 
 # Beyond this many configurations the measure-by-configuration table is too wide to read; report.json has it.
@@ -109,34 +109,41 @@ BASELINE_SECTIONS = {
     "evaluate": ("Report generation against the baselines (test)",
                  "Scored like the model on the same test studies and protocol: the most frequent training text for "
                  "every study (Template), and the training text of the most similar training image by the "
-                 "fine-tuned and by the base SigLIP (NN). Each difference is model minus baseline."),
+                 "fine-tuned and by the base SigLIP (NN). Each difference is model minus baseline. Every text is "
+                 "scored under both protocols: eval.protocol's rows first, then the other protocol's (native: this "
+                 "project's tokenization; r2gen: R2Gen's cleaning and the COCO toolkit on its space-split text)."),
 }  # fmt: skip
 
 
 def _baseline_sections(c: Comparison) -> list[Section]:
-    """One table per stage: a row per measure and configuration, the model, then each baseline and the difference."""
+    """One table per stage: a row per measure and configuration (and protocol, where evaluate scored both), the
+    model, then each baseline and the difference."""
     out = []
     for stage, (title, paragraph) in BASELINE_SECTIONS.items():
         rows = [r for r in c.baselines if r["stage"] == stage]
         if not rows:
             continue
         names = list(dict.fromkeys((r["baseline"], r["short"]) for r in rows))
-        by_key = {(r["metric"], r["cell"], r["baseline"]): r for r in rows}
-        headers = ["Measure", "Configuration", "Model"]
+        by_key = {(r["protocol"], r["metric"], r["cell"], r["baseline"]): r for r in rows}
+        order = list(dict.fromkeys(r["protocol"] for r in rows))
+        with_protocol = any(order)
+        headers = ["Measure", "Configuration", *(["Protocol"] if with_protocol else []), "Model"]
         for _, short in names:
             headers += [short, f"Model − {short.split(',')[0]} [95% CI]"]
         table_rows = []
-        for metric, cell in dict.fromkeys((r["metric"], r["cell"]) for r in rows):
-            first = next(r for r in rows if (r["metric"], r["cell"]) == (metric, cell))
+        # eval.protocol's rows first, then the other protocol's: each block reads like the single-protocol table.
+        keys = dict.fromkeys((r["protocol"], r["metric"], r["cell"]) for r in rows)
+        for protocol, metric, cell in sorted(keys, key=lambda key: order.index(key[0])):
+            first = next(r for r in rows if (r["protocol"], r["metric"], r["cell"]) == (protocol, metric, cell))
             d = first["decimals"]
-            line = [first["label"], cell, with_interval(first["model"], d)]
+            line = [first["label"], cell, *([protocol] if with_protocol else []), with_interval(first["model"], d)]
             for name, _ in names:
-                row = by_key.get((metric, cell, name))
+                row = by_key.get((protocol, metric, cell, name))
                 line += ["—", "—"] if row is None else [
                     with_interval(row["baseline_value"], d), difference_text(row["difference"], d)
                 ]  # fmt: skip
             table_rows.append(line)
-        out.append(Section(title, [paragraph], Table(headers, table_rows, numeric_from=2)))
+        out.append(Section(title, [paragraph], Table(headers, table_rows, numeric_from=3 if with_protocol else 2)))
     return out
 
 
@@ -166,6 +173,9 @@ def _reading_notes() -> list[str]:
         "hits were not recorded.",
         "Recall@5 and @10 have no per-image record: their intervals are over seeds only.",
         "'Significant' means the 95% interval of the difference excludes 0; with one seed there is no interval.",
+        f"Timing and throughput from one run have no interval but a stated ±{TIMING_NOISE_BAND:.0%} noise band: "
+        "two timed steps of one run on a 2-core CPU box differed by a median of 5.9%, so a smaller difference reads "
+        "'no difference'; a larger one from one seed is still not a conclusion.",
         "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
         "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
         "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "

@@ -21,3 +21,13 @@ def scoring_texts(texts: Sequence[str], protocol: Protocol) -> list[str]:
     if protocol == "native":
         return list(texts)
     raise ValueError(f"unknown eval protocol '{protocol}'; allowed: native, r2gen")
+
+
+PROTOCOLS: tuple[Protocol, ...] = ("native", "r2gen")
+
+
+def other_protocol(protocol: Protocol) -> Protocol:
+    """The protocol that is not ``protocol``: evaluate scores it too, under its name as a metric prefix."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown eval protocol '{protocol}'; allowed: {', '.join(PROTOCOLS)}")
+    return "r2gen" if protocol == "native" else "native"
