@@ -23,6 +23,12 @@ from worker.config import RunConfig, load_config
 pytest_plugins = ("jobs_fixtures",)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort: the order is otherwise kept). `make test` gives each module to one
+    xdist worker; a long module that started last would leave the other worker idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """Tiny models on a shared 2-core machine: a second intra-op thread only adds contention (measured on

@@ -26,6 +26,8 @@ from schemathesis.generation import GenerationMode
 from api.app import create_app
 from api.deps import ApiSettings
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "fuzz-token"
 # Per operation and mode; 10 operations x 2 modes x this is the run's size (at least 2,000 cases).
 EXAMPLES = 125

@@ -16,6 +16,8 @@ from worker.config import RunConfig
 from worker.generation.studies import select_studies
 from worker.recorder import MemoryRecorder
 
+pytestmark = pytest.mark.slow
+
 TRAIN_FIELDS = (
     "train_loss", "val_loss", "initial_val_loss", "train_time_s", "samples_per_s", "peak_gpu_mem_mb",
     "peak_gpu_reserved_mb", "peak_ram_mb", "trainable_params", "total_params", "epochs_run", "best_checkpoint",

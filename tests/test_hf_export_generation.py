@@ -17,6 +17,8 @@ from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def siglip_checkpoint(smoke_config: RunConfig, smoke_prepared, tmp_path_factory) -> str:

@@ -18,6 +18,8 @@ from jobs.core.settings import reset_settings
 from worker.config import RunConfig
 from worker.recorder import MemoryRecorder
 
+pytestmark = pytest.mark.slow
+
 TOP_K = 3
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from siglip_fixtures import build_tiny_siglip
 
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(__file__).with_name("siglip_fixtures.py")
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,8 @@ from worker.config import load_config
 from worker.recorder import MemoryRecorder
 from worker.siglip.stage import train_siglip
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(smoke_config, smoke_prepared, tmp_path_factory):
