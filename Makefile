@@ -24,11 +24,12 @@ lint: install
 	$(BIN)/lint-imports
 
 # Tiny models on two cores: one intra-op thread per process is faster than two contending ones. Tests run on
-# TEST_WORKERS pytest-xdist workers, a module on one worker (its module fixtures are built once); the slowest
-# 15 are listed at the end.
+# TEST_WORKERS pytest-xdist workers, a module on one worker (its module fixtures are built once), in the
+# collection's order (slow tests first, tests/conftest.py; xdist would otherwise put the modules with the most
+# tests first and a one-test DDP module last); the slowest 15 are listed at the end.
 TEST_WORKERS ?= 2
 test: install lint
-	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15
 
 demo: install
 	./scripts/demo.sh
