@@ -196,19 +196,27 @@ def _environ_reads(tree: ast.Module) -> set[str]:
     return names
 
 
-@functools.cache
-def variables_the_code_reads() -> dict[str, str]:
-    """Variable -> a file that reads it: Python code, shell scripts, and compose interpolation.
-
-    Parsed once per session: CPython 3.11.7's ast.parse was seen failing with "AST constructor recursion
-    depth mismatch" on the third walk over the same files late in a full run (an interpreter bug, fixed in
-    later 3.11 releases); the files do not change during a run."""
+def _python_reads() -> dict[str, str]:
     found: dict[str, str] = {}
     for directory in CODE_DIRS:
         for path in sorted((REPO / directory).rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
             for name in _settings_aliases(tree) | _environ_reads(tree):
                 found.setdefault(name, str(path.relative_to(REPO)))
+    return found
+
+
+@functools.cache
+def variables_the_code_reads() -> dict[str, str]:
+    """Variable -> a file that reads it: Python code, shell scripts, and compose interpolation.
+
+    The Python files are parsed in a child interpreter of their own (this file run as a script). CPython
+    3.11.7's ast.parse keeps its recursion-depth check in interpreter-wide state, and in a long test process
+    with other threads alive it failed with "AST constructor recursion depth mismatch", late in full runs under
+    load, also when the files were parsed only once (an interpreter bug, fixed in later releases)."""
+    scan = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=120, check=False)
+    assert scan.returncode == 0, scan.stderr
+    found: dict[str, str] = json.loads(scan.stdout)
     for path in [CLAIM_GPU, *sorted((REPO / "scripts").glob("*.sh"))]:
         for name, _, _ in INTERPOLATION.findall(path.read_text()):
             found.setdefault(name, str(path.relative_to(REPO)))
@@ -382,3 +390,7 @@ def test_a_worker_pinned_by_hand_skips_the_claim(fake_gpus: dict) -> None:
     )
 
     assert (result.returncode, result.stdout.strip()) == (0, "7")
+
+
+if __name__ == "__main__":  # the scan of variables_the_code_reads, in its own interpreter
+    print(json.dumps(_python_reads()))
