@@ -36,16 +36,21 @@ FAKE_STAGES = ("train", "prepare-data")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 STEPS_PER_EPOCH = 4
+# Fast beats and sweeps, but a staleness no live job reaches: a job's heartbeat thread can be starved for
+# seconds on a loaded machine (a native call that holds the GIL, such as the dlopen of a large library in an
+# import, or an fsync behind a disk writer), and a 2 s staleness then handed a live job to a second attempt
+# (CI, test_recovery: a comparison child with attempts == 2 and no worker killed).
 FAST_TIMINGS = {
     "JOBS_HEARTBEAT_S": "0.3",
-    "JOBS_STALE_AFTER_S": "2",
+    "JOBS_STALE_AFTER_S": "30",
     "JOBS_SWEEP_INTERVAL_S": "0.5",
     "JOBS_MAX_ATTEMPTS": "3",
     "JOBS_REQUEUE_AFTER_S": "3",
 }
-# A worker running the real stages: its child imports torch and trains while the machine is loaded, and its
-# heartbeat thread can then be starved for seconds. With FAST_TIMINGS' 2 s a sweep would hand the live job to
-# another attempt; these tests are about the stages through the queue, not about recovering from a death.
+# For the tests that kill a worker and wait for another to take its job over: given to the rescuing worker.
+TAKEOVER_TIMINGS = {"JOBS_STALE_AFTER_S": "2"}
+# A worker running the real stages: its child imports torch and trains, and a message it holds for longer than
+# the 3 s requeue window while it starts would be sent again (harmless, but noisy in the logs these tests read).
 REAL_STAGE_TIMINGS = {**FAST_TIMINGS, "JOBS_STALE_AFTER_S": "60", "JOBS_REQUEUE_AFTER_S": "60"}
 
 log = logging.getLogger("fake_stage")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from jobs_fixtures import (
     BACKENDS,
+    TAKEOVER_TIMINGS,
     JobEnv,
     Worker,
     both_backends,
@@ -44,8 +45,8 @@ def queue_env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
 def start_worker(queue_env: JobEnv) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(name: str = "w", epoch_s: str = EPOCH_S) -> Worker:
-        worker = Worker(queue_env, extra_env={"FAKE_EPOCH_S": epoch_s}, name=name)
+    def start(name: str = "w", epoch_s: str = EPOCH_S, **extra_env: str) -> Worker:
+        worker = Worker(queue_env, extra_env={"FAKE_EPOCH_S": epoch_s, **extra_env}, name=name)
         started.append(worker)
         return worker
 
@@ -143,7 +144,7 @@ def test_a_job_whose_worker_is_killed_is_taken_over_and_resumed(queue_env, start
     wait_for(lambda: metric_count(job_id, "train_loss") >= 3, 60, "three epochs", doomed)
     doomed.kill()
     assert state(job_id) is JobState.RUNNING  # nobody has noticed yet
-    rescuer = start_worker("rescuer", epoch_s="0.05")
+    rescuer = start_worker("rescuer", epoch_s="0.05", **TAKEOVER_TIMINGS)
     wait_for(lambda: state(job_id).finished, 60, "the job to be taken over and finish", rescuer)
     job = service.get_job(job_id)
     assert job.state is JobState.SUCCEEDED, job.error
@@ -180,7 +181,7 @@ def test_a_chord_continues_after_a_header_job_is_taken_over(queue_env, start_wor
     chord([header_a, header_b])(body)
     wait_for(lambda: metric_count(long_job, "train_loss") >= 2, 60, "the long header job to train", doomed)
     doomed.kill()
-    rescuer = start_worker("rescuer", epoch_s="0.05")
+    rescuer = start_worker("rescuer", epoch_s="0.05", **TAKEOVER_TIMINGS)
     wait_for(lambda: state(body_job).finished, 90, "the chord's body after the takeover", rescuer)
     jobs = {job_id: service.get_job(job_id) for job_id in (long_job, short_job, body_job)}
     assert all(job.state is JobState.SUCCEEDED for job in jobs.values()), {j: v.error for j, v in jobs.items()}
