@@ -47,8 +47,12 @@ FAST_TIMINGS = {
     "JOBS_MAX_ATTEMPTS": "3",
     "JOBS_REQUEUE_AFTER_S": "3",
 }
-# For the tests that kill a worker and wait for another to take its job over: given to the rescuing worker.
+# For the tests about staleness itself: the worker that takes a killed worker's job over, and a `--wait` with
+# no worker at all. Never for a worker whose live job must stay its own.
 TAKEOVER_TIMINGS = {"JOBS_STALE_AFTER_S": "2"}
+# `--wait` deciding from a live job's heartbeat: short enough for a job to outlive it several times, long
+# enough that a heartbeat starved for a few seconds on the loaded machine does not look dead.
+WATCH_TIMINGS = {"JOBS_STALE_AFTER_S": "5"}
 # A worker running the real stages: its child imports torch and trains, and a message it holds for longer than
 # the 3 s requeue window while it starts would be sent again (harmless, but noisy in the logs these tests read).
 REAL_STAGE_TIMINGS = {**FAST_TIMINGS, "JOBS_STALE_AFTER_S": "60", "JOBS_REQUEUE_AFTER_S": "60"}
@@ -228,6 +232,16 @@ def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatc
     yield JobEnv(root, variables)
     dispose_engines()
     _stop_local_broker()
+    reset_settings()
+
+
+def override(env: JobEnv, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
+    """Change settings of an active JobEnv for one test: here, and in the workers and CLIs it starts."""
+    from jobs.core.settings import reset_settings
+
+    env.variables.update(variables)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     reset_settings()
 
 

@@ -13,7 +13,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from jobs_fixtures import REPO, Worker, wait_for
+from jobs_fixtures import REPO, WATCH_TIMINGS, Worker, override, wait_for
 
 from jobs import service
 from jobs.broker import queue
@@ -106,7 +106,14 @@ def _running_job(worker: Worker) -> JobView:
     return wait_for(running, 120, "the job to run", worker)
 
 
-def test_wait_follows_a_running_job_whose_worker_answers_no_ping(job_env):
+@pytest.fixture
+def watch_env(job_env, monkeypatch: pytest.MonkeyPatch):
+    override(job_env, monkeypatch, WATCH_TIMINGS)
+    return job_env
+
+
+def test_wait_follows_a_running_job_whose_worker_answers_no_ping(watch_env):
+    job_env = watch_env
     patience = get_settings().stale_after_s
     worker = Worker(job_env, extra_env={"FAKE_EPOCH_S": "1"})
     try:
@@ -130,7 +137,8 @@ def test_wait_follows_a_running_job_whose_worker_answers_no_ping(job_env):
     assert f'"id": {job.id}' in stdout
 
 
-def test_wait_gives_up_on_a_running_job_that_stopped_moving_and_names_its_state(job_env):
+def test_wait_gives_up_on_a_running_job_that_stopped_moving_and_names_its_state(watch_env):
+    job_env = watch_env
     worker = Worker(job_env, extra_env={"FAKE_EPOCH_S": "1"})
     try:
         worker.wait_ready()

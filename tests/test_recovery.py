@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import BACKENDS, JobEnv, Worker, both_backends, run_cli, wait_for
+from jobs_fixtures import BACKENDS, TAKEOVER_TIMINGS, JobEnv, Worker, both_backends, override, run_cli, wait_for
 from sqlalchemy import func, select
 
 from db.models import Experiment, Job
@@ -107,7 +107,8 @@ def test_a_parent_whose_children_ended_without_a_report_is_settled_failed(queue_
     assert f"job {plan.report_id} (report) FAILED: worker lost" in parent.error
 
 
-def test_wait_gives_up_with_a_hint_when_no_worker_answers(queue_env):
+def test_wait_gives_up_with_a_hint_when_no_worker_answers(queue_env, monkeypatch):
+    override(queue_env, monkeypatch, TAKEOVER_TIMINGS)  # no worker at all: no heartbeat to starve
     started = time.monotonic()
     completed = run_cli(queue_env, "submit", "train", "--preset", "smoke", "--wait", timeout=60)
     assert completed.returncode == 1

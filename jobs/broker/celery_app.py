@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from celery import Celery
+from celery.app import backends
 from kombu import Queue
 
 from jobs.broker import localbroker
+from jobs.broker.result_backend import PollingRedisBackend
 from jobs.core.settings import Settings, get_settings
 from jobs.core.stages import GPU_CLASS_PATTERN, GPU_STAGES, Stage
 
@@ -56,8 +58,17 @@ def _require_redis(name: str, url: str) -> None:
         )
 
 
+class JobsCelery(Celery):
+    """Celery with the Redis result backend that never subscribes to results (jobs/broker/result_backend.py)."""
+
+    def _get_backend(self) -> PollingRedisBackend:
+        _require_redis("CELERY_RESULT_BACKEND", self.conf.result_backend)
+        _, url = backends.by_url(self.conf.result_backend, self.loader)
+        return PollingRedisBackend(app=self, url=url)
+
+
 def create_app(broker: str, backend: str) -> Celery:
-    app = Celery("medvl", broker=broker, backend=backend)
+    app = JobsCelery("medvl", broker=broker, backend=backend)
     app.conf.update(
         # JSON only: a pickled message could run arbitrary code in the worker, so it is refused.
         task_serializer="json",

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Signature
-from celery.result import denied_join_result
 from kombu.utils.url import maybe_sanitize_url
 
 from jobs.broker.celery_app import CPU_QUEUE, GPU_QUEUE, app_for, declare_queues, ensure_broker, queue_for
@@ -44,23 +41,12 @@ def stage_signature(
     )
 
 
-@contextmanager
-def publishing() -> Iterator[None]:
-    """Send messages without waiting on their results. Otherwise Celery's Redis backend subscribes this process
-    to every sent task's result channel, and each AsyncResult unsubscribes when garbage-collected, reconnecting
-    for seconds when the broker has gone away meanwhile. Nothing here ever waits on a task's result: the job
-    row is the record."""
-    with denied_join_result():
-        yield
-
-
 def enqueue(job_id: int, stage: Stage, task_id: str, max_time_s: int, gpu_class: str | None = None) -> None:
     """Send the stage's task for a job; its time limits come from the job's config.train.max_time_s."""
     try:
-        with publishing():
-            stage_signature(job_id, stage, task_id, max_time_s, gpu_class).apply_async(
-                retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
-            )
+        stage_signature(job_id, stage, task_id, max_time_s, gpu_class).apply_async(
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
+        )
     except Exception as exc:  # kombu raises transport-specific errors
         raise BrokerUnavailable(f"broker {safe_url(get_settings().broker)} did not accept the job: {exc}") from exc
 
@@ -70,8 +56,7 @@ def resend(delivery: dict[str, Any]) -> str:
     returns the task id."""
     options = dict(delivery["options"])
     app = _ready(app_for(), options.get("queue"))
-    with publishing():
-        app.send_task(delivery["task"], args=delivery["args"], kwargs=delivery["kwargs"], **options)
+    app.send_task(delivery["task"], args=delivery["args"], kwargs=delivery["kwargs"], **options)
     return str(options["task_id"])
 
 

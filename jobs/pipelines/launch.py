@@ -48,8 +48,7 @@ def submit_compare(request: SubmitRequest, config: dict[str, Any], runs: list[Ru
     failure fails the parent and its children (BrokerUnavailable)."""
     plan = create_plan(request, config, runs, with_generation=request.params.with_generation)
     try:
-        with queue.publishing():
-            canvas(plan, request.gpu_class).apply_async()
+        canvas(plan, request.gpu_class).apply_async()
     except Exception as exc:  # kombu raises transport-specific errors
         error = f"broker did not accept the {'sweep' if request.stage is Stage.sweep else 'comparison'}: {exc}"
         settle_parent(plan.parent_id, JobState.FAILED, error)
