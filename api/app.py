@@ -23,7 +23,14 @@ from api.routes import jobs as job_routes
 from api.routes import reports as report_routes
 from jobs.core.settings import get_settings
 from jobs.core.text import printable
-from jobs.service import BrokerUnavailable, ExperimentNotFound, IdempotencyConflict, InvalidRequest, JobNotFound
+from jobs.service import (
+    BrokerUnavailable,
+    ExperimentNotFound,
+    IdempotencyConflict,
+    InvalidRequest,
+    JobNotFound,
+    StorageError,
+)
 
 
 def settings_from_environment() -> ApiSettings:
@@ -40,7 +47,8 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # The job row exists (FAILED, with this message); the client may retry once the broker is back.
+    # The broker refused the job (its row exists, FAILED, with this message) or the artifacts bucket did (no
+    # row): the client may retry once the server is back.
     return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content={"detail": str(exc)})
 
 
@@ -85,6 +93,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(JobNotFound, _not_found)
     app.add_exception_handler(ExperimentNotFound, _not_found)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(StorageError, _broker_unavailable)  # the artifacts bucket: the same 503
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(RequestValidationError, _unprocessable)
     app.add_exception_handler(IdempotencyConflict, _conflict)

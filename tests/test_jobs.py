@@ -394,8 +394,8 @@ def test_recorder_overwrites_a_point_and_retries_failed_writes(fake, monkeypatch
 
     from tenacity import stop_after_attempt, wait_none
 
-    monkeypatch.setattr(DatabaseRecorder.log_metrics.retry, "stop", stop_after_attempt(3))
-    monkeypatch.setattr(DatabaseRecorder.log_metrics.retry, "wait", wait_none())
+    monkeypatch.setattr(DatabaseRecorder._write_metrics.retry, "stop", stop_after_attempt(3))
+    monkeypatch.setattr(DatabaseRecorder._write_metrics.retry, "wait", wait_none())
 
     def broken(*args, **kwargs):
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))

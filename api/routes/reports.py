@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from api.models import NOT_FOUND, JobState, JobView, ReportId
 from jobs import service
 from jobs.core.locations import data_roots
+from jobs.core.storage import local_copy
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -42,7 +43,10 @@ def _report_file(job: JobView, kind: str) -> Path:
     raw = job.artifacts.get(kind)
     if job.state != JobState.SUCCEEDED or not raw:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id} has no {kind} yet (job is {job.state})")
-    path = Path(raw).resolve()
+    try:
+        path = local_copy(raw).resolve()  # a report written on another host: downloaded from the bucket once
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id}: {kind} file {raw} is not available") from None
     # The path comes from the database; serve it only from the folders this system writes.
     if not any(path.is_relative_to(root) for root in data_roots()) or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {job.id}: {kind} file {raw} is not available")

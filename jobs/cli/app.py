@@ -52,7 +52,9 @@ def friendly_errors(function: F) -> F:
             if key:
                 die(f"invalid value for '{key}': {first['msg']}", EXIT_BAD_INPUT)
             die(str(first["msg"]).removeprefix("Value error, "), EXIT_BAD_INPUT)  # a check across fields
-        except (service.JobNotFound, service.ExperimentNotFound, service.BrokerUnavailable) as exc:
+        except (service.JobNotFound, service.ExperimentNotFound) as exc:
+            die(str(exc), EXIT_FAILED)
+        except (service.BrokerUnavailable, service.StorageError) as exc:
             die(str(exc), EXIT_FAILED)
         except (LocalBrokerError, UnsupportedBroker) as exc:
             die(str(exc), EXIT_FAILED)

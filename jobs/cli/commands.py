@@ -8,7 +8,6 @@ import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +18,7 @@ from jobs.cli import display
 from jobs.cli.app import EXIT_FAILED, JobIdArg, JsonOpt, StageArg, command, die
 from jobs.cli.options import STAGE_COMMAND_SETTINGS, StageOptions, with_stage_options
 from jobs.cli.watch import JobWatch
+from jobs.core import storage
 from jobs.core.schemas import JobState, JobView, SubmitRequest
 from jobs.core.settings import get_settings
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
@@ -220,9 +220,9 @@ def report(
     if job.stage != Stage.report.value or "json" not in job.artifacts:
         raise service.JobNotFound(f"job {job.id} is not a finished report job; `jobs list` shows the jobs")
     if as_json:
-        typer.echo(Path(job.artifacts["json"]).read_text())
+        typer.echo(storage.local_copy(job.artifacts["json"]).read_text())
         return
-    typer.echo(Path(job.artifacts["markdown"]).read_text())
+    typer.echo(storage.local_copy(job.artifacts["markdown"]).read_text())
     typer.echo(f"HTML report: {job.artifacts['html']}")
 
 
@@ -237,3 +237,20 @@ def metrics(
         typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:
         display.print_metrics(rows)
+
+
+@command()
+def bucket(
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the bucket first if it does not exist (a server of your own).")
+    ] = False,
+) -> None:
+    """Check the artifacts bucket (JOBS_ARTIFACTS_URL): that it exists and these credentials may list it."""
+    store = storage.bucket()
+    if store is None:
+        die("JOBS_ARTIFACTS_URL is not set: artifacts stay in the local artifacts folder", EXIT_FAILED)
+    if create:
+        store.create()
+    store.check()
+    at = f" at {store.endpoint}" if store.endpoint else ""
+    typer.echo(f"{store.url}{at}: the bucket answers; every host mirrors it in {store.artifacts} and {store.logs}")

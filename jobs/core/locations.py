@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.core.settings import PROJECT_ROOT, get_settings
+from jobs.core.storage import StorageError, is_url, require_bucket
 
 if TYPE_CHECKING:
     from worker.config import RunConfig
@@ -71,6 +72,12 @@ def check_job_inputs(config: RunConfig, params: Mapping[str, Any]) -> dict[str, 
     for name in PATH_PARAMS:
         value = params.get(name)
         if not isinstance(value, str) or JOB_REFERENCE.fullmatch(value):
+            continue
+        if is_url(value):  # an artifact in the bucket: only under JOBS_ARTIFACTS_URL
+            try:
+                require_bucket(value)
+            except StorageError as exc:
+                raise LocationRefused(f"params.{name}", f"params.{name}: {exc}") from None
             continue
         if problem := location_problem(f"params.{name}", value, "path", roots, var_root, REMEDY):
             raise LocationRefused(f"params.{name}", problem)

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     kaggle_key: SecretStr | None = Field(None, alias="KAGGLE_KEY")
 
     artifacts_dir: Path | None = Field(None, alias="JOBS_ARTIFACTS_DIR", description="Default: var/artifacts.")
+    artifacts_url: str | None = Field(
+        None,
+        alias="JOBS_ARTIFACTS_URL",
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*/?$",
+        description="s3://bucket/prefix: artifacts and job logs live in that bucket; the local artifacts and logs "
+        "folders are each host's mirror of it (jobs/core/storage.py). Default: the local folders alone.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, alias="JOBS_S3_ENDPOINT_URL", description="An S3-compatible server (MinIO, Ceph); default: AWS."
+    )
     data_roots: str = Field(
         "",
         alias="MEDVL_DATA_ROOTS",

@@ -30,6 +30,7 @@ class DatabaseRecorder:
         worker_id: str | None = None,
         lost: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
+        before_epoch: Callable[[], None] | None = None,
         min_interval_s: float = 1.0,
     ) -> None:
         self.job_id = job_id
@@ -37,6 +38,9 @@ class DatabaseRecorder:
         self.worker_id = worker_id
         self.lost = lost or threading.Event()
         self.on_progress = on_progress
+        # Called before an epoch's metrics are recorded (the artifacts bucket's upload of the run folder): a
+        # stage writes last.ckpt before it records the epoch, so what the metrics describe is in the bucket.
+        self.before_epoch = before_epoch
         # Stages may report every step; the job row needs at most one progress write and one
         # cancellation read per interval.
         self.min_interval_s = min_interval_s
@@ -44,10 +48,15 @@ class DatabaseRecorder:
         self._last_cancel_check = 0.0
         self._cancel_requested = False
 
-    @retry_write
     def log_metrics(
         self, metrics: Mapping[str, float], *, split: str, epoch: int | None = None, step: int | None = None
     ) -> None:
+        if epoch is not None and step is None and self.before_epoch is not None:
+            self.before_epoch()
+        self._write_metrics(metrics, split=split, epoch=epoch, step=step)
+
+    @retry_write
+    def _write_metrics(self, metrics: Mapping[str, float], *, split: str, epoch: int | None, step: int | None) -> None:
         values = [(str(name), float(value)) for name, value in metrics.items()]
         with transaction() as session:
             upsert_metrics(session, self.experiment_id, values, split=split, epoch=epoch, step=step)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from db.models import Experiment, Job, utcnow
 from jobs.broker.queue import safe_url
+from jobs.core import storage
 from jobs.core.checkpoint_kinds import check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
 from jobs.core.locations import check_job_inputs
@@ -29,7 +30,7 @@ from jobs.core.schemas import JobState
 from jobs.core.settings import PROJECT_ROOT, get_settings
 from jobs.core.stages import Stage, stage_function
 from jobs.core.views import job_log_path
-from jobs.execution import lastwords
+from jobs.execution import artifacts, lastwords
 from jobs.execution.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.execution.joblog import capture_job_log
 from jobs.execution.ranks import follower_launch
@@ -84,6 +85,8 @@ def execute_job(
     if not claimed.acquired:
         log.info("job %s: not run (%s)", job_id, claimed.reason)
         return JobOutcome(job_id, _current_state(job_id), ran=False, reason=claimed.reason)
+    if claimed.attempt > 1:
+        artifacts.fetch_log(job_id)  # a takeover on another host appends to what the first attempt uploaded
     with Heartbeat(job_id, worker) as heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
         log.info("job %s: %s by %s (attempt %s)", job_id, claimed.reason, worker.worker_id, claimed.attempt)
         return _run_claimed(job_id, claimed, worker, heartbeat, on_progress)
@@ -95,10 +98,12 @@ class _Prepared:
     params: dict[str, Any]
     config: RunConfig
     experiment_id: int
+    run_dir: Path  # local: the mirror's copy when artifacts live in a bucket
 
 
 def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
-    """The job's config with its run folder (resuming after a takeover), and its experiment row."""
+    """The job's config with its run folder (resuming after a takeover), and its experiment row. With an
+    artifacts bucket the row names the folder by URL, and the stage gets local copies of it and its inputs."""
     from worker.config import RunConfig
 
     with transaction() as session:
@@ -111,18 +116,21 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     submitted = RunConfig.model_validate(config_dict)
     # Checked at submit too; again here, in the worker, so that no row makes a stage open what a request could not.
     params = check_job_inputs(submitted, params)
+    params = artifacts.local_params(params)
     check_checkpoint_kinds(stage, params)  # a job:<id> input is known only now
     if run_dir is None:
-        run_dir = (submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)) or fresh_dir
+        earlier = submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)
+        run_dir = earlier or artifacts.run_dir_name(fresh_dir)
     config = submitted.model_copy(deep=True)
-    config.paths.run_dir = run_dir
     if claimed.attempt > 1:
         # A takeover continues from the last checkpoint the dead worker wrote in the same run_dir.
         config.train.resume = True
+    local_run_dir = artifacts.local_run_dir(run_dir, resume=config.train.resume)
+    config.paths.run_dir = str(local_run_dir)
     _update_job(job_id, worker, run_dir=run_dir)
     # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
     experiment_id = _ensure_experiment(job_id, stage, config, submitted.config_hash())
-    return _Prepared(stage, params, config, experiment_id)
+    return _Prepared(stage, params, config, experiment_id, local_run_dir)
 
 
 def _earlier_run_dir(job_id: int, stage: Stage, submitted: RunConfig) -> str | None:
@@ -158,12 +166,19 @@ def _run_claimed(
         prepared = _prepare(job_id, claimed, worker)
         experiment_id = prepared.experiment_id
         recorder = DatabaseRecorder(
-            job_id, experiment_id, worker_id=worker.worker_id, lost=heartbeat.lost, on_progress=on_progress
+            job_id,
+            experiment_id,
+            worker_id=worker.worker_id,
+            lost=heartbeat.lost,
+            on_progress=on_progress,
+            before_epoch=artifacts.epoch_upload(job_id, prepared.run_dir),
         )
         function = stage_function(prepared.stage)
         _update_job(job_id, worker, gpu_name=_gpu_name())
-        with follower_launch(prepared.stage, prepared.config, prepared.params):
+        with follower_launch(prepared.stage, prepared.config, prepared.params), artifacts.stage_inputs():
             result = function(prepared.config, recorder, **prepared.params)
+        # Uploaded before the rows name them, with the heartbeat still beating through a long upload.
+        result = artifacts.publish(result, prepared.run_dir, job_id)
     except SoftTimeLimitExceeded:
         return _finish_failed(job_id, experiment_id, worker, heartbeat, _time_limit_message(job_id))
     except KeyboardInterrupt:
@@ -222,6 +237,8 @@ def _finish(
     error: str | None = None,
     result: StageResult | None = None,
 ) -> None:
+    if state is not JobState.SUCCEEDED and storage.bucket() is not None:  # a success was published whole
+        artifacts.upload_quietly(job_id, _run_dir_of(job_id))
     heartbeat.stop()
     if heartbeat.lost.is_set():
         # Another worker owns the job now: its run writes the final state, not this one.
@@ -230,7 +247,7 @@ def _finish(
     now = utcnow()
     job_values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
     if result is not None:
-        job_values["artifacts"] = json_safe({**result.artifacts, "log": str(job_log_path(job_id))})
+        job_values["artifacts"] = json_safe({**result.artifacts, "log": artifacts.log_name(job_id)})
     if state is JobState.SUCCEEDED:
         job_values["progress"] = _completed_progress(job_id)
     experiment_values = _experiment_result(state, result, now)
@@ -268,6 +285,11 @@ def _write_final(
         if owned and experiment_id is not None:
             session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**experiment_values))
         return owned
+
+
+def _run_dir_of(job_id: int) -> str | None:
+    with transaction() as session:
+        return session.scalar(select(Job.run_dir).where(Job.id == job_id))
 
 
 def _completed_progress(job_id: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
+from jobs.core import storage
 from jobs.core.database import transaction
 from jobs.core.schemas import JobState
 from jobs.core.stages import Stage
@@ -76,8 +77,13 @@ def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[st
     if stage not in PER_ITEM_FILES:
         return {}
     artifact, key, names = PER_ITEM_FILES[stage]
-    path = Path((artifacts or {}).get(artifact) or "")
-    if not path.is_file():
+    name = (artifacts or {}).get(artifact) or ""
+    try:
+        path = storage.local_copy(name, missing_ok=True)  # written on another host: downloaded from the bucket
+    except storage.StorageError as exc:
+        log.warning("%s: not read (%s)", name, exc)
+        return {}
+    if not name or not path.is_file():
         return {}
     values: dict[str, dict[str, float]] = {name: {} for name in names}
     for line in path.read_text().splitlines():
@@ -157,13 +163,24 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
         settle_parent(compare_job, JobState.FAILED, f"report failed: {exc}")
         raise
     _log_to_mlflow(config, compare_job, result)
+    # The parent names the report's files too: uploaded first when they go to the artifacts bucket.
+    parent_artifacts = _published(result.artifacts)
     if rows.failures:
         summary = "; ".join(f"{f['label']}: {f['reason']}" for f in rows.failures)
         error = f"{len(rows.failures)} step(s) did not succeed ({summary}); the report covers the rest"
-        settle_parent(compare_job, JobState.FAILED, error=error, artifacts=result.artifacts)
+        settle_parent(compare_job, JobState.FAILED, error=error, artifacts=parent_artifacts)
     else:
-        settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=result.artifacts)
+        settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=parent_artifacts)
     return result
+
+
+def _published(artifacts: dict[str, str]) -> dict[str, str]:
+    store = storage.bucket()
+    if store is None:
+        return artifacts
+    for path in storage.mirror_paths(artifacts, store):
+        store.push(path)
+    return storage.published(artifacts, store)
 
 
 def _log_to_mlflow(config: RunConfig, compare_job: int, result: StageResult) -> None:

@@ -5,7 +5,14 @@ queries.py     jobs, experiments, metrics, logs and health as the views of jobs/
 shortcuts.py   the options people change most (--epochs, "epochs"), declared once for the CLI and the API
 """
 
-from jobs.service.errors import BrokerUnavailable, ExperimentNotFound, IdempotencyConflict, InvalidRequest, JobNotFound
+from jobs.service.errors import (
+    BrokerUnavailable,
+    ExperimentNotFound,
+    IdempotencyConflict,
+    InvalidRequest,
+    JobNotFound,
+    StorageError,
+)
 from jobs.service.queries import (
     experiment_metrics,
     get_experiment,
@@ -24,6 +31,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidRequest",
     "JobNotFound",
+    "StorageError",
     "cancel",
     "create_job",
     "experiment_metrics",

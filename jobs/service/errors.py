@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from jobs.broker.queue import BrokerUnavailable
 from jobs.core.schemas import JobView
+from jobs.core.storage import StorageError
 
-__all__ = ["BrokerUnavailable", "ExperimentNotFound", "IdempotencyConflict", "InvalidRequest", "JobNotFound"]
+__all__ = [
+    "BrokerUnavailable",
+    "ExperimentNotFound",
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "JobNotFound",
+    "StorageError",
+]
 
 
 class JobNotFound(LookupError):

@@ -9,6 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from db.models import Experiment, Job, Metric
 from jobs.broker import queue
+from jobs.core import storage
 from jobs.core.database import engine, transaction
 from jobs.core.schemas import ExperimentView, JobState, JobView, MetricView
 from jobs.core.stages import Stage
@@ -56,6 +57,11 @@ def read_logs(job_id: int, tail_lines: int | None = None) -> str:
     """The job's captured log (stage logging and Lightning output); empty before the job starts."""
     get_job(job_id)
     path = job_log_path(job_id)
+    store = storage.bucket()
+    if store is not None and (url := store.url_of(path)) is not None:
+        # Written on another host: the bucket's copy, as of the job's last upload (a log this host is
+        # writing is newer than the bucket's and stays as it is).
+        store.fetch(url, missing_ok=True)
     if not path.exists():
         return ""
     with path.open(encoding="utf-8", errors="replace") as handle:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import Job, utcnow
 from jobs.broker import queue
 from jobs.broker.queue import BrokerUnavailable
+from jobs.core import storage
 from jobs.core.checkpoint_kinds import WrongCheckpointKind, check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
 from jobs.core.locations import LocationRefused, check_job_inputs, config_file
@@ -125,7 +126,10 @@ def create_job(
 
 
 def submit(request: SubmitRequest) -> JobView:
-    """Record the job and enqueue it; the same idempotency key returns the first job, enqueued once."""
+    """Record the job and enqueue it; the same idempotency key returns the first job, enqueued once. With an
+    artifacts bucket, one that cannot be used refuses the submission (StorageError), before any row exists."""
+    if (store := storage.bucket()) is not None:
+        store.check()
     if request.stage in ORCHESTRATED_STAGES:
         return _submit_comparison(request)
     task_id = str(uuid.uuid4())

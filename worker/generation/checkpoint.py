@@ -18,6 +18,7 @@ from worker.generation.module import (
     SIGLIP_CHECKPOINT_KEY,
     base_fingerprint,
 )
+from worker.inputs import local_file
 
 # What shapes the network: taken from the checkpoint, whatever the caller's config says.
 ARCHITECTURE_FIELDS = ("prefix_tokens", "projector", "features", "biogpt_tuning", "lora_r", "lora_alpha")
@@ -71,4 +72,4 @@ def load_report_model(
         raise ValueError(f"{path} does not fit the rebuilt model: unexpected {unexpected[:3]}, "
                          f"missing {sorted(required - set(weights))[:3]}")
     captioner.eval()
-    return LoadedReportModel(config, captioner, tokenizer, state[SIGLIP_CHECKPOINT_KEY])
+    return LoadedReportModel(config, captioner, tokenizer, local_file(state[SIGLIP_CHECKPOINT_KEY]))

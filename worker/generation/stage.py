@@ -22,6 +22,7 @@ from worker.generation.encoder import image_features, load_siglip
 from worker.generation.model import ReportCaptioner, build_captioner
 from worker.generation.module import ReportGenModule
 from worker.generation.studies import select_studies
+from worker.inputs import name_of
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.model import count_parameters
@@ -42,7 +43,9 @@ STAGE = "train-full"
 def checkpoint_dir(config: RunConfig, siglip_checkpoint: str) -> Path:
     """One folder per config and SigLIP checkpoint (the config hash does not see the checkpoint)."""
     same_run = config.model_copy(update={"train": config.train.model_copy(update={"resume": False})})
-    return same_run.run_path(STAGE) / f"checkpoints-{short_hash(str(Path(siglip_checkpoint).resolve()))}"
+    # Hashed by its recorded name (worker/inputs.py), so a takeover on another host finds the same folder.
+    recorded = name_of(str(Path(siglip_checkpoint).resolve()))
+    return same_run.run_path(STAGE) / f"checkpoints-{short_hash(recorded)}"
 
 
 def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str) -> StageResult:
@@ -88,7 +91,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         collate = TargetCollator(captioner.pad_id, len(captioner.start_ids))
         datamodule = ReportDataModule(datasets["train"], datasets["val"], collate, gen.batch_size)
         initial_val_loss = mean_loss(captioner, datamodule.val_dataloader(), device)
-        module = ReportGenModule(config, captioner, str(Path(siglip_checkpoint).resolve()), feature_dim)
+        module = ReportGenModule(config, captioner, name_of(str(Path(siglip_checkpoint).resolve())), feature_dim)
         trainer, callbacks = build_trainer(
             config, recorder, peak, ckpt_dir=ckpt_dir, accelerator=accelerator, precision=precision,
             max_epochs=gen.epochs,

@@ -1,0 +1,140 @@
+"""A job's files and the artifacts bucket (jobs/core/storage.py), for the runner.
+
+Before the stage: its s3:// inputs are downloaded, and a resumed run's folder too (its last.ckpt is where a
+takeover on another host continues). After each recorded epoch: the run folder and the job log are uploaded,
+so the bucket holds the checkpoint the epoch's metrics describe. At the end: everything the stage names is
+uploaded, and only then named by URL in the rows. Without JOBS_ARTIFACTS_URL, every function here leaves
+paths as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs.core import storage
+from jobs.core.locations import PATH_PARAMS
+from jobs.core.views import job_log_path
+
+if TYPE_CHECKING:
+    from worker.result import StageResult
+
+log = logging.getLogger(__name__)
+
+# An upload after an epoch waits this long for a server that is away; the next epoch's upload catches up.
+EPOCH_PATIENCE_S = 10.0
+
+
+class BucketInputs:
+    """worker.inputs.Inputs over the bucket: a file is recorded by its URL and opened from the mirror."""
+
+    def __init__(self, store: storage.Bucket):
+        self.store = store
+
+    def name(self, path: str) -> str:
+        return self.store.url_of(path) or path
+
+    def local(self, name: str) -> str:
+        return str(storage.local_copy(name))
+
+
+@contextmanager
+def stage_inputs() -> Iterator[None]:
+    """worker.inputs names files by their bucket URL for the length of a stage, when there is a bucket."""
+    from worker import inputs
+
+    store = storage.bucket()
+    if store is None:
+        yield
+        return
+    with inputs.using(BucketInputs(store)):
+        yield
+
+
+def run_dir_name(local: str) -> str:
+    """What the job row records for a new run folder: its URL when artifacts live in a bucket."""
+    store = storage.bucket()
+    return (store.url_of(local) or local) if store else local
+
+
+def local_run_dir(run_dir: str, *, resume: bool) -> Path:
+    """The local folder a stage runs in; a resumed run's folder is downloaded first (what there is of it)."""
+    if not storage.is_url(run_dir):
+        return Path(run_dir)
+    store = storage.require_bucket(run_dir)
+    return store.fetch(run_dir, missing_ok=True) if resume else store.local_of(run_dir)
+
+
+def local_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params with each s3:// file downloaded and named by its local copy."""
+    local = dict(params)
+    for name in PATH_PARAMS:
+        value = params.get(name)
+        if storage.is_url(value):
+            local[name] = str(storage.local_copy(value))
+    return local
+
+
+def fetch_log(job_id: int) -> None:
+    """A takeover appends to the job's log: download what the earlier attempt uploaded of it."""
+    store = storage.bucket()
+    url = store.url_of(job_log_path(job_id)) if store else None
+    if store is not None and url is not None:
+        try:
+            store.fetch(url, missing_ok=True, patience_s=EPOCH_PATIENCE_S)
+        except storage.StorageError as exc:
+            log.warning("job %s: earlier log not downloaded (%s)", job_id, exc)
+
+
+def epoch_upload(job_id: int, run_dir: Path) -> Callable[[], None] | None:
+    """What the recorder calls before it records an epoch's metrics; None without a bucket."""
+    store = storage.bucket()
+    if store is None:
+        return None
+
+    def upload() -> None:
+        try:
+            store.push(run_dir, patience_s=EPOCH_PATIENCE_S)
+            store.push(job_log_path(job_id), patience_s=EPOCH_PATIENCE_S)
+        except storage.StorageError as exc:
+            log.warning("job %s: run folder not uploaded after an epoch (%s); the next upload catches up", job_id, exc)
+
+    return upload
+
+
+def publish(result: StageResult, run_dir: Path, job_id: int) -> StageResult:
+    """Upload the run folder, every file the result names and the log; then the result naming them by URL.
+    A StorageError here fails the job (its metrics stay in the metrics table)."""
+    store = storage.bucket()
+    if store is None:
+        return result
+    for path in {run_dir, *storage.mirror_paths(result.artifacts, store), *storage.mirror_paths(result.metrics, store)}:
+        if path.exists():
+            store.push(path)
+    store.push(job_log_path(job_id))
+    return replace(
+        result, artifacts=storage.published(result.artifacts, store), metrics=storage.published(result.metrics, store)
+    )
+
+
+def upload_quietly(job_id: int, run_dir: str | None) -> None:
+    """A failed or cancelled job's folder and log, for a reader on another host; a failure is only logged."""
+    store = storage.bucket()
+    if store is None:
+        return
+    try:
+        if run_dir and storage.is_url(run_dir) and store.contains(run_dir) and store.local_of(run_dir).exists():
+            store.push(store.local_of(run_dir), patience_s=EPOCH_PATIENCE_S)
+        if job_log_path(job_id).exists():
+            store.push(job_log_path(job_id), patience_s=EPOCH_PATIENCE_S)
+    except storage.StorageError as exc:
+        log.warning("job %s: files not uploaded (%s)", job_id, exc)
+
+
+def log_name(job_id: int) -> str:
+    """How the job row names the job's log: its URL when there is a bucket."""
+    return run_dir_name(str(job_log_path(job_id)))
