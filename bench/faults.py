@@ -10,12 +10,15 @@ uses the no-op stage of bench.queue so that 100 jobs drain in seconds.
 
 Phases, per backend: kill -9 of the worker's main process and of its task child mid-training; kill -9 of
 the worker during a comparison's second training; broker restart with 100 jobs queued; the database away
-for 10 s during training; the disk full (a tmpfs holding the artifacts, and the database on the embedded
+for 10 s during training; artifacts in a bucket (moto's S3 server, started here): kill -9 of host A's worker
+mid-training and the takeover on host B, whose folders are its own, then the server frozen for 10 s
+mid-training; the disk full (a tmpfs holding the artifacts, and the database on the embedded
 backend; skipped where tmpfs cannot be mounted). Then `scripts/demo.sh` N times while a CPU burner keeps
 both cores busy and another process writes to the disk.
 
 Run: python -m bench.faults [--backends embedded,redis-postgres] [--kill-trials 10] [--compare-trials 5]
-                            [--queued-jobs 100] [--demo-runs 10] [--phases kill,compare,broker,database,disk,demo]
+                            [--queued-jobs 100] [--demo-runs 10] [--bucket-trials 5]
+                            [--phases kill,compare,broker,database,bucket,disk,demo]
 """
 
 from __future__ import annotations
@@ -442,6 +445,127 @@ def database_away(backend: Backend, seconds: float) -> dict[str, Any]:
             "error": (job.error or "")[:200]}  # fmt: skip
 
 
+@contextlib.contextmanager
+def s3_server(root: Path) -> Iterator[dict[str, str]]:
+    """moto's standalone S3 server on a free port, one bucket in it; yields the settings that use it."""
+    import boto3
+
+    port = free_port()
+    log = (root / "moto.log").open("wb")
+    server = subprocess.Popen([str(REPO / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                              region_name="us-east-1")  # fmt: skip
+        _wait(lambda: _answers(client), 60, "moto_server")
+        client.create_bucket(Bucket="faults")
+        yield {"JOBS_ARTIFACTS_URL": "s3://faults/medvl", "JOBS_S3_ENDPOINT_URL": endpoint, **credentials,
+               "_S3_PID": str(server.pid)}  # fmt: skip
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGCONT)
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+        log.close()
+
+
+def _answers(client: Any) -> bool:
+    try:
+        client.list_buckets()
+    except Exception:
+        return False
+    return True
+
+
+def _bucket_checkpoint_epoch(job_id: int) -> int | None:
+    """The epoch of the last.ckpt the bucket holds for the job (what a takeover elsewhere resumes from)."""
+    import torch
+
+    from jobs.core import storage
+
+    run_dir = _job(job_id).artifacts.get("run_dir", "")
+    if not storage.is_url(run_dir):
+        return None
+    found = list(storage.local_copy(run_dir, missing_ok=True).rglob("last.ckpt"))
+    return int(torch.load(found[0], map_location="cpu", weights_only=False)["epoch"]) if found else None
+
+
+def _unreadable(job: Any) -> int:
+    """How many of the s3:// files the job row names cannot be downloaded."""
+    from jobs.core import storage
+
+    failures = 0
+    for value in job.artifacts.values():
+        if storage.is_url(value):
+            try:
+                storage.local_copy(value)
+            except (FileNotFoundError, storage.StorageError):
+                failures += 1
+    return failures
+
+
+def bucket_trials(backend: Backend, trials: int, pause_s: float = 10.0) -> dict[str, Any]:
+    """Two hosts (artifacts and logs folders of their own) and one bucket; this process is a third host."""
+    root = backend.root / "bucket"
+    root.mkdir(exist_ok=True)
+    with s3_server(root) as settings:
+        server_pid = int(settings.pop("_S3_PID"))
+
+        def host(name: str) -> dict[str, str]:
+            return {**settings, "JOBS_ARTIFACTS_DIR": str(root / name / "artifacts"),
+                    "JOBS_LOG_DIR": str(root / name / "logs")}  # fmt: skip
+
+        backend.activate(**host("reader"))
+        kills: list[dict[str, Any]] = []
+        while len(kills) < trials:
+            trial = len(kills)
+            first = Worker(backend, "host-a", **host("a"))
+            job_id = _submit("train", TRAIN)
+            _wait(lambda: len(_finished_epochs(job_id)) >= 2, 180, f"job {job_id}: two epochs")  # noqa: B023
+            time.sleep(random.uniform(0.0, 1.0))  # anywhere in an epoch, uploads included
+            finished_before = _finished_epochs(job_id)
+            if _job(job_id).state.value != "RUNNING":
+                first.stop()
+                continue
+            before = _rows(job_id)
+            first.stop()  # kill -9 of host A's worker and its task child
+            checkpoint_epoch = _bucket_checkpoint_epoch(job_id)
+            second = Worker(backend, "host-b", **host("b"))
+            job = _wait_finished(job_id, 300)
+            second.stop()
+            after = _rows(job_id)
+            resumed = job.attempts > 1 and checkpoint_epoch is not None
+            kills.append({
+                "trial": trial, "job": job_id, "state": job.state.value, "attempts": job.attempts,
+                "experiments": _experiments(job_id), "epochs_finished_at_kill": len(finished_before),
+                "bucket_checkpoint_epoch": checkpoint_epoch,
+                "epochs_redone": max(0, max(finished_before) - checkpoint_epoch) if resumed else None,
+                "finished_rows_rewritten": sum(1 for key, value in before.items() if after.get(key) != value),
+                "unreadable_artifacts": _unreadable(job), "error": (job.error or "")[:200],
+            })  # fmt: skip
+            print(f"  bucket kill job {job_id}: {kills[-1]}", flush=True)
+
+        worker = Worker(backend, "host-a", **host("a"))
+        job_id = _submit("train", {**TRAIN, "train.epochs": "12"})
+        _wait(lambda: len(_finished_epochs(job_id)) >= 2, 180, "two epochs")
+        os.kill(server_pid, signal.SIGSTOP)
+        time.sleep(pause_s)
+        os.kill(server_pid, signal.SIGCONT)
+        job = _wait_finished(job_id, 400)
+        alive = worker.alive()
+        worker.stop()
+        epochs = _finished_epochs(job_id)
+        succeeded = job.state.value == "SUCCEEDED"
+        expected = set(range(int(job_metrics(job_id).get("epochs_run", 0)))) if succeeded else set()
+        paused = {"seconds": pause_s, "state": job.state.value, "attempts": job.attempts, "worker_alive": alive,
+                  "missing_epoch_rows": len(expected - epochs), "unreadable_artifacts": _unreadable(job),
+                  "error": (job.error or "")[:200]}  # fmt: skip
+        print(f"  bucket server frozen {pause_s:g}s: {paused}", flush=True)
+    return {"kills": kills, "server_paused": paused}
+
+
 def job_metrics(job_id: int) -> dict[str, Any]:
     from jobs import service
 
@@ -557,6 +681,9 @@ def run_backend(kind: str, args: Any, var_dir: Path) -> dict[str, Any]:
             print(f"{kind}: database away for 10 s", flush=True)
             out["database_away"] = database_away(backend, 10.0)
             print(f"  {out['database_away']}", flush=True)
+        if "bucket" in phases:
+            print(f"{kind}: artifacts bucket, kill -9 on host A and takeover on host B", flush=True)
+            out["bucket"] = bucket_trials(backend, args.bucket_trials)
     finally:
         backend.stop_servers()
     if "disk" in phases:
@@ -586,6 +713,18 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
     if away := result.get("database_away"):
         ok = away["state"] == "SUCCEEDED" and away["worker_alive"] and away["missing_epoch_rows"] == 0
         checks.append(check(f"{name}: training through 10 s without the database", float(ok), 1.0))
+    if bucket := result.get("bucket"):
+        kills = bucket["kills"]
+        good = sum(k["state"] == "SUCCEEDED" and k["experiments"] == 1 and k["attempts"] == 2 for k in kills)
+        checks.append(check(f"{name}: bucket kill -9 on host A, resumed on host B, one experiment", good, len(kills)))
+        redone = sum(k["epochs_redone"] if k["epochs_redone"] is not None else 99 for k in kills)
+        checks.append(check(f"{name}: epochs redone after a takeover from the bucket", redone, 0,
+                            higher_is_better=False))  # fmt: skip
+        unreadable = sum(k["unreadable_artifacts"] for k in kills) + bucket["server_paused"]["unreadable_artifacts"]
+        checks.append(check(f"{name}: recorded artifacts that cannot be read", unreadable, 0, higher_is_better=False))
+        paused = bucket["server_paused"]
+        ok = paused["state"] == "SUCCEEDED" and paused["attempts"] == 1 and paused["missing_epoch_rows"] == 0
+        checks.append(check(f"{name}: training through 10 s of a frozen bucket server", float(ok), 1.0))
     if (disk := result.get("disk_full")) and "skipped" not in disk:
         ok = disk["state"] == "FAILED" and disk["names_the_path"] and disk["next_job"] == "SUCCEEDED"
         checks.append(check(f"{name}: disk full -> FAILED naming the path, then SUCCEEDED", float(ok), 1.0))
@@ -595,11 +734,12 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="embedded,redis-postgres")
-    p.add_argument("--phases", default="kill,compare,broker,database,disk,demo")
+    p.add_argument("--phases", default="kill,compare,broker,database,bucket,disk,demo")
     p.add_argument("--kill-trials", type=int, default=10)
     p.add_argument("--compare-trials", type=int, default=5)
     p.add_argument("--queued-jobs", type=int, default=100)
     p.add_argument("--demo-runs", type=int, default=10)
+    p.add_argument("--bucket-trials", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="Keep the temporary folders (logs, databases).")
     args = p.parse_args(argv)
     args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
