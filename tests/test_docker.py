@@ -75,8 +75,11 @@ def test_compose_file_matches_the_compose_specification() -> None:
 def test_compose_has_the_services_the_system_needs() -> None:
     services = compose()["services"]
 
-    assert set(services) == {"redis", "postgres", "migrate", "api", "worker", "flower"}
-    assert set(our_services()) == {"migrate", "api", "worker", "flower"}
+    assert set(services) == {"redis", "postgres", "migrate", "api", "worker", "flower", "minio", "bucket"}
+    assert set(our_services()) == {"migrate", "api", "worker", "flower", "bucket"}
+    # The S3-compatible server and its bucket start only when asked for (`--profile s3`).
+    assert {name for name, spec in services.items() if spec.get("profiles")} == {"minio", "bucket"}
+    assert all(services[name]["profiles"] == ["s3"] for name in ("minio", "bucket"))
     for name, spec in our_services().items():
         assert spec["env_file"] == [{"path": ".env", "required": True}], name
     postgres = services["postgres"]
