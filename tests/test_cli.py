@@ -41,6 +41,20 @@ def test_the_cli_starts_and_reads_jobs_without_importing_torch(job_env):
 
 
 @pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("JOBS_ARTIFACTS_URL", "gs://bucket/x", "String should match pattern"),
+        ("JOBS_HEARTBEAT_S", "-1", "greater than 0"),
+    ],
+)
+def test_a_setting_that_does_not_validate_is_one_line_naming_it(job_env, name, value, fragment):
+    completed = run_cli(job_env.__class__(job_env.root, {**job_env.variables, name: value}), "list")
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == 2 and len(lines) == 1, completed.stderr
+    assert lines[0].startswith(f"error: {name}={value!r}: ") and fragment in lines[0]
+
+
+@pytest.mark.parametrize(
     ("args", "fragments"),
     [
         (["submit", "train", "--peft", "dora"], ["'peft.method'", "'lora' or 'qlora'"]),  # a config error

@@ -132,5 +132,18 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def settings_problem() -> str | None:
+    """One line naming the first setting that does not validate (and its value), or None."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        return f"{name}={error.get('input')!r}: {error['msg']}; fix it in the environment or in .env"
+    return None
+
+
 def reset_settings() -> None:
     get_settings.cache_clear()
