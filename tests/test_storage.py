@@ -172,7 +172,8 @@ def test_a_comparison_with_generation_over_two_hosts_is_read_through_the_api_on_
             worker.wait_ready()
         completed = run_cli(
             env, "submit", "compare", "--preset", "smoke", "--epochs", "1", "--with-generation",
-            "--set", "train.limit_train_batches=2", "--wait", "--json", timeout=600,
+            "--set", "train.limit_train_batches=2", "--set", "generation.epochs=2", "--set", "generation.num_beams=1",
+            "--wait", "--json", timeout=600,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr + "".join(w.output()[-3000:] for w in workers)
     finally:
