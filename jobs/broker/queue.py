@@ -60,21 +60,21 @@ def resend(delivery: dict[str, Any]) -> str:
     return str(options["task_id"])
 
 
-_declared: set[tuple[int, str | None]] = set()
-
-
 def ready_app() -> Celery:
-    """The app for the current settings, its queues declared (once per process)."""
+    """The app for the current settings, the broker started (the local one) and its queues declared."""
     return _ready(app_for())
 
 
 def _ready(app: Celery, queue: str | None = None) -> Celery:
-    """The app with its queues declared once per process, plus `queue` when it is a GPU-class queue."""
+    """The app with the broker up and its queues declared, plus `queue` when it is a GPU-class queue.
+
+    Before every send, not once per process: a local broker stopped since (`jobs broker stop`) is started
+    again, and one started from an empty folder has lost its queue bindings. (A once-per-process memo keyed
+    by id(app) also went stale in a long test run: the app cache evicts apps, and a new app can reuse a freed
+    app's id, so a test's local broker was never started.) Declaring is a few Redis commands."""
     extra = queue if queue and queue not in (GPU_QUEUE, CPU_QUEUE) else None
-    if (id(app), extra) not in _declared:
-        ensure_broker()
-        declare_queues(app, [extra] if extra else [])
-        _declared.add((id(app), extra))
+    ensure_broker()
+    declare_queues(app, [extra] if extra else [])
     return app
 
 
