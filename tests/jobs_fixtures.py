@@ -85,7 +85,11 @@ def fake_stage(config: Any, recorder: Any) -> Any:
         recorder.log_metrics({"train_loss": 1.0 / (epoch + 1)}, split="train", epoch=epoch)
         recorder.log_metrics({"val_loss": 2.0 / (epoch + 1), "i2t_recall@1": epoch / epochs}, split="val", epoch=epoch)
         recorder.progress(epoch=epoch, step=(epoch + 1) * STEPS_PER_EPOCH, total=epochs * STEPS_PER_EPOCH)
-        checkpoint.write_text(json.dumps({"epoch": epoch}))
+        # Atomic, as the real stage's checkpoints (worker/training/atomic_io.py): a kill -9 mid-write must leave
+        # the previous checkpoint, not an empty file (a quiet run: JSONDecodeError on the takeover's resume).
+        partial = checkpoint.with_name(f".{checkpoint.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"epoch": epoch}))
+        partial.replace(checkpoint)
         log.info("fake stage: epoch %s done", epoch)
     metrics = {
         "train_time_s": time.perf_counter() - begun,
