@@ -66,6 +66,11 @@ class Bucket:
                 return f"{self.url}/{area}" + (f"/{relative}" if relative != "." else "")
         return None
 
+    @property
+    def name(self) -> str:
+        """The bucket's own name (the first part of JOBS_ARTIFACTS_URL)."""
+        return _key(self.url).split("/")[0]
+
     def contains(self, url: str) -> bool:
         return url == self.url or url.startswith(self.url + "/")
 
@@ -137,17 +142,23 @@ class Bucket:
 
     def check(self) -> None:
         """StorageError (one line naming the setting) unless the bucket exists and these credentials may list it."""
-        self._call(lambda: self.fs().ls(_key(self.url).split("/")[0], refresh=True), "a listing", patience_s=0)
+        self._call(lambda: self.fs().ls(self.name, refresh=True), "a listing", patience_s=0)
 
     def create(self) -> None:
         """Make the bucket when it does not exist yet (an S3-compatible server of one's own)."""
-        name = _key(self.url).split("/")[0]
 
         def make() -> None:
             with contextlib.suppress(FileExistsError):
-                self.fs().mkdir(name)
+                self.fs().mkdir(self.name)
 
-        self._call(make, f"creation of bucket {name!r}", patience_s=PATIENCE_S)
+        self._call(make, f"creation of bucket {self.name!r}", patience_s=PATIENCE_S)
+
+    def publish(self, value: Any) -> Any:
+        """Upload every mirror file or folder `value` names (a path, or a dict or list of them), then return
+        `value` naming them by URL: what a row may record once the upload is done."""
+        for path in set(_mirror_paths(value, self)):
+            self.push(path)
+        return _by_url(value, self)
 
     # --- internals ---------------------------------------------------------------------------------------------
 
@@ -203,11 +214,10 @@ class Bucket:
                 delay = min(delay * 2, 8.0)
 
     def _explain(self, what: str, exc: BaseException) -> str:
-        bucket = _key(self.url).split("/")[0]
         at = f" at JOBS_S3_ENDPOINT_URL={self.endpoint}" if self.endpoint else ""
         where = f"JOBS_ARTIFACTS_URL={self.url}{at}"
         if isinstance(exc, FileNotFoundError):
-            return f"{where}: bucket {bucket!r} does not exist ({what}); create it or fix JOBS_ARTIFACTS_URL"
+            return f"{where}: bucket {self.name!r} does not exist ({what}); create it or fix JOBS_ARTIFACTS_URL"
         if isinstance(exc, _credential_errors()):
             return (
                 f"{where}: access denied ({what}: {_first_line(exc)}); fix AWS_ACCESS_KEY_ID / "
@@ -292,24 +302,24 @@ def local_copy(value: str, *, missing_ok: bool = False) -> Path:
     return require_bucket(value).fetch(value, missing_ok=missing_ok)
 
 
-def published(value: Any, store: Bucket) -> Any:
+def _by_url(value: Any, store: Bucket) -> Any:
     """`value` (a path, or a dict or list of them) with every mirror path replaced by its bucket name."""
     if isinstance(value, dict):
-        return {key: published(item, store) for key, item in value.items()}
+        return {key: _by_url(item, store) for key, item in value.items()}
     if isinstance(value, list):
-        return [published(item, store) for item in value]
+        return [_by_url(item, store) for item in value]
     if isinstance(value, str) and value.startswith("/") and not is_url(value):
         return store.url_of(value) or value
     return value
 
 
-def mirror_paths(value: Any, store: Bucket) -> Iterator[Path]:
+def _mirror_paths(value: Any, store: Bucket) -> Iterator[Path]:
     """The existing mirror files and folders that `value` (a path, a dict or a list of them) names."""
     if isinstance(value, dict):
         for item in value.values():
-            yield from mirror_paths(item, store)
+            yield from _mirror_paths(item, store)
     elif isinstance(value, list):
         for item in value:
-            yield from mirror_paths(item, store)
+            yield from _mirror_paths(item, store)
     elif isinstance(value, str) and value.startswith("/") and store.url_of(value) and Path(value).exists():
         yield Path(value)

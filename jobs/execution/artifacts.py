@@ -55,8 +55,8 @@ def stage_inputs() -> Iterator[None]:
         yield
 
 
-def run_dir_name(local: str) -> str:
-    """What the job row records for a new run folder: its URL when artifacts live in a bucket."""
+def recorded_name(local: str) -> str:
+    """What a job row records for a local file or folder: its URL when artifacts live in a bucket."""
     store = storage.bucket()
     return (store.url_of(local) or local) if store else local
 
@@ -112,13 +112,10 @@ def publish(result: StageResult, run_dir: Path, job_id: int) -> StageResult:
     store = storage.bucket()
     if store is None:
         return result
-    for path in {run_dir, *storage.mirror_paths(result.artifacts, store), *storage.mirror_paths(result.metrics, store)}:
-        if path.exists():
-            store.push(path)
+    if run_dir.exists():
+        store.push(run_dir)
     store.push(job_log_path(job_id))
-    return replace(
-        result, artifacts=storage.published(result.artifacts, store), metrics=storage.published(result.metrics, store)
-    )
+    return replace(result, artifacts=store.publish(result.artifacts), metrics=store.publish(result.metrics))
 
 
 def upload_quietly(job_id: int, run_dir: str | None) -> None:
@@ -137,4 +134,4 @@ def upload_quietly(job_id: int, run_dir: str | None) -> None:
 
 def log_name(job_id: int) -> str:
     """How the job row names the job's log: its URL when there is a bucket."""
-    return run_dir_name(str(job_log_path(job_id)))
+    return recorded_name(str(job_log_path(job_id)))

@@ -120,7 +120,7 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     check_checkpoint_kinds(stage, params)  # a job:<id> input is known only now
     if run_dir is None:
         earlier = submitted.train.resume and _earlier_run_dir(job_id, stage, submitted)
-        run_dir = earlier or artifacts.run_dir_name(fresh_dir)
+        run_dir = earlier or artifacts.recorded_name(fresh_dir)
     config = submitted.model_copy(deep=True)
     if claimed.attempt > 1:
         # A takeover continues from the last checkpoint the dead worker wrote in the same run_dir.

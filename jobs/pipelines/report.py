@@ -164,7 +164,8 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
         raise
     _log_to_mlflow(config, compare_job, result)
     # The parent names the report's files too: uploaded first when they go to the artifacts bucket.
-    parent_artifacts = _published(result.artifacts)
+    store = storage.bucket()
+    parent_artifacts = store.publish(result.artifacts) if store else result.artifacts
     if rows.failures:
         summary = "; ".join(f"{f['label']}: {f['reason']}" for f in rows.failures)
         error = f"{len(rows.failures)} step(s) did not succeed ({summary}); the report covers the rest"
@@ -172,15 +173,6 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
     else:
         settle_parent(compare_job, JobState.SUCCEEDED, error=None, artifacts=parent_artifacts)
     return result
-
-
-def _published(artifacts: dict[str, str]) -> dict[str, str]:
-    store = storage.bucket()
-    if store is None:
-        return artifacts
-    for path in storage.mirror_paths(artifacts, store):
-        store.push(path)
-    return storage.published(artifacts, store)
 
 
 def _log_to_mlflow(config: RunConfig, compare_job: int, result: StageResult) -> None:
