@@ -23,7 +23,8 @@ install: $(STAMP)
 # Resolve requirements-dev.txt (which includes requirements.txt) into requirements.lock, keeping the versions
 # already locked where the requirements allow: `make lock UPGRADE=--upgrade` (or `--upgrade-package NAME`)
 # moves them. Find-links folders are left out: they hold one host's builds (the CPU torch wheel), and the lock
-# must name what the package index serves every host and the image.
+# must name what the package index serves every host and the image (PIP_FIND_LINKS is blank, not empty: pip
+# skips an empty value and would take the configured folders). pip's other settings, the index included, apply.
 lock:
 	test -x $(BIN)/pip-compile || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 		$(BIN)/python -m pip install -q -c requirements.lock pip pip-tools; }
