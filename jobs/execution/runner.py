@@ -6,6 +6,7 @@ The worker package is imported here only inside functions, so importing this mod
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lightning", "celery", "sqlalchemy")
+# Every installed version, fixed by `make lock` (docs/dependencies.md); experiments record its digest.
+LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 TRACEBACK_LINES = 15
 # StageResult metrics that are also experiment columns (db/models.py), so SQL can sort and compare runs.
 EXPERIMENT_METRIC_COLUMNS = (
@@ -353,13 +356,24 @@ def _dataset_name(config: RunConfig) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Python, the main packages' versions, and the digest of the lock that fixes every other one (None where
+    the lock is not beside the code), so that a result names the exact environment it ran in."""
     versions: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in VERSIONED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    versions[LOCK_FILE.name] = lock_digest()
     return versions
+
+
+def lock_digest(path: Path = LOCK_FILE) -> str | None:
+    """``sha256:HEX`` of the lock file's bytes, or None when there is none."""
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str | None:
