@@ -82,3 +82,13 @@ def test_the_metrics_the_docs_name_are_registered():
         assert cited - known == set(), page.name
     text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "metrics.md").read_text()
     assert [m.name for m in registry.METRICS if f"`{m.name}`" not in text] == []
+
+
+def test_the_measures_the_report_picks_by_name_are_registered():
+    """The report's headline conclusions and sweep columns name measures; a name the registry lost would drop its
+    line silently (Comparison.row answers None), so each must resolve."""
+    from worker.report.analysis import DEFAULT_METRIC, HEADLINE
+    from worker.report.render import SWEEP_COLUMNS
+
+    for name in (DEFAULT_METRIC, *HEADLINE, *SWEEP_COLUMNS):
+        assert registry.find(name).name == registry.ALIASES.get(name, name)

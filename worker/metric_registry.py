@@ -68,6 +68,12 @@ class Metric:
     difference is "one seed, not a conclusion" whatever its size."""
     column: str | None = None
     """Its column header in `jobs results` (None: not a column; every metric is in `--json`)."""
+    short: str | None = None
+    """Its name in running text (the report's method notes); None: its label without the unit."""
+
+    @property
+    def short_name(self) -> str:
+        return self.short or self.label.rsplit(" (", 1)[0]
 
     def scorer(self) -> PairScore:
         """The per-study scoring function, imported on first use."""
@@ -144,9 +150,9 @@ GENERATION = [
     # Per study: the values a paired interval against a baseline is computed from. Written to the predictions
     # file under their historical keys (bleu4, rougeL), beside the corpus metrics of the same names.
     _fraction("evaluate", "study_bleu4", "Sentence BLEU-4, mean per test study", per_item="bleu4", decides=True,
-              score="worker.textmetrics.nltk_metrics:sentence_bleu4", **PER_STUDY),
+              score="worker.textmetrics.nltk_metrics:sentence_bleu4", short="BLEU-4", **PER_STUDY),
     _fraction("evaluate", "study_rougeL", "ROUGE-L F1, mean per test study", per_item="rougeL", decides=True,
-              score="worker.textmetrics.rouge:sentence_rouge_l", **PER_STUDY),
+              score="worker.textmetrics.rouge:sentence_rouge_l", short="ROUGE-L", **PER_STUDY),
     _fraction("evaluate", "clinical_f1_micro", "CheXbert label F1, micro, 14 observations", baselines=True,
               compared=True, needs="eval.clinical"),
     _fraction("evaluate", "clinical_f1_micro_5", "CheXbert label F1, micro, 5 observations", baselines=True,
@@ -214,6 +220,11 @@ def compared_with_baseline(baseline: Baseline) -> list[Metric]:
     """The measures a baseline's table compares, the deciding ones first (see Metric.baseline_rank)."""
     metrics = [m for m in of_stage(baseline.stage, shown()) if m.compared]
     return sorted(metrics, key=lambda m: (not m.decides, m.baseline_rank))
+
+
+def deciding(stage: str) -> list[Metric]:
+    """The measures whose intervals decide whether the model beats a baseline of `stage`, in order."""
+    return [m for m in of_stage(stage, shown()) if m.decides]
 
 
 def protocol_prefixes() -> tuple[str, ...]:

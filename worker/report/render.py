@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
+from worker.metric_registry import deciding
 from worker.report.analysis import Comparison
 from worker.report.metrics import TIMING_NOISE_BAND, find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
@@ -163,6 +164,7 @@ def _group_sections(c: Comparison) -> list[Section]:
 
 
 def _reading_notes() -> list[str]:
+    per_study = " and ".join(m.short_name for m in deciding("evaluate"))
     return [
         "Each configuration ran once per seed, all with the same seeds; the seed sets the data split, the "
         "initialisation and the data order.",
@@ -177,7 +179,7 @@ def _reading_notes() -> list[str]:
         "two timed steps of one run on a 2-core CPU box differed by a median of 5.9%, so a smaller difference reads "
         "'no difference'; a larger one from one seed is still not a conclusion.",
         "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
-        "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
+        f"(base SigLIP, recall@1) or test studies (per-study {per_study}). A conclusion says the model "
         "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "
         "holds 0; a difference with no interval is one seed, not a conclusion.",
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "
