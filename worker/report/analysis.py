@@ -302,7 +302,8 @@ def compare_runs(
     mode: str | None = None,
     failures: Iterable[Mapping[str, str]] = (),
 ) -> Comparison:
-    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item}) and
+    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item, and for
+    evaluate runs protocol: the scoring protocol of their unprefixed text metrics, their eval.protocol}) and
     metric rows ({experiment_id, split, epoch, step, name, value}). `grid` is the sweep's key -> values in
     order (a comparison's is peft.method = lora, qlora); failures are {label, reason} of steps that did not
     succeed."""
