@@ -58,7 +58,7 @@ LORA_R, LORA_ALPHA = 16, 32
 PLAIN_DROPOUT = 0.1  # the value HF/PEFT tutorials use; PEFT's own default is 0.0
 SIGLIP_REFERENCE_TARGETS = r".*_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
 BIOGPT_REFERENCE_TARGETS = r"biogpt\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
-SIGLIP_4BIT_SKIP = ["vision_model.head"]  # nn.MultiheadAttention breaks in 4-bit (shared/design.md)
+SIGLIP_4BIT_SKIP = ["vision_model.head"]  # nn.MultiheadAttention breaks in 4-bit (docs/architecture.md)
 BIOGPT_4BIT_SKIP = ["output_projection"]
 
 SIGLIP_TOWER_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,

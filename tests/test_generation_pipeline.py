@@ -73,7 +73,7 @@ def test_evaluate_returns_every_metric_in_range(evaluated):
 def test_predictions_file_has_one_line_per_test_study(evaluated, smoke_prepared):
     lines = [json.loads(line) for line in Path(evaluated.artifacts["predictions"]).read_text().splitlines()]
     studies = select_studies(smoke_prepared.split("test"))
-    assert [row["uid"] for row in lines] == studies.uids
+    assert [row["uid"] for row in lines] == studies.study_ids
     assert evaluated.metrics["num_samples"] == len(studies)
     assert [row["reference"] for row in lines] == studies.texts
     generated = [row["generated"] for row in lines]
@@ -321,3 +321,84 @@ def test_clinical_without_its_weights_fails_before_generating_in_one_line(smoke_
                                  checkpoint=trained.result.metrics["best_checkpoint"])  # fmt: skip
     message = str(failed.value)
     assert "\n" not in message and "HF_TOKEN" in message and "couldn't connect" in message
+
+
+def _length_ratio(reference: str, generated: str) -> float:
+    """A toy per-study metric: the shorter text's word count over the longer's (1.0 for equal lengths)."""
+    lengths = sorted((len(reference.split()), len(generated.split())))
+    return lengths[0] / lengths[1] if lengths[1] else 1.0
+
+
+TOY = "study_length_ratio"
+
+
+def _shows_the_toy_metric_everywhere(config, checkpoint, tmp_path) -> None:
+    """The toy metric in the predictions file, the metric rows, the baseline table (paired intervals) and the
+    report, under both protocols; the first place it is missing fails with the metric's name."""
+    from jobs.pipelines.report import _per_item
+    from worker.generation.evaluate import evaluate
+    from worker.report.analysis import compare_runs
+    from worker.report.metrics import find_measure
+    from worker.report.stage import build_report
+
+    measure = find_measure(TOY)  # KeyError "unknown metric 'study_length_ratio'" where it is not registered
+    recorder = MemoryRecorder()
+    result = evaluate(config, recorder, checkpoint=checkpoint)
+    lines = [json.loads(line) for line in Path(result.artifacts["predictions"]).read_text().splitlines()]
+    owners = ("", "template_", "nn_finetuned_", "nn_base_")
+    for protocol in ("", "r2gen_"):
+        for owner in owners:
+            key, name = f"{protocol}{owner}length_ratio", f"{protocol}{owner}{TOY}"
+            text = [row["generated" if not owner else f"{owner}text"] for row in lines]
+            expected = [_length_ratio(*pair) for pair in zip([row["reference"] for row in lines], text, strict=True)]
+            if protocol:  # the other protocol scores R2Gen's cleaning of the same texts
+                from worker.data.cleaning import r2gen_tokens_text
+
+                expected = [_length_ratio(r2gen_tokens_text(row["reference"]), r2gen_tokens_text(t))
+                            for row, t in zip(lines, text, strict=True)]  # fmt: skip
+            assert [row[key] for row in lines] == pytest.approx(expected), key
+            assert recorder.series(name, "test") == [pytest.approx(sum(expected) / len(expected))], name
+    per_item = _per_item("evaluate", result.artifacts)
+    rows = [{"id": i, "job_id": i, "stage": "evaluate", "status": "SUCCEEDED", "metrics": result.metrics,
+             "cell": {"peft.method": method}, "seed": 42, "per_item": per_item, "protocol": "native"}
+            for i, method in ((1, "lora"), (2, "qlora"))]  # fmt: skip
+    comparison = compare_runs(rows, [])
+    toy_rows = [r for r in comparison.baselines if r.metric == TOY]
+    assert {(r.protocol, r.baseline) for r in toy_rows if r.cell == "LoRA"} == {
+        (p, b) for p in ("native", "r2gen") for b in ("template", "nn_finetuned", "nn_base")
+    }
+    studies = f"{len(lines)} test studies (paired bootstrap)"
+    assert all(r.difference is not None and r.difference["over"] == studies for r in toy_rows)
+    assert comparison.row(TOY).versus.difference["over"] == studies  # LoRA against QLoRA, study by study
+    build_report(rows, [], tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    results, baselines = markdown.split("## Report generation against the baselines (test)")
+    assert f"| {measure.label} | " in results
+    assert {line.split(" | ")[2] for line in baselines.splitlines() if line.startswith(f"| {measure.label} |")} == {
+        "native", "r2gen"
+    }
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_a_metric_registered_in_one_place_reaches_every_output(smoke_config, trained, tmp_path, monkeypatch,
+                                                               registered):  # fmt: skip
+    """Adding a per-study metric is its scoring function and one registry entry (docs/metrics.md); without the
+    entry nothing of it is computed, and the check fails loudly at the first place it is missing."""
+    from worker import metric_registry
+
+    toy = metric_registry.Metric(
+        TOY, "evaluate", "Length ratio, mean per test study (0-1)", 3, False, per_item="length_ratio",
+        score=_length_ratio, **metric_registry.PER_STUDY,
+    )  # fmt: skip
+    if registered:
+        monkeypatch.setattr(metric_registry, "METRICS", [*metric_registry.METRICS, toy])
+        _shows_the_toy_metric_everywhere(smoke_config, trained.result.metrics["best_checkpoint"], tmp_path)
+    else:
+        with pytest.raises(KeyError, match=f"unknown metric '{TOY}'"):
+            _shows_the_toy_metric_everywhere(smoke_config, trained.result.metrics["best_checkpoint"], tmp_path)
+
+
+def test_every_metric_evaluate_records_is_registered(evaluated):
+    from worker.metric_registry import unregistered
+
+    assert unregistered("evaluate", evaluated.metrics) == []

@@ -13,7 +13,7 @@ import pytest
 from worker.generation.predict import Predictions
 from worker.generation.qualitative import choose_studies, write_html
 from worker.generation.studies import Studies
-from worker.textmetrics import per_sample_scores
+from worker.textmetrics import per_item_scores
 
 # (reference, generated): two exact matches of different lengths, a lone ".", and partial matches.
 PAIRS = [
@@ -30,10 +30,10 @@ def _predictions(pairs: list[tuple[str, str]]) -> Predictions:
     references, generated = [p[0] for p in pairs], [p[1] for p in pairs]
     scores = [
         {**s, "cosine_generated": 0.5, "cosine_reference": 0.6}
-        for s in per_sample_scores(references, generated)
+        for s in per_item_scores(references, generated)
     ]
     uids = [f"study-{i}" for i in range(len(pairs))]
-    studies = Studies(uids=uids, texts=references, rows=list(range(len(pairs))))
+    studies = Studies(study_ids=uids, texts=references, rows=list(range(len(pairs))))
     images = np.zeros((len(pairs), 8, 8), dtype=np.uint8)
     return Predictions("test", studies, images, generated, scores, generation_time_s=1.0)
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from worker.report.analysis import compare_runs
-from worker.report.metrics import MEASURES, TIMING_NOISE_BAND, find_measure
+from worker.report.metrics import TIMING_NOISE_BAND, find_measure, measures
 from worker.report.render import markdown
 from worker.report.stage import build_report
 from worker.report.stats import paired_bootstrap_difference, t_interval, t_quantile
@@ -104,7 +104,7 @@ def test_the_page_follows_the_formatting_rules(tmp_path):
     for cells in rows:
         label = cells[0].removeprefix("| ")
         assert re.search(r"\(.+\)$", label), label
-        measure = next(m for m in MEASURES if m.label == label)
+        measure = next(m for m in measures() if m.label == label)
         for value in cells[1:3]:
             decimals = value.split(".")[1] if "." in value else ""
             assert len(decimals) == measure.decimals, (label, value)
@@ -168,10 +168,11 @@ def test_seed_intervals_decide_the_conclusion(lora, qlora, significant):
     table = c.row("best_val_loss")
     diffs = [b - a for a, b in zip(lora, qlora, strict=True)]
     expected = t_interval(diffs)
-    assert table["difference"]["mean"] == pytest.approx(expected.mean)
-    assert (table["difference"]["low"], table["difference"]["high"]) == pytest.approx((expected.low, expected.high))
-    assert table["difference"]["significant"] is significant
-    assert table["cells"][0]["n"] == 3 and table["cells"][0]["experiment_ids"] == [1, 3, 5]
+    assert table.versus.difference["mean"] == pytest.approx(expected.mean)
+    diff = table.versus.difference
+    assert (diff["low"], diff["high"]) == pytest.approx((expected.low, expected.high))
+    assert table.versus.difference["significant"] is significant
+    assert table.cells[0]["n"] == 3 and table.cells[0]["experiment_ids"] == [1, 3, 5]
     line = next(line for line in c.conclusions if line.startswith("Best validation loss"))
     if significant:
         assert "QLoRA is higher (worse) than LoRA" in line and "over 3 paired seeds (t)" in line
@@ -197,10 +198,10 @@ def test_per_study_rows_use_a_paired_bootstrap_over_test_studies(shift):
     c = compare_runs(rows, [])
     study = c.row("study_bleu4")
     expected = paired_bootstrap_difference({42: lora_scores["bleu4"]}, {42: qlora_scores["bleu4"]})
-    assert study["difference"]["over"] == "10 test studies (paired bootstrap)"
-    assert study["difference"]["mean"] == pytest.approx(expected.mean)
-    assert study["difference"]["significant"] is (shift > 0)
-    assert study["cells"][0]["mean"] == pytest.approx(sum(base) / len(base))
+    assert study.versus.difference["over"] == "10 test studies (paired bootstrap)"
+    assert study.versus.difference["mean"] == pytest.approx(expected.mean)
+    assert study.versus.difference["significant"] is (shift > 0)
+    assert study.cells[0]["mean"] == pytest.approx(sum(base) / len(base))
     line = next(line for line in c.conclusions if line.startswith(find_measure("study_bleu4").label))
     assert ("QLoRA is higher (better)" in line) is (shift > 0)
     assert ("no significant difference" in line) is (shift == 0)
@@ -217,12 +218,12 @@ def test_recall_at_1_is_compared_image_by_image_when_hits_were_recorded(gained):
         rows.append(row(id_, method, {**LORA, "i2t_recall@1": sum(hits) / 30}, per_item={"i2t_hit@1": images}))
     c = compare_runs(rows, [])
     recall = c.row("i2t_recall@1")
-    assert [cell["mean"] for cell in recall["cells"]] == pytest.approx([0.5, (15 + gained) / 30])
-    assert recall["difference"]["over"] == "30 validation images (paired bootstrap)"
-    assert recall["difference"]["mean"] == pytest.approx(gained / 30)
-    assert recall["difference"]["significant"] is bool(gained)
+    assert [cell["mean"] for cell in recall.cells] == pytest.approx([0.5, (15 + gained) / 30])
+    assert recall.versus.difference["over"] == "30 validation images (paired bootstrap)"
+    assert recall.versus.difference["mean"] == pytest.approx(gained / 30)
+    assert recall.versus.difference["significant"] is bool(gained)
     # Recall@5 has no per-image record: one seed, so no interval.
-    assert c.row("i2t_recall@5")["difference"] is None
+    assert c.row("i2t_recall@5").versus.difference is None
 
 
 def sweep_rows(best=0.40, best_noise=0.01):
@@ -295,7 +296,7 @@ def test_identical_hits_read_identical_on_every_item_not_a_zero_width_interval(i
         images = {f"img{i}.png": hit for i, hit in enumerate(hits)}
         rows.append(row(id_, method, {**LORA, "i2t_recall@1": sum(hits) / 30}, per_item={"i2t_hit@1": images}))
     c = compare_runs(rows, [])
-    diff = c.row("i2t_recall@1")["difference"]
+    diff = c.row("i2t_recall@1").versus.difference
     assert diff["identical_on"] == ("item" if identical else None)
     page = markdown(c)
     assert ("identical on every item" in page) is identical
@@ -306,7 +307,7 @@ def test_identical_hits_read_identical_on_every_item_not_a_zero_width_interval(i
 
 def test_identical_seed_values_read_identical_on_every_seed():
     c = compare_runs(seeded([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]), [])
-    assert c.row("best_val_loss")["difference"]["identical_on"] == "seed"
+    assert c.row("best_val_loss").versus.difference["identical_on"] == "seed"
     assert "identical on every seed" in markdown(c)
 
 

@@ -66,12 +66,12 @@ def test_a_clearly_better_generator_beats_every_baseline():
                       "nearest-neighbour baseline (base SigLIP)"):  # fmt: skip
             assert conclusion(c, f"{cell}: the model beats the {label}")
     # The row's interval is the paired bootstrap of model minus baseline over the same studies.
-    row = next(r for r in c.baselines if (r["cell"], r["baseline"], r["metric"]) == ("LoRA", "nn_base", "study_rougeL"))
+    row = next(r for r in c.baselines if (r.cell, r.baseline, r.metric) == ("LoRA", "nn_base", "study_rougeL"))
     expected = paired_bootstrap_difference({42: baselines["nn_base"]["rougeL"]}, {42: rows[0]["per_item"]["rougeL"]})
-    assert row["difference"]["mean"] == pytest.approx(expected.mean)
-    assert (row["difference"]["low"], row["difference"]["high"]) == pytest.approx((expected.low, expected.high))
-    assert row["difference"]["low"] > 0
-    assert row["baseline_value"]["mean"] == pytest.approx(np.mean(list(baselines["nn_base"]["rougeL"].values())))
+    assert row.difference["mean"] == pytest.approx(expected.mean)
+    assert (row.difference["low"], row.difference["high"]) == pytest.approx((expected.low, expected.high))
+    assert row.difference["low"] > 0
+    assert row.baseline_value["mean"] == pytest.approx(np.mean(list(baselines["nn_base"]["rougeL"].values())))
 
 
 def test_a_generator_below_a_baseline_is_called_worse():
@@ -85,8 +85,8 @@ def test_a_baseline_without_per_study_values_is_one_seed_not_a_conclusion():
         r["per_item"] = {}
         r["metrics"] |= {"template_rougeL": 0.1, "rougeL": 0.9}
     c = compare_runs(rows, [])
-    corpus = next(r for r in c.baselines if (r["cell"], r["baseline"], r["metric"]) == ("LoRA", "template", "rougeL"))
-    assert corpus["difference"] is None and corpus["model"]["mean"] == 0.9
+    corpus = next(r for r in c.baselines if (r.cell, r.baseline, r.metric) == ("LoRA", "template", "rougeL"))
+    assert corpus.difference is None and corpus.model["mean"] == 0.9
     assert not any(line.startswith("LoRA: the model beats") for line in c.conclusions)
 
 
@@ -104,11 +104,11 @@ def test_fine_tuned_retrieval_is_compared_with_the_base_model_image_by_image(gai
     base = [1.0] * 6 + [0.0] * 24
     tuned = [1.0] * (6 + gained) + [0.0] * (24 - gained)
     c = compare_runs([train_row(1, "lora", tuned, base), train_row(2, "qlora", base, base)], [])
-    row = next(r for r in c.baselines if (r["cell"], r["metric"]) == ("LoRA", "i2t_recall@1"))
-    assert row["baseline"] == "base" and row["model"]["mean"] == pytest.approx((6 + gained) / 30)
-    assert row["baseline_value"]["mean"] == pytest.approx(0.2)
-    assert row["difference"]["mean"] == pytest.approx(gained / 30)
-    assert row["difference"]["over"] == "30 validation images (paired bootstrap)"
+    row = next(r for r in c.baselines if (r.cell, r.metric) == ("LoRA", "i2t_recall@1"))
+    assert row.baseline == "base" and row.model["mean"] == pytest.approx((6 + gained) / 30)
+    assert row.baseline_value["mean"] == pytest.approx(0.2)
+    assert row.difference["mean"] == pytest.approx(gained / 30)
+    assert row.difference["over"] == "30 validation images (paired bootstrap)"
     line = conclusion(c, "LoRA: fine-tuning")
     if gained:
         assert line.startswith("LoRA: fine-tuning improved retrieval over the base SigLIP (zero-shot)")
@@ -116,8 +116,8 @@ def test_fine_tuned_retrieval_is_compared_with_the_base_model_image_by_image(gai
     else:
         assert line.startswith("LoRA: fine-tuning did not improve retrieval over the base SigLIP")
     assert conclusion(c, "QLoRA: fine-tuning did not improve retrieval")
-    recall5 = next(r for r in c.baselines if (r["cell"], r["metric"]) == ("LoRA", "i2t_recall@5"))
-    assert recall5["difference"] is None  # no per-image record, one seed
+    recall5 = next(r for r in c.baselines if (r.cell, r.metric) == ("LoRA", "i2t_recall@5"))
+    assert recall5.difference is None  # no per-image record, one seed
 
 
 def test_the_report_shows_the_baseline_tables_and_keeps_them_in_the_json(tmp_path):
@@ -144,22 +144,22 @@ def with_r2gen(rows, model_gain):
             for key in ("bleu4", "rougeL"):
                 level = 0.5 + (model_gain if not name else 0.0)
                 r["per_item"][f"r2gen_{name}{key}"] = _scores(rng, level)
-        r["metrics"]["r2gen_bleu4"] = 0.4  # what names the second protocol (worker.report.baselines.protocols)
+        r["protocol"] = "native"  # the run's eval.protocol: r2gen is the other one
     return rows
 
 
 def test_both_protocols_get_their_rows_and_conclusions(tmp_path):
     rows = with_r2gen(generation_rows(model_gain=0.3)[0], model_gain=0.0)
     c = compare_runs(rows, [])
-    protocols = {(r["cell"], r["baseline"], r["protocol"], r["primary"]) for r in c.baselines}
+    protocols = {(r.cell, r.baseline, r.protocol, r.primary) for r in c.baselines}
     assert ("LoRA", "template", "native", True) in protocols and ("LoRA", "template", "r2gen", False) in protocols
-    r2gen = next(r for r in c.baselines if (r["cell"], r["baseline"], r["protocol"], r["metric"]) ==
+    r2gen = next(r for r in c.baselines if (r.cell, r.baseline, r.protocol, r.metric) ==
                  ("LoRA", "nn_base", "r2gen", "study_rougeL"))  # fmt: skip
     model, base = rows[0]["per_item"]["r2gen_rougeL"], rows[0]["per_item"]["r2gen_nn_base_rougeL"]
     expected = paired_bootstrap_difference({42: base}, {42: model})
-    assert r2gen["difference"]["mean"] == pytest.approx(expected.mean)
-    assert (r2gen["difference"]["low"], r2gen["difference"]["high"]) == pytest.approx((expected.low, expected.high))
-    assert r2gen["model"]["mean"] == pytest.approx(np.mean(list(model.values())))
+    assert r2gen.difference["mean"] == pytest.approx(expected.mean)
+    assert (r2gen.difference["low"], r2gen.difference["high"]) == pytest.approx((expected.low, expected.high))
+    assert r2gen.model["mean"] == pytest.approx(np.mean(list(model.values())))
     # eval.protocol decides the unqualified conclusion; the other protocol's says which it is, and may differ.
     assert conclusion(c, "LoRA: the model beats the template baseline")
     assert conclusion(c, "LoRA, r2gen protocol: the model does not beat the template baseline")
@@ -172,7 +172,7 @@ def test_both_protocols_get_their_rows_and_conclusions(tmp_path):
     ]
 
 
-def test_rows_with_one_protocol_have_no_protocol_column(tmp_path):
+def test_rows_that_name_no_protocol_have_no_protocol_column(tmp_path):
     build_report(generation_rows(model_gain=0.3)[0], [], tmp_path)
     assert "| Measure | Configuration | Model | Template |" in (tmp_path / "report.md").read_text()
 
@@ -181,9 +181,9 @@ def test_clinical_f1_where_recorded_gets_a_baseline_row_beside_the_others():
     rows, _ = generation_rows(model_gain=0.3)
     rows[0]["metrics"] |= {"clinical_f1_micro": 0.42, "template_clinical_f1_micro": 0.61}
     c = compare_runs(rows, [])
-    clinical = [r for r in c.baselines if r["metric"] == "clinical_f1_micro"]
-    assert [(r["cell"], r["baseline"]) for r in clinical] == [("LoRA", "template")]  # only what was recorded
-    assert (clinical[0]["model"]["mean"], clinical[0]["baseline_value"]["mean"]) == (0.42, 0.61)
-    assert clinical[0]["difference"] is None  # one seed, no per-study labels: no interval, and no say in the verdict
+    clinical = [r for r in c.baselines if r.metric == "clinical_f1_micro"]
+    assert [(r.cell, r.baseline) for r in clinical] == [("LoRA", "template")]  # only what was recorded
+    assert (clinical[0].model["mean"], clinical[0].baseline_value["mean"]) == (0.42, 0.61)
+    assert clinical[0].difference is None  # one seed, no per-study labels: no interval, and no say in the verdict
     assert conclusion(c, "LoRA: the model beats the template baseline")
-    assert c.row("clinical_f1_micro")["label"] == "CheXbert label F1, micro, 14 observations (0-1)"
+    assert c.row("clinical_f1_micro").label == "CheXbert label F1, micro, 14 observations (0-1)"

@@ -23,7 +23,7 @@ from worker.textmetrics import (
     ensure_wordnet_data,
     load_wordnet,
     meteor_score,
-    per_sample_scores,
+    per_item_scores,
     rouge_scores,
     sentence_bleu4,
     tokenize,
@@ -178,8 +178,8 @@ def test_one_meteor_jvm_for_several_hypothesis_sets_changes_no_number(nltk_data)
         all_metrics_of_each(REFS, {"short": REFS[:1]}, nltk_data_dir=nltk_data)
 
 
-def test_per_sample_scores():
-    per = per_sample_scores(REFS, ["no acute cardiopulmonary abnormality .", "heart size normal ."])
+def test_per_item_scores():
+    per = per_item_scores(REFS, ["no acute cardiopulmonary abnormality .", "heart size normal ."])
     assert per[0] == pytest.approx({"bleu4": 1.0, "rougeL": 1.0})
     assert 0.0 < per[1]["rougeL"] < 1.0
     assert 0.0 < per[1]["bleu4"] < 0.5

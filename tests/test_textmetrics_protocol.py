@@ -8,7 +8,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from worker.textmetrics import coco, coco_scores, deps, per_sample_scores
+from worker.textmetrics import coco, coco_scores, deps, per_item_scores
 from worker.textmetrics.protocol import scoring_texts
 
 # Raw reference / generated reports with list numbering, XXXX, commas, slashes, parentheses, semicolons
@@ -77,15 +77,15 @@ def test_r2gen_protocol_equals_pycocoevalcap_on_r2gen_cleaned_text():
     assert abs(native["coco_bleu4"] - expected["coco_bleu4"]) > 1e-3
 
 
-def test_per_sample_scores_follow_the_protocol():
+def test_per_item_scores_follow_the_protocol():
     # R2Gen's cleaning turns "1.5" into "15", so the pair is an exact match under r2gen only.
     reference, generated = ["Stable 1.5 cm nodule."], ["stable 15 cm nodule ."]
-    r2gen = per_sample_scores(reference, generated, protocol="r2gen")[0]
+    r2gen = per_item_scores(reference, generated, protocol="r2gen")[0]
     assert r2gen["bleu4"] == pytest.approx(1.0) and r2gen["rougeL"] == pytest.approx(1.0)
-    native = per_sample_scores(reference, generated, protocol="native")[0]
+    native = per_item_scores(reference, generated, protocol="native")[0]
     assert native["bleu4"] < 0.9 and native["rougeL"] < 0.9
     with pytest.raises(ValueError, match="unknown eval protocol"):
-        per_sample_scores(reference, generated, protocol="papers")
+        per_item_scores(reference, generated, protocol="papers")
 
 
 def test_the_other_protocol_is_the_one_not_configured():

@@ -29,23 +29,6 @@ STATE_STYLES = {
     JobState.FAILED: "red",
     JobState.CANCELLED: "magenta",
 }
-# The metrics `jobs results` shows as table columns, in order: (header, metric name).
-METRIC_TABLE_COLUMNS = (
-    ("time s", "train_time_s"),
-    ("samples/s", "samples_per_s"),
-    ("GPU MB", "peak_gpu_mem_mb"),
-    ("RAM MB", "peak_ram_mb"),
-    ("trainable", "trainable_params"),
-    ("best val loss", "best_val_loss"),
-    ("i2t R@1", "i2t_recall@1"),
-    ("base i2t R@1", "base_i2t_recall@1"),  # the un-adapted SigLIP: what fine-tuning is measured against
-    ("t2i R@1", "t2i_recall@1"),
-    ("ROUGE-L", "rougeL"),
-    ("template ROUGE-L", "template_rougeL"),  # the report-generation baselines (every metric: --json)
-    ("NN ROUGE-L", "nn_finetuned_rougeL"),
-)
-
-
 def _when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
@@ -148,7 +131,10 @@ def print_jobs(jobs: Iterable[JobView]) -> None:
 
 
 def print_experiments(experiments: Iterable[ExperimentView]) -> None:
-    table = Table("id", "job", "stage", "peft", "status", *(header for header, _ in METRIC_TABLE_COLUMNS))
+    from worker.metric_registry import result_columns  # lazily, like every use of worker in jobs
+
+    columns = result_columns()
+    table = Table("id", "job", "stage", "peft", "status", *(header for header, _ in columns))
     for experiment in experiments:
         table.add_row(
             str(experiment.id),
@@ -156,7 +142,7 @@ def print_experiments(experiments: Iterable[ExperimentView]) -> None:
             experiment.stage,
             experiment.peft_method or "-",
             experiment.status,
-            *(_number(experiment.metrics.get(name)) for _, name in METRIC_TABLE_COLUMNS),
+            *(_number(experiment.metrics.get(name)) for _, name in columns),
         )
     _console().print(table)
 

@@ -57,26 +57,23 @@ class ComparisonRows:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-# Per-item files the stages write (artifact name, the field naming the item, the values to read): the report
-# compares two runs item by item from them.
-# Each baseline's values sit beside the model's under a prefix (worker.report.baselines), and evaluate scores
-# both protocols: eval.protocol's unprefixed, the other one's under its name (worker.generation.evaluate).
-GENERATION_BASELINES = ("", "template_", "nn_finetuned_", "nn_base_")
-PROTOCOL_PREFIXES = ("", "native_", "r2gen_")
+# Per-item files the stages write (artifact name, the field naming the item): the report compares two runs item
+# by item from them. Which values they hold (under which baseline and protocol prefixes) is the metric registry's
+# to say (worker.metric_registry.per_item_keys). The predictions file names a study by its IU-Xray id, "uid".
 PER_ITEM_FILES = {
-    Stage.evaluate.value: (
-        "predictions", "uid",
-        tuple(q + p + n for q in PROTOCOL_PREFIXES for p in GENERATION_BASELINES for n in ("bleu4", "rougeL")),
-    ),
-    Stage.train.value: ("val_hits", "image", tuple(p + n for p in ("", "base_") for n in ("i2t_hit@1", "t2i_hit@1"))),
+    Stage.evaluate.value: ("predictions", "uid"),
+    Stage.train.value: ("val_hits", "image"),
 }
 
 
 def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[str, float]]:
     """value name -> item -> value from the stage's per-item JSONL file; empty when there is none (any more)."""
+    from worker.metric_registry import per_item_keys
+
     if stage not in PER_ITEM_FILES:
         return {}
-    artifact, key, names = PER_ITEM_FILES[stage]
+    artifact, key = PER_ITEM_FILES[stage]
+    names = per_item_keys(stage)
     name = (artifacts or {}).get(artifact) or ""
     try:
         path = storage.local_copy(name, missing_ok=True)  # written on another host: downloaded from the bucket
@@ -92,6 +89,14 @@ def _per_item(stage: str, artifacts: dict[str, Any] | None) -> dict[str, dict[st
             if isinstance(record.get(name), int | float):
                 values[name][str(record[key])] = float(record[name])
     return {name: by_item for name, by_item in values.items() if by_item}
+
+
+def _protocol(stage: str, config: dict[str, Any] | None) -> str | None:
+    """The scoring protocol of an evaluate run's unprefixed text metrics: its eval.protocol (the default,
+    native, where its config predates the setting); None for the other stages."""
+    if stage != Stage.evaluate.value:
+        return None
+    return ((config or {}).get("eval") or {}).get("protocol") or "native"
 
 
 def comparison_rows(compare_job: int) -> ComparisonRows:
@@ -119,7 +124,8 @@ def comparison_rows(compare_job: int) -> ComparisonRows:
                 continue
             cell, seed = point[e.job_id]
             row = {"id": e.id, "job_id": e.job_id, "stage": e.stage, "peft_method": e.peft_method,
-                   "status": e.status, "metrics": dict(e.metrics or {}), "cell": cell, "seed": seed}  # fmt: skip
+                   "status": e.status, "metrics": dict(e.metrics or {}), "cell": cell, "seed": seed,
+                   "protocol": _protocol(e.stage, children[e.job_id].config)}  # fmt: skip
             row["per_item"] = _per_item(e.stage, e.artifacts)
             rows.experiments.append(row)
         metrics = session.scalars(select(Metric).where(Metric.experiment_id.in_([e.id for e in experiments])))

@@ -1,7 +1,7 @@
 """Report baselines that need no training, scored by `evaluate` exactly like the model.
 
-On IU-Xray, trivial reports score close to published models on BLEU/ROUGE/CIDEr (see shared/design.md): a
-generator is only shown to work where it beats them on the same test studies.
+On IU-Xray, trivial reports score close to published models on BLEU/ROUGE/CIDEr (docs/architecture.md,
+"Baselines on IU-Xray"): a generator is only shown to work where it beats them on the same test studies.
 - ``template``: the most frequent training target text, given to every test study;
 - ``nn_finetuned`` / ``nn_base``: the training text of the most similar training image (cosine of image
   embeddings), by the fine-tuned SigLIP the generator reads and by the base SigLIP it started from.

@@ -13,11 +13,12 @@ from typing import Any
 from worker.config import RunConfig
 from worker.generation.baselines import baseline_texts
 from worker.generation.predict import Predictions, predict
+from worker.metric_registry import per_study_metrics
 from worker.recorder import Recorder
 from worker.result import StageResult
-from worker.textmetrics import all_metrics_of_each, check_system_dependencies, per_sample_scores
+from worker.textmetrics import all_metrics_of_each, check_system_dependencies, per_item_scores
 from worker.textmetrics.clinical import clinical_scores, load_labeler
-from worker.textmetrics.protocol import Protocol, other_protocol
+from worker.textmetrics.protocol import ScoringProtocol, other_protocol
 from worker.training.device import resolve_accelerator, torch_device
 from worker.training.runs import output_dir
 
@@ -26,9 +27,10 @@ MODEL = "model"  # the generator's texts, beside the baselines' (whose names are
 
 
 def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: str = "test") -> StageResult:
-    """bleu1..4, rouge1/2/L, meteor, coco_* metrics, SigLIP-space cosines, timing; the same text metrics of
-    every baseline under its prefix (``template_bleu4``, ``nn_finetuned_rougeL``, ``nn_base_meteor`` ...);
-    predictions (with each baseline's text and per-study scores) as JSONL.
+    """bleu1..4, rouge1/2/L, meteor, coco_* metrics, the means of the per-study metrics (``study_bleu4`` ...),
+    SigLIP-space cosines, timing; the same text metrics of every baseline under its prefix (``template_bleu4``,
+    ``nn_finetuned_rougeL``, ``nn_base_meteor`` ...); predictions (with each baseline's text and the per-study
+    values of every per-study metric of worker.metric_registry) as JSONL.
 
     The unprefixed text metrics score the texts of config.eval.protocol (native, or R2Gen's cleaning); the same
     metrics of the model and every baseline under the other protocol carry its name as a prefix
@@ -50,10 +52,10 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
                                predictions.siglip_checkpoint, device)  # fmt: skip
     texts = {MODEL: predictions.generated, **baselines}
-    per_study: list[dict[str, Any]] = [{} for _ in references]
+    per_item: list[dict[str, Any]] = [{} for _ in references]
     metrics: dict[str, Any] = {}
     for prefix, scoring in (("", protocol), (f"{other_protocol(protocol)}_", other_protocol(protocol))):
-        metrics |= _score(references, texts, scoring, prefix, nltk_data, per_study)
+        metrics |= _score(references, texts, scoring, prefix, nltk_data, per_item)
     if labeler is not None:  # labels read from the texts as written: no protocol applies
         for name, written in texts.items():
             head = "" if name == MODEL else f"{name}_"
@@ -70,43 +72,46 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     }
     for name, baseline in baselines.items():
         metrics[f"{name}_distinct_generations"] = len(set(baseline))
-        for row, text in zip(per_study, baseline, strict=True):
+        for row, text in zip(per_item, baseline, strict=True):
             row[f"{name}_text"] = text
     recorder.log_metrics({k: float(v) for k, v in metrics.items()}, split=split)
     path = output_dir(config, STAGE, checkpoint) / f"predictions-{split}.jsonl"
-    write_predictions(predictions, path, per_study)
+    write_predictions(predictions, path, per_item)
     return StageResult(stage=STAGE, metrics=metrics, artifacts={"predictions": str(path)})
 
 
 def _score(
-    references: list[str], texts: dict[str, list[str]], protocol: Protocol, prefix: str, nltk_data: Path,
-    per_study: list[dict[str, Any]],
+    references: list[str], texts: dict[str, list[str]], protocol: ScoringProtocol, prefix: str, nltk_data: Path,
+    per_item: list[dict[str, Any]],
 ) -> dict[str, float]:
     """Every text metric of each named text set under one protocol, named ``prefix`` + (``name_`` for a
-    baseline) + metric; their per-study scores go into per_study under the same names. The model's per-study
-    scores under eval.protocol are predict()'s own, so they are not added again."""
+    baseline) + metric; their per-study values go into per_item under the same prefixes, and each per-study
+    metric's mean is recorded under its name."""
     metrics = {}
     scored = all_metrics_of_each(references, texts, nltk_data_dir=nltk_data, protocol=protocol)
     for name, values in scored.items():
         head = prefix if name == MODEL else f"{prefix}{name}_"
         metrics |= {head + metric: value for metric, value in values.items()}
-        if name == MODEL and not prefix:
-            continue
-        for row, scores in zip(per_study, per_sample_scores(references, texts[name], protocol=protocol), strict=True):
+        studies = per_item_scores(references, texts[name], protocol=protocol)
+        for row, scores in zip(per_item, studies, strict=True):
             row |= {head + key: value for key, value in scores.items()}
+        # The same mean as the report takes of the per-item values (sum over the studies in order, then divide).
+        metrics |= {head + m.name: _mean(s[m.per_item] for s in studies) for m in per_study_metrics()}
     return metrics
 
 
 def write_predictions(predictions: Predictions, path: Path, extra: list[dict[str, Any]]) -> Path:
-    """One JSON object per study: uid, reference, generated, bleu4, rougeL, the two cosines, and the study's
-    ``extra`` fields (the baselines' texts and scores)."""
+    """One JSON object per study: its id (under IU-Xray's name, ``uid``, which readers of earlier files expect),
+    reference, generated, the per-study scores and two cosines (predict), and the study's ``extra`` fields (the
+    per-study scores of every text set under every protocol, the baselines' texts). A key in both keeps its
+    place from the first and its value from ``extra``: the model's own scores, computed again, are equal."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
-        for uid, reference, generated, scores, more in zip(
-            predictions.studies.uids, predictions.references, predictions.generated, predictions.scores, extra,
+        for study_id, reference, generated, scores, more in zip(
+            predictions.studies.study_ids, predictions.references, predictions.generated, predictions.scores, extra,
             strict=True,
         ):
-            record = {"uid": uid, "reference": reference, "generated": generated, **scores, **more}
+            record = {"uid": study_id, "reference": reference, "generated": generated, **scores, **more}
             out.write(json.dumps(record) + "\n")
     return path
 

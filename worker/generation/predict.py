@@ -14,7 +14,7 @@ from worker.generation.checkpoint import load_report_model
 from worker.generation.encoder import image_features, load_siglip
 from worker.generation.generate import generate_reports
 from worker.generation.studies import Studies, select_studies
-from worker.textmetrics import per_sample_scores
+from worker.textmetrics import per_item_scores
 from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
 
 
@@ -26,8 +26,9 @@ class Predictions:
     """uint8 [N, S, S], the image each report was generated from."""
     generated: list[str]
     scores: list[dict[str, float]]
-    """Per study: bleu4 (sentence BLEU, see worker.textmetrics.sentence_bleu4), rougeL, cosine_generated,
-    cosine_reference; text scores on the texts of config.eval.protocol."""
+    """Per study: each per-study metric of worker.metric_registry under its per-item key (bleu4: sentence BLEU,
+    see worker.textmetrics.sentence_bleu4; rougeL ...), cosine_generated, cosine_reference; text scores on the
+    texts of config.eval.protocol."""
     generation_time_s: float
     siglip_checkpoint: str | None = None
     """The SigLIP checkpoint whose image features the report model reads."""
@@ -67,7 +68,7 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     scores = [
         {**text_scores, "cosine_generated": g, "cosine_reference": r}
         for text_scores, g, r in zip(
-            per_sample_scores(studies.texts, generated, protocol=config.eval.protocol),
+            per_item_scores(studies.texts, generated, protocol=config.eval.protocol),
             cos_generated,
             cos_reference,
             strict=True,

@@ -134,7 +134,7 @@ def write_html(
     rows = [
         {
             "kind": s.kind,
-            "uid": predictions.studies.uids[s.index],
+            "uid": predictions.studies.study_ids[s.index],
             "image_b64": _png_base64(predictions.images[s.index]),
             "reference": predictions.references[s.index],
             "generated": predictions.generated[s.index],
@@ -167,7 +167,7 @@ def write_grid(predictions: Predictions, shown: list[Shown], path: Path) -> Path
         image_ax.set_axis_off()
         scores = predictions.scores[s.index]
         text = "\n".join([
-            f"{s.kind.upper()}  {predictions.studies.uids[s.index]}   ROUGE-L {scores['rougeL']:.3f}   "
+            f"{s.kind.upper()}  {predictions.studies.study_ids[s.index]}   ROUGE-L {scores['rougeL']:.3f}   "
             f"sentence BLEU {scores['bleu4']:.3f}   cos(img,gen) {scores['cosine_generated']:.3f}",
             textwrap.fill("reference: " + predictions.references[s.index], 110),
             textwrap.fill("generated: " + (predictions.generated[s.index] or "(empty)"), 110),

@@ -19,13 +19,14 @@ class StudySplit(Protocol):
 
 @dataclass(frozen=True)
 class Studies:
-    uids: list[str]
+    study_ids: list[str]
+    """Each study's id (IU-Xray's ``uid``)."""
     texts: list[str]
     rows: list[int]
     """The split row whose image stands for each study: its first frontal view, else its first image."""
 
     def __len__(self) -> int:
-        return len(self.uids)
+        return len(self.study_ids)
 
     def images(self, split: StudySplit) -> np.ndarray:
         """uint8 [N, S, S]: one image per study, in study order."""
@@ -33,11 +34,11 @@ class Studies:
 
 
 def select_studies(split: StudySplit) -> Studies:
-    """One entry per uid, in the split's order."""
+    """One entry per study, in the split's order."""
     chosen: dict[str, int] = {}
-    for row, (uid, projection) in enumerate(zip(split.uids, split.projections, strict=True)):
-        current = chosen.get(uid)
+    for row, (study_id, projection) in enumerate(zip(split.uids, split.projections, strict=True)):
+        current = chosen.get(study_id)
         if current is None or (projection == "Frontal" and split.projections[current] != "Frontal"):
-            chosen[uid] = row
+            chosen[study_id] = row
     rows = list(chosen.values())
-    return Studies(uids=list(chosen), texts=[split.texts[r] for r in rows], rows=rows)
+    return Studies(study_ids=list(chosen), texts=[split.texts[r] for r in rows], rows=rows)

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.report.baselines import baseline_conclusions, baseline_rows
+from worker.report.baselines import BaselineRow, baseline_conclusions, baseline_rows
 from worker.report.cells import Cell, difference, summary
-from worker.report.metrics import MEASURES, Measure, find_measure, fmt, signed
+from worker.report.metrics import Measure, find_measure, fmt, measures, signed
 from worker.report.stats import t_interval
 
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
@@ -22,6 +22,38 @@ CURVES = ("train_loss", "val_loss", "i2t_recall@1")
 DEFAULT_METRIC = "best_val_loss"
 # What the two-cell conclusions talk about, in order; memory is chosen separately (GPU if measured).
 HEADLINE = ("samples_per_s", "i2t_recall@1", "best_val_loss", "bleu4", "study_bleu4")
+
+
+@dataclass(frozen=True)
+class Versus:
+    """The second of two cells against the first on one measure."""
+
+    ratio: float | None
+    """Second mean over first mean."""
+    difference: dict[str, Any] | None
+    """Second minus first with its paired 95% interval (stats.Interval.to_dict); None without an interval."""
+
+
+@dataclass(frozen=True)
+class MeasureRow:
+    """One measure of the report's table: its summary in every cell, and with two cells their difference."""
+
+    stage: str
+    metric: str
+    label: str
+    decimals: int
+    lower_is_better: bool | None
+    noise_band: float | None
+    cells: list[dict[str, Any]]
+    """Per cell, the mean over seeds with its 95% t-interval (cells.summary)."""
+    versus: Versus | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {"stage": self.stage, "metric": self.metric, "label": self.label, "decimals": self.decimals,
+               "lower_is_better": self.lower_is_better, "noise_band": self.noise_band, "cells": self.cells}  # fmt: skip
+        if self.versus is not None:
+            row |= {"ratio": self.versus.ratio, "difference": self.versus.difference}
+        return row
 
 
 @dataclass
@@ -35,11 +67,11 @@ class Comparison:
     cells: list[Cell]
     metric: str = DEFAULT_METRIC
     mode: str = "min"
-    table: list[dict[str, Any]] = field(default_factory=list)
+    table: list[MeasureRow] = field(default_factory=list)
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    baselines: list[dict[str, Any]] = field(default_factory=list)
+    baselines: list[BaselineRow] = field(default_factory=list)
     """Each cell against its baselines (worker.report.baselines.baseline_rows)."""
     conclusions: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -48,8 +80,8 @@ class Comparison:
     def seeds(self) -> list[int]:
         return sorted({seed for cell in self.cells for seed in cell.runs})
 
-    def row(self, metric: str, stage: str | None = None) -> dict[str, Any] | None:
-        return next((r for r in self.table if r["metric"] == metric and stage in (None, r["stage"])), None)
+    def row(self, metric: str, stage: str | None = None) -> MeasureRow | None:
+        return next((r for r in self.table if r.metric == metric and stage in (None, r.stage)), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,11 +105,11 @@ class Comparison:
             ],
             "metric": self.metric,
             "mode": self.mode,
-            "table": self.table,
+            "table": [row.to_dict() for row in self.table],
             "curves": {m: {n: [list(p) for p in pts] for n, pts in c.items()} for m, c in self.curves.items()},
             "best": self.best,
             "groups": self.groups,
-            "baselines": self.baselines,
+            "baselines": [row.to_dict() for row in self.baselines],
             "conclusions": self.conclusions,
             "missing": self.missing,
         }
@@ -109,27 +141,19 @@ def _cells(experiments: Iterable[Mapping[str, Any]], grid: Mapping[str, list[str
     return [cells[ident] for ident in sorted(cells, key=order)]
 
 
-def _table(c: Comparison) -> list[dict[str, Any]]:
+def _table(c: Comparison) -> list[MeasureRow]:
     table = []
-    for measure in MEASURES:
+    for measure in measures():
         summaries = [summary(cell, measure) for cell in c.cells]
         if all(s["mean"] is None for s in summaries):
             continue
-        row: dict[str, Any] = {
-            "stage": measure.stage,
-            "metric": measure.metric,
-            "label": measure.label,
-            "decimals": measure.decimals,
-            "lower_is_better": measure.lower_is_better,
-            "noise_band": measure.noise_band,
-            "cells": summaries,
-        }
+        versus = None
         if len(c.cells) == 2:
             a, b = (s["mean"] for s in summaries)
-            row["ratio"] = b / a if a and b is not None else None
             diff = difference(c.cells[0], c.cells[1], measure)
-            row["difference"] = diff.to_dict() if diff else None
-        table.append(row)
+            versus = Versus(b / a if a and b is not None else None, diff.to_dict() if diff else None)
+        table.append(MeasureRow(measure.stage, measure.name, measure.label, measure.decimals, measure.lower_is_better,
+                                measure.noise_band, summaries, versus))  # fmt: skip
     return table
 
 
@@ -191,15 +215,15 @@ def _interval_text(diff: Mapping[str, Any], decimals: int) -> str:
     return f"95% CI {signed(diff['low'], decimals)} to {signed(diff['high'], decimals)} over {diff['over']}"
 
 
-def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
+def verdict(row: MeasureRow, a: str, b: str) -> str | None:
     """One sentence comparing cell b with cell a on one row: higher, lower, no significant difference, or (with no
     interval) "no difference" inside the measure's noise band, else the two numbers and "not a conclusion"."""
-    first, second = row["cells"][0], row["cells"][1]
+    first, second = row.cells[0], row.cells[1]
     if first["mean"] is None or second["mean"] is None:
         return None
-    d, label = row["decimals"], row["label"]
+    d, label = row.decimals, row.label
     va, vb = first["mean"], second["mean"]
-    diff = row.get("difference")
+    diff = row.versus.difference if row.versus else None
     numbers = f"{b} {fmt(vb, d)} against {a} {fmt(va, d)}"
     if diff is not None and not diff["significant"]:
         return (
@@ -211,12 +235,12 @@ def verdict(row: Mapping[str, Any], a: str, b: str) -> str | None:
         return f"{label}: {b} and {a} equal to {d} decimals ({fmt(vb, d)}; one run each, no interval)."
     word = "higher" if delta > 0 else "lower"
     judged = (
-        "" if row["lower_is_better"] is None else (" (better)" if (delta < 0) == row["lower_is_better"] else " (worse)")
+        "" if row.lower_is_better is None else (" (better)" if (delta < 0) == row.lower_is_better else " (worse)")
     )
     percent = abs(delta) / abs(va) * 100 if va else None
     # Whole percent reads best; below 10% a decimal keeps a small change from printing as "0% lower".
     relative = "" if percent is None else f", {percent:.0f}% {word}" if percent >= 10 else f", {percent:.1f}% {word}"
-    band = row.get("noise_band")
+    band = row.noise_band
     if diff is None and band and percent is not None and percent <= band * 100:
         # No interval, but the measure states how far one run's value moves by itself: inside that, no difference.
         return f"{label}: no difference (within the ±{band * 100:g}% noise band): {numbers}{relative}."
@@ -278,7 +302,8 @@ def compare_runs(
     mode: str | None = None,
     failures: Iterable[Mapping[str, str]] = (),
 ) -> Comparison:
-    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item}) and
+    """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item, and for
+    evaluate runs protocol: the scoring protocol of their unprefixed text metrics, their eval.protocol}) and
     metric rows ({experiment_id, split, epoch, step, name, value}). `grid` is the sweep's key -> values in
     order (a comparison's is peft.method = lora, qlora); failures are {label, reason} of steps that did not
     succeed."""
@@ -290,7 +315,7 @@ def compare_runs(
         report_job_id=report_job_id,
         grid_keys=list(grid),
         cells=_cells(experiments, grid),
-        metric=measure.metric,
+        metric=measure.name,
         mode=mode or ("min" if measure.lower_is_better else "max"),
     )
     c.table = _table(c)

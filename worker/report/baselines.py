@@ -9,99 +9,96 @@ the other protocol's under its name, ``r2gen_template_bleu4``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from worker.metric_registry import BASELINES, Baseline, compared_with_baseline
 from worker.report.cells import Cell, difference, summary
-from worker.report.metrics import MEASURES, Measure, fmt, signed
-from worker.textmetrics.protocol import PROTOCOLS, other_protocol
+from worker.report.metrics import Measure, fmt, signed
+from worker.textmetrics.protocol import other_protocol
 
 
 @dataclass(frozen=True)
-class Baseline:
-    prefix: str
-    """The stage records the baseline's metrics (and per-item values) under the model's names with this prefix."""
-    label: str
+class BaselineRow:
+    """One measure of one configuration under one scoring protocol: the model against one baseline."""
+
+    cell: str
+    baseline: str
+    """The baseline's name (its prefix without the underscore)."""
+    baseline_label: str
     short: str
-    """Its column header."""
     stage: str
-    compared: tuple[str, ...]
-    """The model's metrics the report compares with the baseline's, in order."""
-    deciding: tuple[str, ...]
-    """The ones whose paired interval decides "beats" (all of them must exclude 0, upward)."""
+    protocol: str
+    """The scoring protocol of both values; "" for a stage that has none (retrieval)."""
+    primary: bool
+    """The run's own protocol (eval.protocol), as opposed to the other one evaluate also scored."""
+    metric: str
+    label: str
+    decimals: int
+    model: dict[str, Any]
+    baseline_value: dict[str, Any]
+    difference: dict[str, Any] | None
+    """Model minus baseline with its paired 95% interval (stats.Interval.to_dict); None without an interval."""
 
-
-RETRIEVAL = ("i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "i2t_recall@10", "t2i_recall@10")
-GENERATION = ("study_bleu4", "study_rougeL", "bleu4", "rougeL", "meteor", "coco_cider", "clinical_f1_micro",
-              "clinical_f1_micro_5")  # the clinical ones only where eval.clinical recorded them
-PER_STUDY = ("study_bleu4", "study_rougeL")
-BASELINES = (
-    Baseline("base_", "base SigLIP (zero-shot)", "Base SigLIP", "train", RETRIEVAL, RETRIEVAL[:2]),
-    Baseline("template_", "template baseline (most frequent training text)", "Template", "evaluate",
-             GENERATION, PER_STUDY),
-    Baseline("nn_finetuned_", "nearest-neighbour baseline (fine-tuned SigLIP)", "NN, fine-tuned", "evaluate",
-             GENERATION, PER_STUDY),
-    Baseline("nn_base_", "nearest-neighbour baseline (base SigLIP)", "NN, base", "evaluate", GENERATION, PER_STUDY),
-)  # fmt: skip
-
-
-def _measure(stage: str, metric: str) -> Measure:
-    return next(m for m in MEASURES if m.stage == stage and m.metric == metric)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def prefixed(measure: Measure, prefix: str) -> Measure:
     """The measure as recorded under a prefix (a baseline's, a protocol's): the same label and decimals, the
     prefixed metric and per-item key."""
     per_item = prefix + measure.per_item if measure.per_item else None
-    return replace(measure, metric=prefix + measure.metric, per_item=per_item)
+    return replace(measure, name=prefix + measure.name, per_item=per_item)
 
 
-def protocols(cell: Cell, stage: str) -> list[tuple[str, str]]:
-    """(metric prefix, protocol name) of each protocol the cell's runs of `stage` scored: the evaluate stage
-    scores eval.protocol unprefixed and the other one under its name, so the prefix found names both. A stage
-    without protocols (train), or a run from before both were scored, has one, unnamed."""
-    recorded = {name for stages in cell.runs.values() for name in ((stages.get(stage) or {}).get("metrics") or {})}
-    for protocol in PROTOCOLS:
-        if f"{protocol}_bleu4" in recorded:
-            return [("", other_protocol(protocol)), (f"{protocol}_", protocol)]
-    return [("", "")]
+def protocols(cell: Cell, measure: Measure) -> list[tuple[str, str]]:
+    """(metric prefix, protocol name) of each protocol the measure is scored under in the cell's runs: the run's
+    own protocol (its eval.protocol, recorded with the run) unprefixed, and for a measure scored under each
+    protocol the other one under its name. One, unnamed, for runs without a protocol (retrieval)."""
+    own = next((stages[measure.stage].get("protocol") for stages in cell.runs.values() if measure.stage in stages),
+               None)  # fmt: skip
+    if not own:
+        return [("", "")]
+    if not measure.protocols:
+        return [("", own)]
+    other = other_protocol(own)
+    return [("", own), (f"{other}_", other)]
 
 
-def baseline_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+def baseline_rows(cells: list[Cell]) -> list[BaselineRow]:
     """One row per (baseline, measure, cell, protocol) where the cell recorded both the model's and the
     baseline's value."""
     rows = []
     for baseline in BASELINES:
-        for metric in baseline.compared:
-            measure = _measure(baseline.stage, metric)
+        for measure in compared_with_baseline(baseline):
             for cell in cells:
-                for prefix, protocol in protocols(cell, baseline.stage):
+                for prefix, protocol in protocols(cell, measure):
                     ours, theirs = prefixed(measure, prefix), prefixed(measure, prefix + baseline.prefix)
                     model, base = summary(cell, ours), summary(cell, theirs)
                     if model["mean"] is None or base["mean"] is None:
                         continue
                     diff = difference(cell, cell, ours, theirs)
-                    rows.append({
-                        "cell": cell.label, "baseline": baseline.prefix.removesuffix("_"),
-                        "baseline_label": baseline.label, "short": baseline.short, "stage": baseline.stage,
-                        "protocol": protocol, "primary": not prefix, "metric": metric, "label": measure.label,
-                        "decimals": measure.decimals, "model": model, "baseline_value": base,
-                        "difference": diff.to_dict() if diff else None,
-                    })  # fmt: skip
+                    rows.append(BaselineRow(
+                        cell=cell.label, baseline=baseline.prefix.removesuffix("_"), baseline_label=baseline.label,
+                        short=baseline.short, stage=baseline.stage, protocol=protocol, primary=not prefix,
+                        metric=measure.name, label=measure.label, decimals=measure.decimals, model=model,
+                        baseline_value=base, difference=diff.to_dict() if diff else None,
+                    ))  # fmt: skip
     return rows
 
 
-def baseline_conclusions(rows: list[dict[str, Any]]) -> list[str]:
+def baseline_conclusions(rows: list[BaselineRow]) -> list[str]:
     """Per cell, protocol and baseline, one sentence from the deciding measures' intervals; eval.protocol's
     first, then the other protocol's, which name it."""
     lines = []
     for first in (True, False):
         for baseline in BASELINES:
-            for cell, protocol in dict.fromkeys((r["cell"], r["protocol"]) for r in rows):
+            deciding_names = [m.name for m in compared_with_baseline(baseline) if m.decides]
+            for cell, protocol in dict.fromkeys((r.cell, r.protocol) for r in rows):
                 deciding = [
-                    r for metric in baseline.deciding for r in rows
-                    if (r["cell"], r["protocol"], r["metric"]) == (cell, protocol, metric)
-                    and r["baseline"] == baseline.prefix.removesuffix("_") and r["primary"] is first
+                    r for metric in deciding_names for r in rows
+                    if (r.cell, r.protocol, r.metric) == (cell, protocol, metric)
+                    and r.baseline == baseline.prefix.removesuffix("_") and r.primary is first
                 ]  # fmt: skip
                 if deciding:
                     who = cell if first else f"{cell}, {protocol} protocol"
@@ -109,18 +106,18 @@ def baseline_conclusions(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _evidence(row: dict[str, Any]) -> str:
+def _evidence(row: BaselineRow) -> str:
     """'ROUGE-L F1, mean per test study 0.315 against 0.289 (+0.026, 95% CI −0.001 to +0.051)'."""
-    d, diff = row["decimals"], row["difference"]
-    name = row["label"].rsplit(" (", 1)[0]  # the unit is in the table
-    values = f"{name} {fmt(row['model']['mean'], d)} against {fmt(row['baseline_value']['mean'], d)}"
+    d, diff = row.decimals, row.difference
+    name = row.label.rsplit(" (", 1)[0]  # the unit is in the table
+    values = f"{name} {fmt(row.model['mean'], d)} against {fmt(row.baseline_value['mean'], d)}"
     if diff is None:
         return values
     return f"{values} ({signed(diff['mean'], d)}, 95% CI {signed(diff['low'], d)} to {signed(diff['high'], d)})"
 
 
-def _conclusion(cell: str, baseline: Baseline, rows: list[dict[str, Any]]) -> str:
-    diffs = [r["difference"] for r in rows]
+def _conclusion(cell: str, baseline: Baseline, rows: list[BaselineRow]) -> str:
+    diffs = [r.difference for r in rows]
     evidence = "; ".join(_evidence(r) for r in rows)
     retrieval = baseline.stage == "train"
     if any(d is None for d in diffs):

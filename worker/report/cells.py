@@ -25,7 +25,7 @@ class Cell:
         found = {}
         items = self.per_item(measure)
         for seed, stages in self.runs.items():
-            value = ((stages.get(measure.stage) or {}).get("metrics") or {}).get(measure.metric)
+            value = ((stages.get(measure.stage) or {}).get("metrics") or {}).get(measure.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 found[seed] = float(value)
             elif seed in items:

@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from worker.report.analysis import Comparison
+from worker.report.analysis import Comparison, MeasureRow
 from worker.report.metrics import find_measure
 
 # Tufte-ish defaults: one colour per configuration, the same in every chart of a report.
@@ -78,10 +78,10 @@ def recall_curves(c: Comparison, path: Path) -> Path | None:
     return _epoch_chart(lines, "Retrieval per epoch" + _seeds_note(c), "image-to-text recall@1, validation (0-1)", path)
 
 
-def _bars(ax: Any, c: Comparison, row: dict[str, Any]) -> None:
+def _bars(ax: Any, c: Comparison, row: MeasureRow) -> None:
     """One bar per configuration at its mean, with the 95% interval over seeds as an error bar."""
     colors = _colors(c)
-    summaries = [s for s in row["cells"] if s["mean"] is not None]
+    summaries = [s for s in row.cells if s["mean"] is not None]
     means = [s["mean"] for s in summaries]
     positions = range(len(summaries))
     ax.bar(positions, means, color=[colors[s["label"]] for s in summaries])
@@ -92,7 +92,7 @@ def _bars(ax: Any, c: Comparison, row: dict[str, Any]) -> None:
                     yerr=[[s["mean"] - s["low"] for _, s in spread], [s["high"] - s["mean"] for _, s in spread]])
     ax.set_xticks(list(positions), [s["label"] for s in summaries], rotation=30 if len(summaries) > 3 else 0,
                   ha="right" if len(summaries) > 3 else "center", fontsize="small")  # fmt: skip
-    ax.set_title(row["label"], fontsize="medium")
+    ax.set_title(row.label, fontsize="medium")
     if any(s["high"] is not None for s in summaries):
         ax.set_ylabel("mean, bars: 95% interval over seeds", fontsize="small")
 

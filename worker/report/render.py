@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
+from worker.metric_registry import deciding
 from worker.report.analysis import Comparison
 from worker.report.metrics import TIMING_NOISE_BAND, find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
@@ -77,11 +78,11 @@ def _measure_table(c: Comparison) -> Table:
         headers += [f"{b}/{a}", f"{b} − {a} [95% CI]", "Significant"]
     rows = []
     for row in c.table:
-        d = row["decimals"]
-        line = [row["label"], *(with_interval(s, d) for s in row["cells"])]
+        d = row.decimals
+        line = [row.label, *(with_interval(s, d) for s in row.cells)]
         if pair:
-            diff = row.get("difference")
-            ratio = row.get("ratio")
+            diff = row.versus.difference if row.versus else None
+            ratio = row.versus.ratio if row.versus else None
             line += [
                 "—" if ratio is None else f"{ratio:.2f}x",
                 difference_text(diff, d),
@@ -95,11 +96,11 @@ def _sweep_table(c: Comparison) -> Table:
     """One row per configuration, sorted by the grid's keys in order: the chosen metric first."""
     metrics = list(dict.fromkeys([c.metric, *SWEEP_COLUMNS]))
     rows_by_metric = [r for m in metrics if (r := c.row(m, find_measure(m).stage)) is not None]
-    headers = [*c.grid_keys, *(r["label"] for r in rows_by_metric)]
+    headers = [*c.grid_keys, *(r.label for r in rows_by_metric)]
     rows = []
     for index, cell in enumerate(c.cells):
         values = [str(cell.values[key]) for key in c.grid_keys]
-        rows.append(values + [with_interval(r["cells"][index], r["decimals"]) for r in rows_by_metric])
+        rows.append(values + [with_interval(r.cells[index], r.decimals) for r in rows_by_metric])
     return Table(headers, rows, numeric_from=len(c.grid_keys))
 
 
@@ -120,27 +121,27 @@ def _baseline_sections(c: Comparison) -> list[Section]:
     model, then each baseline and the difference."""
     out = []
     for stage, (title, paragraph) in BASELINE_SECTIONS.items():
-        rows = [r for r in c.baselines if r["stage"] == stage]
+        rows = [r for r in c.baselines if r.stage == stage]
         if not rows:
             continue
-        names = list(dict.fromkeys((r["baseline"], r["short"]) for r in rows))
-        by_key = {(r["protocol"], r["metric"], r["cell"], r["baseline"]): r for r in rows}
-        order = list(dict.fromkeys(r["protocol"] for r in rows))
+        names = list(dict.fromkeys((r.baseline, r.short) for r in rows))
+        by_key = {(r.protocol, r.metric, r.cell, r.baseline): r for r in rows}
+        order = list(dict.fromkeys(r.protocol for r in rows))
         with_protocol = any(order)
         headers = ["Measure", "Configuration", *(["Protocol"] if with_protocol else []), "Model"]
         for _, short in names:
             headers += [short, f"Model − {short.split(',')[0]} [95% CI]"]
         table_rows = []
         # eval.protocol's rows first, then the other protocol's: each block reads like the single-protocol table.
-        keys = dict.fromkeys((r["protocol"], r["metric"], r["cell"]) for r in rows)
+        keys = dict.fromkeys((r.protocol, r.metric, r.cell) for r in rows)
         for protocol, metric, cell in sorted(keys, key=lambda key: order.index(key[0])):
-            first = next(r for r in rows if (r["protocol"], r["metric"], r["cell"]) == (protocol, metric, cell))
-            d = first["decimals"]
-            line = [first["label"], cell, *([protocol] if with_protocol else []), with_interval(first["model"], d)]
+            first = next(r for r in rows if (r.protocol, r.metric, r.cell) == (protocol, metric, cell))
+            d = first.decimals
+            line = [first.label, cell, *([protocol] if with_protocol else []), with_interval(first.model, d)]
             for name, _ in names:
                 row = by_key.get((protocol, metric, cell, name))
                 line += ["—", "—"] if row is None else [
-                    with_interval(row["baseline_value"], d), difference_text(row["difference"], d)
+                    with_interval(row.baseline_value, d), difference_text(row.difference, d)
                 ]  # fmt: skip
             table_rows.append(line)
         out.append(Section(title, [paragraph], Table(headers, table_rows, numeric_from=3 if with_protocol else 2)))
@@ -163,6 +164,7 @@ def _group_sections(c: Comparison) -> list[Section]:
 
 
 def _reading_notes() -> list[str]:
+    per_study = " and ".join(m.short_name for m in deciding("evaluate"))
     return [
         "Each configuration ran once per seed, all with the same seeds; the seed sets the data split, the "
         "initialisation and the data order.",
@@ -177,7 +179,7 @@ def _reading_notes() -> list[str]:
         "two timed steps of one run on a 2-core CPU box differed by a median of 5.9%, so a smaller difference reads "
         "'no difference'; a larger one from one seed is still not a conclusion.",
         "Baseline tables: model minus baseline within one configuration, paired over the same validation images "
-        "(base SigLIP, recall@1) or test studies (per-study BLEU-4 and ROUGE-L). A conclusion says the model "
+        f"(base SigLIP, recall@1) or test studies (per-study {per_study}). A conclusion says the model "
         "beats a baseline only where every one of those intervals lies above 0, and 'does not beat' where one "
         "holds 0; a difference with no interval is one seed, not a conclusion.",
         "Every number in report.json lists the ids of the experiment rows it came from (`jobs results`, "

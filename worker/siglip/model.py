@@ -1,6 +1,6 @@
 """Load SigLIP (full precision or 4-bit NF4) and wrap it with LoRA adapters.
 
-Choices that matter for memory (see shared/design.md):
+Choices that matter for memory (docs/architecture.md, "SigLIP in 4-bit"):
 - The vision pooling head (``nn.MultiheadAttention``) breaks in 4-bit and reads ``out_proj.weight``
   directly, so it is neither quantized nor adapted.
 - We do NOT call ``prepare_model_for_kbit_training`` by default: it upcasts every frozen non-4-bit weight

@@ -11,7 +11,7 @@ from worker.textmetrics.coco import coco_scores
 from worker.textmetrics.deps import SystemDependencyMissing
 from worker.textmetrics.nltk_metrics import bleu_scores, meteor_score, sentence_bleu4
 from worker.textmetrics.rouge import rouge_scores, sentence_rouge_l
-from worker.textmetrics.suite import all_metrics, all_metrics_of_each, check_system_dependencies, per_sample_scores
+from worker.textmetrics.suite import all_metrics, all_metrics_of_each, check_system_dependencies, per_item_scores
 from worker.textmetrics.tokenize import tokenize
 from worker.textmetrics.wordnet import ensure_wordnet_data, load_wordnet
 
@@ -25,7 +25,7 @@ __all__ = [
     "ensure_wordnet_data",
     "load_wordnet",
     "meteor_score",
-    "per_sample_scores",
+    "per_item_scores",
     "rouge_scores",
     "sentence_bleu4",
     "sentence_rouge_l",

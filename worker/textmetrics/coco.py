@@ -19,7 +19,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
 from worker.textmetrics.deps import INSTALL_HINT, SystemDependencyMissing, require_java
-from worker.textmetrics.protocol import Protocol, scoring_texts
+from worker.textmetrics.protocol import ScoringProtocol, scoring_texts
 from worker.textmetrics.tokenize import normalize
 
 COCO_NAMES = ("coco_bleu1", "coco_bleu2", "coco_bleu3", "coco_bleu4", "coco_meteor", "coco_rougeL", "coco_cider")
@@ -61,7 +61,7 @@ def _coco_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         raise SystemDependencyMissing(message) from exc
 
 
-def _toolkit_text(text: str, protocol: Protocol) -> str:
+def _toolkit_text(text: str, protocol: ScoringProtocol) -> str:
     if protocol == "r2gen":
         return scoring_texts([text], protocol)[0]  # never empty: R2Gen's cleaning always ends in " ."
     # An empty generation becomes one placeholder token: BLEU's counter asserts at least one word.
@@ -69,14 +69,14 @@ def _toolkit_text(text: str, protocol: Protocol) -> str:
 
 
 def coco_scores(
-    references: Sequence[str], hypotheses: Sequence[str], *, protocol: Protocol = "native"
+    references: Sequence[str], hypotheses: Sequence[str], *, protocol: ScoringProtocol = "native"
 ) -> dict[str, float]:
     """coco_bleu1..4, coco_meteor, coco_rougeL and coco_cider over the pairs, on the protocol's text."""
     return coco_scores_of_each(references, {"": hypotheses}, protocol=protocol)[""]
 
 
 def coco_scores_of_each(
-    references: Sequence[str], hypotheses: Mapping[str, Sequence[str]], *, protocol: Protocol = "native"
+    references: Sequence[str], hypotheses: Mapping[str, Sequence[str]], *, protocol: ScoringProtocol = "native"
 ) -> dict[str, dict[str, float]]:
     """coco_scores of every named set of hypotheses against the same references. The process's one METEOR
     JVM (_meteor_server) scores them all: each EVAL request is scored on its own, so sharing it changes no

@@ -8,14 +8,14 @@ applied to references and generated texts alike (idempotent, so already-cleaned 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from worker.data.cleaning import r2gen_tokens_text
+from worker.metric_registry import PROTOCOLS, ScoringProtocol
 
-Protocol = Literal["native", "r2gen"]
+__all__ = ["PROTOCOLS", "ScoringProtocol", "other_protocol", "scoring_texts"]
 
 
-def scoring_texts(texts: Sequence[str], protocol: Protocol) -> list[str]:
+def scoring_texts(texts: Sequence[str], protocol: ScoringProtocol) -> list[str]:
     if protocol == "r2gen":
         return [r2gen_tokens_text(text) for text in texts]
     if protocol == "native":
@@ -23,10 +23,7 @@ def scoring_texts(texts: Sequence[str], protocol: Protocol) -> list[str]:
     raise ValueError(f"unknown eval protocol '{protocol}'; allowed: native, r2gen")
 
 
-PROTOCOLS: tuple[Protocol, ...] = ("native", "r2gen")
-
-
-def other_protocol(protocol: Protocol) -> Protocol:
+def other_protocol(protocol: ScoringProtocol) -> ScoringProtocol:
     """The protocol that is not ``protocol``: evaluate scores it too, under its name as a metric prefix."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown eval protocol '{protocol}'; allowed: {', '.join(PROTOCOLS)}")

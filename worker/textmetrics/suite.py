@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from worker.metric_registry import per_study_metrics
 from worker.textmetrics.coco import coco_scores_of_each
 from worker.textmetrics.deps import require_java
-from worker.textmetrics.nltk_metrics import bleu_scores, meteor_score, sentence_bleu4
-from worker.textmetrics.protocol import Protocol, scoring_texts
-from worker.textmetrics.rouge import rouge_scores, sentence_rouge_l
+from worker.textmetrics.nltk_metrics import bleu_scores, meteor_score
+from worker.textmetrics.protocol import ScoringProtocol, scoring_texts
+from worker.textmetrics.rouge import rouge_scores
 from worker.textmetrics.wordnet import load_wordnet
 
 
@@ -20,7 +21,7 @@ def check_system_dependencies(nltk_data_dir: Path) -> None:
 
 
 def all_metrics(
-    references: Sequence[str], hypotheses: Sequence[str], *, nltk_data_dir: Path, protocol: Protocol = "native"
+    references: Sequence[str], hypotheses: Sequence[str], *, nltk_data_dir: Path, protocol: ScoringProtocol = "native"
 ) -> dict[str, float]:
     """bleu1..4, rouge1/2/L, meteor and the coco_* metrics of the generated texts, on the protocol's text."""
     return all_metrics_of_each(references, {"": hypotheses}, nltk_data_dir=nltk_data_dir, protocol=protocol)[""]
@@ -31,7 +32,7 @@ def all_metrics_of_each(
     hypotheses: Mapping[str, Sequence[str]],
     *,
     nltk_data_dir: Path,
-    protocol: Protocol = "native",
+    protocol: ScoringProtocol = "native",
 ) -> dict[str, dict[str, float]]:
     """all_metrics of every named set of hypotheses (a model and its baselines) against the same references,
     with one METEOR JVM for all of them (see coco_scores_of_each)."""
@@ -49,13 +50,15 @@ def all_metrics_of_each(
     return scores
 
 
-def per_sample_scores(
-    references: Sequence[str], hypotheses: Sequence[str], *, protocol: Protocol = "native"
+def per_item_scores(
+    references: Sequence[str], hypotheses: Sequence[str], *, protocol: ScoringProtocol = "native"
 ) -> list[dict[str, float]]:
-    """Sentence BLEU (see sentence_bleu4) and ROUGE-L F1 of each pair, on the protocol's text, for ranking
-    studies and for the predictions file."""
+    """Every per-study metric of the registry (worker.metric_registry: sentence BLEU, see sentence_bleu4, and
+    ROUGE-L F1 ...) of each pair, on the protocol's text, under its per-item key: for ranking studies, for the
+    predictions file and for paired intervals."""
+    scorers = [(metric.per_item, metric.scorer()) for metric in per_study_metrics()]
     references, hypotheses = scoring_texts(references, protocol), scoring_texts(hypotheses, protocol)
     return [
-        {"bleu4": sentence_bleu4(r, h), "rougeL": sentence_rouge_l(r, h)}
+        {key: float(score(r, h)) for key, score in scorers}
         for r, h in zip(references, hypotheses, strict=True)
     ]
