@@ -91,12 +91,33 @@ def job_summary_line(job: JobView) -> str:
     return line
 
 
+def predict_counts(metrics: dict[str, Any]) -> tuple[str, int] | None:
+    """A predict run's counts as one line, and how many files could not be read; None for other stages."""
+    if "num_failed" not in metrics:
+        return None
+    failed, total = int(metrics["num_failed"]), int(metrics["num_files"])
+    line = f"predicted {int(metrics['num_predicted'])} of {total} files; {failed} could not be read"
+    return (line + (" (each one's reason is in predictions.jsonl)" if failed else ""), failed)
+
+
 def artifact_lines(artifacts: dict[str, str]) -> list[str]:
     """Where a run wrote its files (predictions, checkpoints, the Hugging Face output), one per line."""
     return [f"  {name}: {path}" for name, path in artifacts.items()]
 
 
-def print_job(job: JobView) -> None:
+def latest_rows(rows: Iterable[MetricView]) -> list[tuple[str, str]]:
+    """One (label, value) per metric: its latest value and the epoch it was recorded at (learning rates left
+    out: they follow the schedule, not the run)."""
+    shown = []
+    for row in rows:
+        if row.name.startswith("lr-"):
+            continue
+        at = f" (epoch {row.epoch})" if row.epoch is not None else ""
+        shown.append((f"latest {row.split} {row.name}", f"{_number(row.value)}{at}"))
+    return shown
+
+
+def print_job(job: JobView, latest: Iterable[MetricView] = ()) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -118,6 +139,7 @@ def print_job(job: JobView) -> None:
         ("experiments", ", ".join(map(str, job.experiment_ids)) or "-"),
         ("parent", str(job.parent_id) if job.parent_id else "-"),
     ]
+    rows += latest_rows(latest)
     rows += [(f"artifact {name}", path) for name, path in job.artifacts.items()]
     for name, value in rows:
         table.add_row(name, value)
