@@ -105,16 +105,20 @@ def artifact_lines(artifacts: dict[str, str]) -> list[str]:
     return [f"  {name}: {path}" for name, path in artifacts.items()]
 
 
+# What `jobs status` shows of a run's latest metrics, in this order; `jobs metrics ID` has every one.
+KEY_METRICS = ("train_loss", "val_loss", "i2t_recall@1", "t2i_recall@1", "bleu4", "rougeL", "meteor", "coco_cider",
+               "num_predicted", "num_failed")  # fmt: skip
+
+
 def latest_rows(rows: Iterable[MetricView]) -> list[tuple[str, str]]:
-    """One (label, value) per metric: its latest value and the epoch it was recorded at (learning rates left
-    out: they follow the schedule, not the run)."""
-    shown = []
-    for row in rows:
-        if row.name.startswith("lr-"):
-            continue
-        at = f" (epoch {row.epoch})" if row.epoch is not None else ""
-        shown.append((f"latest {row.split} {row.name}", f"{_number(row.value)}{at}"))
-    return shown
+    """One (label, value) per key metric the run recorded: its latest value and the epoch it was recorded at."""
+    order = {name: index for index, name in enumerate(KEY_METRICS)}
+    shown = sorted((row for row in rows if row.name in order), key=lambda row: (order[row.name], row.split))
+    return [(f"latest {row.split} {row.name}", _number(row.value) + _epoch_text(row.epoch)) for row in shown]
+
+
+def _epoch_text(epoch: int | None) -> str:
+    return f" (epoch {epoch})" if epoch is not None else ""
 
 
 def print_job(job: JobView, latest: Iterable[MetricView] = ()) -> None:
