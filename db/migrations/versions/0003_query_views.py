@@ -5,6 +5,9 @@
 so the two are never compared. `best_runs`: the lowest best_val_loss per stage and PEFT method among the
 runs that succeeded.
 
+A later migration that rebuilds `experiments` in SQLite's batch mode (copy, drop, rename) must drop these
+views first and create them again: SQLite checks the views when the copy is renamed.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-07
