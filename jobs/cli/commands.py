@@ -24,6 +24,10 @@ from jobs.core.settings import get_settings
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
 from jobs.service.queries import SORTABLE
 
+AllowUnreadableOpt = Annotated[
+    bool, typer.Option("--allow-unreadable", help="predict: exit 0 even when some files could not be read.")
+]
+
 
 @command(context_settings=STAGE_COMMAND_SETTINGS)
 @with_stage_options
@@ -37,6 +41,7 @@ def submit(
         str | None,
         typer.Option("--gpu-class", help="Run GPU stages on workers of queue gpu.<class> (e.g. a100)."),
     ] = None,
+    allow_unreadable: AllowUnreadableOpt = False,
     as_json: JsonOpt = False,
     *,
     options: StageOptions,
@@ -54,9 +59,22 @@ def submit(
         if final.error and not as_json:
             typer.echo(final.error, err=True)
         raise typer.Exit(EXIT_FAILED)
+    for experiment_id in final.experiment_ids:
+        _check_predict_counts(service.get_experiment(experiment_id).metrics, allow_unreadable, quiet=as_json)
 
 
 NO_WORKER_HINT_S = 15.0
+
+
+def _check_predict_counts(metrics: dict, allow_unreadable: bool, *, quiet: bool) -> None:
+    """A predict run's counts on stderr; exit 1 when a file could not be read, unless that is allowed."""
+    counts = display.predict_counts(metrics)
+    if counts is None:
+        return
+    if not quiet:
+        typer.echo(counts[0], err=True)
+    if counts[1] and not allow_unreadable:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
@@ -83,9 +101,7 @@ def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
 def run(
     stage: StageArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the StageResult as one JSON object.")] = False,
-    allow_unreadable: Annotated[
-        bool, typer.Option("--allow-unreadable", help="predict: exit 0 even when some files could not be read.")
-    ] = False,
+    allow_unreadable: AllowUnreadableOpt = False,
     *,
     options: StageOptions,
 ) -> None:
@@ -112,11 +128,9 @@ def run(
             typer.echo(line)
         if final.error:
             typer.echo(final.error, err=True)
-    counts = display.predict_counts(outcome.result.metrics if outcome.result else {})
-    if counts and not as_json:
-        typer.echo(counts[0], err=True)
-    if final.state is not JobState.SUCCEEDED or (counts and counts[1] and not allow_unreadable):
+    if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
+    _check_predict_counts(outcome.result.metrics if outcome.result else {}, allow_unreadable, quiet=as_json)
 
 
 def _run_comparison(request: SubmitRequest, as_json: bool) -> None:

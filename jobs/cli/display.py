@@ -188,9 +188,12 @@ def print_experiments(experiments: Iterable[ExperimentView]) -> None:
 
 
 def print_metrics(rows: Iterable[MetricView]) -> None:
-    table = Table("split", "name", "epoch", "step", "value")
+    rows = list(rows)
+    several = len({row.experiment_id for row in rows}) > 1  # a comparison's children: say whose each value is
+    table = Table(*(["experiment"] if several else []), "split", "name", "epoch", "step", "value")
     for row in rows:
-        table.add_row(row.split, row.name, _number(row.epoch), _number(row.step), _number(row.value))
+        first = [str(row.experiment_id)] if several else []
+        table.add_row(*first, row.split, row.name, _number(row.epoch), _number(row.step), _number(row.value))
     _console().print(table)
 
 

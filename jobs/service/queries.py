@@ -111,8 +111,11 @@ def experiment_metrics(experiment_id: int, name: str | None = None, split: str |
 
 
 def job_metrics(job_id: int, name: str | None = None, split: str | None = None) -> list[MetricView]:
-    """Every recorded value of the job's experiments (a job is what users know by number)."""
-    return _metrics(get_job(job_id).experiment_ids, name, split)
+    """Every recorded value of the job's experiments (a job is what users know by number); a comparison's or
+    a sweep's, which runs none itself, are its children's."""
+    job = get_job(job_id)
+    ids = job.experiment_ids or [experiment for child in job.children for experiment in child.experiment_ids]
+    return _metrics(ids, name, split)
 
 
 def latest_metrics(job: JobView) -> list[MetricView]:
