@@ -53,3 +53,18 @@ def test_one_seed_without_intervals_says_it_cannot_name_a_winner():
         "Image-to-text recall@1 (0.8 against 0.87); no measure has an interval."
     )
     assert lines[2].startswith("One seed") and "--seeds 3" in lines[2]
+
+
+def test_baselines_with_the_same_outcome_share_one_clause():
+    verdicts = [
+        *(BaselineVerdict(c, "template baseline", True) for c in ("LoRA", "QLoRA")),
+        *(BaselineVerdict(c, "nearest-neighbour baseline (base SigLIP)", True) for c in ("LoRA", "QLoRA")),
+        BaselineVerdict("LoRA", "nearest-neighbour baseline (fine-tuned SigLIP)", True),
+        BaselineVerdict("QLoRA", "nearest-neighbour baseline (fine-tuned SigLIP)", False),
+    ]
+    lines = bottom_line("LoRA", "QLoRA", [], [], seeds=3, baselines=verdicts)
+
+    assert lines[-1] == (
+        "Baselines: LoRA and QLoRA beat the template baseline and the nearest-neighbour baseline (base SigLIP); "
+        "only LoRA beats the nearest-neighbour baseline (fine-tuned SigLIP)."
+    )

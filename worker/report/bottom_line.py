@@ -104,22 +104,32 @@ def _certainty(seeds: int, decided: list[Outcome]) -> str:
 
 
 def _baselines(verdicts: Sequence[BaselineVerdict]) -> str | None:
+    """One clause per outcome, naming every baseline with that outcome: 'LoRA and QLoRA beat the template
+    baseline and the nearest-neighbour baseline (base SigLIP); neither beats ...'."""
     by_baseline: dict[str, list[BaselineVerdict]] = {}
     for verdict in verdicts:
         by_baseline.setdefault(verdict.baseline, []).append(verdict)
-    parts = []
+    by_outcome: dict[str, list[str]] = {}
     for baseline, group in by_baseline.items():
-        beat = [v.configuration for v in group if v.beats]
-        undecided = [v.configuration for v in group if v.beats is None]
-        if undecided:
-            parts.append(f"against the {baseline}, undecided (one seed)")
-        elif len(beat) == len(group):
-            parts.append(f"{' and '.join(beat)} beat the {baseline}")
-        elif not beat:
-            parts.append(f"neither beats the {baseline}" if len(group) == 2 else f"none beats the {baseline}")
-        else:
-            parts.append(f"only {' and '.join(beat)} beats the {baseline}")
+        by_outcome.setdefault(_outcome(group), []).append(f"the {baseline}")
+    parts = [f"{outcome} {_and(baselines)}" for outcome, baselines in by_outcome.items()]
     return ("Baselines: " + "; ".join(parts) + ".") if parts else None
+
+
+def _outcome(group: list[BaselineVerdict]) -> str:
+    """Who beats one baseline: 'LoRA and QLoRA beat', 'neither beats', 'only LoRA beats', or undecided."""
+    beat = [v.configuration for v in group if v.beats]
+    if any(v.beats is None for v in group):
+        return "undecided (one seed) against"
+    if len(beat) == len(group):
+        return f"{_and(beat)} beat" if len(beat) > 1 else f"{beat[0]} beats"
+    if not beat:
+        return "neither beats" if len(group) == 2 else "none beats"
+    return f"only {_and(beat)} beats"
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def comparison_outcomes(table: Iterable[Mapping[str, Any]], names: Sequence[str]) -> list[Outcome]:
