@@ -18,7 +18,15 @@ $(STAMP): requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(BIN)/python scripts/check_lock.py --installed
 	touch $(STAMP)
 
-install: $(STAMP)
+# `jobs` is a shell builtin too: the activation script defines a function that sends the CLI's subcommands
+# to the CLI (scripts/jobs-function.sh). Appended once; a new .venv gets it again.
+SHELL_HOOK := $(VENV)/.jobs-function-stamp
+$(SHELL_HOOK): $(STAMP)
+	grep -qF 'jobs-function.sh' $(BIN)/activate || \
+		printf '\n# the `jobs` command as typed (medvl-peft)\n. "%s"\n' "$(CURDIR)/scripts/jobs-function.sh" >> $(BIN)/activate
+	touch $(SHELL_HOOK)
+
+install: $(STAMP) $(SHELL_HOOK)
 
 # Resolve requirements-dev.txt (which includes requirements.txt) into requirements.lock, keeping the versions
 # already locked where the requirements allow: `make lock UPGRADE=--upgrade` (or `--upgrade-package NAME`)

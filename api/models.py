@@ -8,10 +8,12 @@ the CLI and the API alike); `JobSubmission.location_of` turns the key it names b
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from db.models import MAX_ROW_ID
 from jobs.core.schemas import ExperimentView, JobState, JobView, MetricView, SubmitRequest
@@ -42,6 +44,23 @@ ExperimentId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="An experime
 ReportId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The id of the report job that wrote the report.")]
 
 
+def override_text(value: Any) -> Any:
+    """A JSON number or boolean as the text `--set` takes (0.001, true); anything else as it came."""
+    if isinstance(value, bool | int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a number must be finite")
+        return json.dumps(value)
+    return value
+
+
+# JSON numbers and booleans are accepted where `--set` takes their text: {"train.lr": 0.001} is "0.001".
+OverrideValue = Annotated[
+    StorableStr,
+    BeforeValidator(override_text),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}),
+]
+
+
 class _Submission(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -60,10 +79,11 @@ class JobSubmission(with_shortcuts(_Submission)):  # type: ignore[misc]
     The shortcuts (epochs, batch_size, lr, peft, ...) each set one dotted config key; their types, bounds and
     descriptions are the config's own (jobs/service/shortcuts.py)."""
 
-    overrides: dict[StorableStr, StorableStr] = Field(
+    overrides: dict[StorableStr, OverrideValue] = Field(
         default_factory=dict,
         max_length=100,
-        description='Any other config key, dotted, to a raw value (as `--set`), e.g. {"peft.r": "8"}.',
+        description='Any other config key, dotted, to a value as `--set` takes it: text, a number or a boolean, '
+        'e.g. {"peft.r": 8, "train.lr": 0.001, "data.projection": "Lateral"}.',
     )
     params: StageParams = Field(default_factory=StageParams, description="The stage's own inputs.")
     idempotency_key: StorableStr | None = Field(

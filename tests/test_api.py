@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from jobs_fixtures import embedded_variables
+from pydantic import ValidationError
 
 from api.app import create_app
 from api.deps import ApiSettings, AuthNotConfigured
@@ -76,6 +77,20 @@ def test_submit_records_a_queued_job_with_the_requested_config(client: TestClien
     listed = client.get("/jobs", params={"state": "QUEUED"}).json()
     assert [j["id"] for j in listed] == [job["id"]]
     assert client.get("/jobs", params={"state": "RUNNING"}).json() == []
+
+
+def test_overrides_take_json_numbers_and_booleans_as_the_cli_takes_their_text(client: TestClient) -> None:
+    overrides = {"train.lr": 0.001, "peft.r": 4, "train.resume": True, "data.projection": "Lateral"}
+    job = _submit(client, overrides=overrides)
+
+    assert job["config"]["train"]["lr"] == 0.001
+    assert job["config"]["peft"]["r"] == 4
+    assert job["config"]["train"]["resume"] is True
+    assert job["config"]["data"]["projection"] == "Lateral"
+    as_text = JobSubmission(stage="train", overrides={"train.lr": 1e-4, "peft.r": 4, "train.resume": False})
+    assert as_text.config_overrides() == {"train.lr": "0.0001", "peft.r": "4", "train.resume": "false"}
+    with pytest.raises(ValidationError, match="finite"):
+        JobSubmission(stage="train", overrides={"train.lr": float("inf")})
 
 
 def test_same_request_with_the_same_idempotency_key_returns_the_first_job(client: TestClient) -> None:

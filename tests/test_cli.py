@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from jobs_fixtures import REPO, invoke, run_cli, use_fake_stages, wait_for
+from sqlalchemy import update
 
+from db.models import Job
 from jobs import service
-from jobs.core.schemas import JobState
+from jobs.core.database import transaction
+from jobs.core.schemas import JobState, SubmitRequest
 
 
 @pytest.fixture
@@ -193,6 +196,33 @@ def test_run_records_in_the_tables_and_the_read_commands_show_it(fake):
     assert "SUCCEEDED" in table and str(job_id) in table
     assert "best val loss" in invoke("results").stdout
     assert "SUCCEEDED" in invoke("status", str(job_id)).stdout
+
+
+def test_metrics_of_a_job_that_ran_no_stage_itself_are_its_childrens(fake):
+    first = json.loads(invoke("run", "train", "--epochs", "2", "--json").stdout)["job_id"]
+    second = json.loads(invoke("run", "train", "--epochs", "3", "--json").stdout)["job_id"]
+    parent = service.create_job(SubmitRequest(stage="prepare-data"))[0].id
+    with transaction() as session:  # as a comparison's children point at their parent
+        session.execute(update(Job).where(Job.id.in_([first, second])).values(parent_id=parent))
+
+    rows = json.loads(invoke("metrics", str(parent), "--name", "val_loss", "--json").stdout)
+    assert len({row["experiment_id"] for row in rows}) == 2 and len(rows) == 2 + 3
+    assert "experiment" in invoke("metrics", str(parent), "--name", "val_loss").stdout.splitlines()[1]
+
+
+@pytest.mark.parametrize(("failed", "allowed", "exits"), [(0, False, False), (2, False, True), (2, True, False)])
+def test_predict_counts_are_printed_and_an_unreadable_file_exits_1_unless_allowed(failed, allowed, exits, capsys):
+    import typer
+
+    from jobs.cli.commands import _check_predict_counts
+
+    metrics = {"num_files": 3, "num_predicted": 3 - failed, "num_failed": failed}
+    if exits:
+        with pytest.raises(typer.Exit):
+            _check_predict_counts(metrics, allowed, quiet=False)
+    else:
+        _check_predict_counts(metrics, allowed, quiet=False)
+    assert f"predicted {3 - failed} of 3 files; {failed} could not be read" in capsys.readouterr().err
 
 
 def test_run_of_a_failing_stage_exits_1_with_the_error(fake, monkeypatch):

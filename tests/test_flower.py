@@ -74,7 +74,8 @@ def test_flower_shows_the_worker_its_queues_the_task_and_the_progress(job_env, f
             return _get(f"{flower}/api/tasks").get(job.celery_task_id)
 
         task = wait_for(task_listed, 60, "Flower to list the task", worker)
-        assert task["name"] == "train" and task["args"] == f"({job.id},)"
+        # The task list names the job, its stage and its method, not only a task UUID.
+        assert task["name"] == "train" and task["args"] == f"job {job.id}, train, lora"
 
         def progress() -> dict | None:
             task = _get(f"{flower}/api/task/info/{job.celery_task_id}")

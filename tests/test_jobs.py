@@ -541,3 +541,37 @@ def test_sweep_resends_the_stored_delivery_so_a_canvas_continues(job_env, monkey
     assert sweep_stale_jobs() == [job_id]
     assert sent == {"name": "train", "args": [job_id], **delivery["options"]}
     assert service.get_job(job_id).celery_task_id == "original-id"
+
+
+def test_a_data_root_only_the_submitting_shell_has_fails_naming_the_worker_host_in_one_line(
+    job_env, tmp_path, monkeypatch
+):
+    import socket
+
+    from jobs.core.settings import reset_settings
+
+    dataset = tmp_path / "datasets" / "iu-xray"
+    dataset.mkdir(parents=True)
+    monkeypatch.setenv("MEDVL_DATA_ROOTS", str(tmp_path / "datasets"))  # the submitting shell's setting
+    reset_settings()
+    job = service.create_job(SubmitRequest(stage=Stage.train, overrides={"data.data_dir": str(dataset)}))[0]
+    monkeypatch.delenv("MEDVL_DATA_ROOTS")  # a worker started without it
+    reset_settings()
+
+    assert execute_job(job.id, WorkerIdentity.current()).state is JobState.FAILED
+
+    error = service.get_job(job.id).error
+    assert len(error.splitlines()) == 1, error  # no traceback: nothing crashed
+    assert error.startswith(f"on worker host {socket.gethostname()}: data.data_dir: ")
+    assert "the worker's setting: set MEDVL_DATA_ROOTS in the worker's environment or .env" in error
+
+
+def test_a_worker_refuses_an_input_missing_on_its_host_in_one_line(job_env, tmp_path):
+    # A submit leaves a path missing here to the worker (a queued job may name what another job will write).
+    checkpoint = job_env.artifacts / "never-written.ckpt"
+    job = service.create_job(SubmitRequest(stage=Stage.evaluate, params=StageParams(checkpoint=str(checkpoint))))[0]
+
+    assert execute_job(job.id, WorkerIdentity.current()).state is JobState.FAILED
+
+    error = service.get_job(job.id).error
+    assert len(error.splitlines()) == 1 and "params.checkpoint" in error and "does not exist" in error

@@ -96,7 +96,7 @@ def test_the_page_follows_the_formatting_rules(tmp_path):
     assert "Report job 27 on comparison job 19" in text and "Report job 27 on comparison job 19" in page
     # Human section titles, not file names.
     titles = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert titles == ["Results", "Conclusions", "How to read the intervals"]
+    assert titles == ["Bottom line", "Results", "Conclusions", "How to read the intervals"]
     assert all("_" not in t for t in re.findall(r"<h[23]>([^<]+)</h[23]>", page))
     # Every row label has a unit, and every value in a row has exactly the measure's decimals.
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "Measure" not in line]

@@ -172,6 +172,19 @@ def test_both_protocols_get_their_rows_and_conclusions(tmp_path):
     ]
 
 
+def test_a_protocol_that_gives_the_same_numbers_is_merged_into_one_conclusion():
+    rows = generation_rows(model_gain=0.3)[0]
+    for r in rows:  # the second protocol scored exactly what the first did (text both tokenize alike)
+        r["per_item"] |= {f"r2gen_{key}": values for key, values in list(r["per_item"].items())}
+        r["metrics"]["r2gen_bleu4"] = r["metrics"]["bleu4"]
+        r["protocol"] = "native"  # the run's eval.protocol: r2gen is the other one
+    c = compare_runs(rows, [])
+
+    merged = conclusion(c, "LoRA: the model beats the template baseline")
+    assert merged.endswith("; the same under the r2gen protocol.")
+    assert not [line for line in c.conclusions if "LoRA, r2gen protocol" in line]
+
+
 def test_rows_that_name_no_protocol_have_no_protocol_column(tmp_path):
     build_report(generation_rows(model_gain=0.3)[0], [], tmp_path)
     assert "| Measure | Configuration | Model | Template |" in (tmp_path / "report.md").read_text()

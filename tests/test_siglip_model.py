@@ -132,3 +132,15 @@ def test_qlora_trains_after_a_no_grad_evaluation(config):
         "base_model.model.vision_model.encoder.layers.0.self_attn.q_proj.lora_B.default.weight"
     ]
     assert first_layer_b.grad is not None and first_layer_b.grad.abs().sum() > 0
+
+
+def test_a_gated_model_without_hf_token_names_the_host_whose_setting_it_is(monkeypatch):
+    import socket
+
+    from worker.config import load_config
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    config = load_config("medsiglip")
+    with pytest.raises(RuntimeError, match="set HF_TOKEN") as refused:
+        load_base_model(config, LoadPlan(quantize=False, weights_dtype=torch.float32))
+    assert f"where this process runs ({socket.gethostname()}: a worker's own environment or .env" in str(refused.value)

@@ -14,7 +14,7 @@ from celery import Celery
 from celery.app import backends
 from kombu import Queue
 
-from jobs.broker import localbroker
+from jobs.broker import localbroker, task_labels  # noqa: F401  (labels each job's message for Flower)
 from jobs.broker.result_backend import PollingRedisBackend
 from jobs.core.settings import Settings, get_settings
 from jobs.core.stages import GPU_CLASS_PATTERN, GPU_STAGES, Stage

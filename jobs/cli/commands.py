@@ -22,6 +22,11 @@ from jobs.core import storage
 from jobs.core.schemas import JobState, JobView, SubmitRequest
 from jobs.core.settings import get_settings
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
+from jobs.service.queries import SORTABLE
+
+AllowUnreadableOpt = Annotated[
+    bool, typer.Option("--allow-unreadable", help="predict: exit 0 even when some files could not be read.")
+]
 
 
 @command(context_settings=STAGE_COMMAND_SETTINGS)
@@ -36,6 +41,7 @@ def submit(
         str | None,
         typer.Option("--gpu-class", help="Run GPU stages on workers of queue gpu.<class> (e.g. a100)."),
     ] = None,
+    allow_unreadable: AllowUnreadableOpt = False,
     as_json: JsonOpt = False,
     *,
     options: StageOptions,
@@ -53,9 +59,22 @@ def submit(
         if final.error and not as_json:
             typer.echo(final.error, err=True)
         raise typer.Exit(EXIT_FAILED)
+    for experiment_id in final.experiment_ids:
+        _check_predict_counts(service.get_experiment(experiment_id).metrics, allow_unreadable, quiet=as_json)
 
 
 NO_WORKER_HINT_S = 15.0
+
+
+def _check_predict_counts(metrics: dict, allow_unreadable: bool, *, quiet: bool) -> None:
+    """A predict run's counts on stderr; exit 1 when a file could not be read, unless that is allowed."""
+    counts = display.predict_counts(metrics)
+    if counts is None:
+        return
+    if not quiet:
+        typer.echo(counts[0], err=True)
+    if counts[1] and not allow_unreadable:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
@@ -82,6 +101,7 @@ def _wait(job_id: int, *, quiet: bool, poll_s: float = 0.5) -> JobView:
 def run(
     stage: StageArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the StageResult as one JSON object.")] = False,
+    allow_unreadable: AllowUnreadableOpt = False,
     *,
     options: StageOptions,
 ) -> None:
@@ -92,7 +112,7 @@ def run(
     if stage in ORCHESTRATED_STAGES:
         _run_comparison(options.to_request(stage), as_json)
         return
-    job, _ = service.create_job(options.to_request(stage))
+    job, _ = service.create_job(options.to_request(stage), runs_here=True)
     if not as_json:
         typer.echo(f"job {job.id}: running {stage.value} in this process", err=True)
     # The stage's prints go to stderr (and the job's log), so stdout carries only the result.
@@ -110,6 +130,7 @@ def run(
             typer.echo(final.error, err=True)
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
+    _check_predict_counts(outcome.result.metrics if outcome.result else {}, allow_unreadable, quiet=as_json)
 
 
 def _run_comparison(request: SubmitRequest, as_json: bool) -> None:
@@ -128,7 +149,7 @@ def status(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(job.model_dump_json(indent=2))
     else:
-        display.print_job(job)
+        display.print_job(job, service.latest_metrics(job))
 
 
 @command(name="list")
@@ -196,12 +217,19 @@ def results(
     stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
     peft: Annotated[str | None, typer.Option("--peft", help="Only lora or qlora.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many, newest first.")] = 20,
+    sort: Annotated[
+        str | None,
+        typer.Option("--sort", help=f"Best first by one of: {', '.join(SORTABLE)} (succeeded runs only)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Experiments with their key metrics."""
+    """Experiments with their key metrics (best_val_loss is per image-text pair for train, per token for
+    train-full: compare it within one --stage)."""
     if stage is not None and stage not in {s.value for s in Stage}:
         raise service.InvalidRequest(f"--stage: unknown stage '{stage}'; allowed: {', '.join(s.value for s in Stage)}")
-    experiments = service.list_experiments(stage, peft, limit)
+    if sort is not None and sort not in SORTABLE:
+        raise service.InvalidRequest(f"--sort: unknown column '{sort}'; allowed: {', '.join(SORTABLE)}")
+    experiments = service.list_experiments(stage, peft, limit, sort)
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in experiments], indent=2))
     else:
@@ -228,11 +256,17 @@ def report(
 
 @command()
 def metrics(
-    experiment_id: Annotated[int, typer.Argument(help="Experiment id.", min=1, max=MAX_ROW_ID)],
+    run_id: Annotated[int, typer.Argument(help="Job id (or experiment id with --experiment).", min=1, max=MAX_ROW_ID)],
+    experiment: Annotated[
+        bool, typer.Option("--experiment", help="The id is an experiment id (`jobs results` lists them).")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Only this metric, e.g. val_loss.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only this split, e.g. val or train.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every value an experiment recorded (per split, epoch and step)."""
-    rows = service.experiment_metrics(experiment_id)
+    """Every value a job (or one experiment) recorded, per split, epoch and step."""
+    read = service.experiment_metrics if experiment else service.job_metrics
+    rows = read(run_id, name, split)
     if as_json:
         typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:

@@ -74,12 +74,37 @@ def job_summary_line(job: JobView) -> str:
     return line
 
 
+def predict_counts(metrics: dict[str, Any]) -> tuple[str, int] | None:
+    """A predict run's counts as one line, and how many files could not be read; None for other stages."""
+    if "num_failed" not in metrics:
+        return None
+    failed, total = int(metrics["num_failed"]), int(metrics["num_files"])
+    line = f"predicted {int(metrics['num_predicted'])} of {total} files; {failed} could not be read"
+    return (line + (" (each one's reason is in predictions.jsonl)" if failed else ""), failed)
+
+
 def artifact_lines(artifacts: dict[str, str]) -> list[str]:
     """Where a run wrote its files (predictions, checkpoints, the Hugging Face output), one per line."""
     return [f"  {name}: {path}" for name, path in artifacts.items()]
 
 
-def print_job(job: JobView) -> None:
+# What `jobs status` shows of a run's latest metrics, in this order; `jobs metrics ID` has every one.
+KEY_METRICS = ("train_loss", "val_loss", "i2t_recall@1", "t2i_recall@1", "bleu4", "rougeL", "meteor", "coco_cider",
+               "num_predicted", "num_failed")  # fmt: skip
+
+
+def latest_rows(rows: Iterable[MetricView]) -> list[tuple[str, str]]:
+    """One (label, value) per key metric the run recorded: its latest value and the epoch it was recorded at."""
+    order = {name: index for index, name in enumerate(KEY_METRICS)}
+    shown = sorted((row for row in rows if row.name in order), key=lambda row: (order[row.name], row.split))
+    return [(f"latest {row.split} {row.name}", _number(row.value) + _epoch_text(row.epoch)) for row in shown]
+
+
+def _epoch_text(epoch: int | None) -> str:
+    return f" (epoch {epoch})" if epoch is not None else ""
+
+
+def print_job(job: JobView, latest: Iterable[MetricView] = ()) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -101,6 +126,7 @@ def print_job(job: JobView) -> None:
         ("experiments", ", ".join(map(str, job.experiment_ids)) or "-"),
         ("parent", str(job.parent_id) if job.parent_id else "-"),
     ]
+    rows += latest_rows(latest)
     rows += [(f"artifact {name}", path) for name, path in job.artifacts.items()]
     for name, value in rows:
         table.add_row(name, value)
@@ -148,9 +174,12 @@ def print_experiments(experiments: Iterable[ExperimentView]) -> None:
 
 
 def print_metrics(rows: Iterable[MetricView]) -> None:
-    table = Table("split", "name", "epoch", "step", "value")
+    rows = list(rows)
+    several = len({row.experiment_id for row in rows}) > 1  # a comparison's children: say whose each value is
+    table = Table(*(["experiment"] if several else []), "split", "name", "epoch", "step", "value")
     for row in rows:
-        table.add_row(row.split, row.name, _number(row.epoch), _number(row.step), _number(row.value))
+        first = [str(row.experiment_id)] if several else []
+        table.add_row(*first, row.split, row.name, _number(row.epoch), _number(row.step), _number(row.value))
     _console().print(table)
 
 

@@ -23,8 +23,9 @@ def _app() -> typer.Typer:
 
 def main() -> None:
     """The console script: usage errors are one line too (click's own format is a boxed paragraph)."""
-    from jobs.core.settings import settings_problem
+    from jobs.core.settings import export_env_file, settings_problem
 
+    export_env_file()  # the worker, API and Flower this command may start, and their libraries, read it too
     if problem := settings_problem():
         typer.echo(f"error: {problem}", err=True)
         sys.exit(2)

@@ -8,6 +8,7 @@ worker open what a request could not). The rule itself is worker/locations.py.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 PATH_PARAMS = ("siglip_checkpoint", "checkpoint")
 JOB_REFERENCE = re.compile(r"job:[1-9][0-9]{0,9}")
 REMEDY = "put it under one of them, or add its folder to MEDVL_DATA_ROOTS"
+MISSING_REMEDY = "check the path (a relative one is taken from where you run `jobs`)"
 
 
 class LocationRefused(ValueError):
@@ -88,4 +90,50 @@ def check_job_inputs(config: RunConfig, params: Mapping[str, Any]) -> dict[str, 
             raise LocationRefused(f"params.images.{index}", problem)
     if images:
         checked["images"] = [str(config.local_path(value)) for value in images]
+    return checked
+
+
+class WorkerInputRefused(ValueError):
+    """A job's input refused by the worker that was to run it: one line naming the worker's host, the key and
+    the fix (a worker's settings are its own, not the submitting shell's). No traceback: nothing crashed."""
+
+
+def missing_input(config: RunConfig, params: Mapping[str, Any], *, images: bool = True) -> str | None:
+    """One line naming the first local input of the job that does not exist on this host, or None.
+
+    Only what the job reads and cannot make: the stage's checkpoints, a local data folder and (`images`)
+    predict's images. Models and var/ folders are built on first use, so their absence is not a mistake."""
+    candidates = [(f"params.{name}", params.get(name)) for name in PATH_PARAMS]
+    if images:
+        candidates += [(f"params.images.{i}", value) for i, value in enumerate(params.get("images") or [])]
+    if config.data.source == "local":
+        candidates.append(("data.data_dir", config.data.data_dir))
+    for key, value in candidates:
+        if not isinstance(value, str) or JOB_REFERENCE.fullmatch(value) or is_url(value):
+            continue
+        if not config.local_path(value).exists():
+            return f"{key}: {value!r} does not exist; {MISSING_REMEDY}"
+    return None
+
+
+def check_inputs_exist(config: RunConfig, params: Mapping[str, Any]) -> None:
+    """LocationRefused when an input the job reads is missing here (`jobs run`: this host runs the job)."""
+    if problem := missing_input(config, params):
+        raise LocationRefused(problem.partition(":")[0], problem)
+
+
+def check_on_worker(config: RunConfig, params: Mapping[str, Any]) -> dict[str, Any]:
+    """check_job_inputs, then that the inputs exist, as the worker runs it: a refusal is WorkerInputRefused
+    naming this host, since the roots (MEDVL_DATA_ROOTS) and the files are this worker's."""
+    host = socket.gethostname()
+    try:
+        checked = check_job_inputs(config, params)
+    except LocationRefused as exc:
+        raise WorkerInputRefused(
+            f"on worker host {host}: {exc} (the worker's setting: set MEDVL_DATA_ROOTS in the worker's "
+            "environment or .env and restart it; the submitting shell's does not reach the worker)"
+        ) from None
+    # A missing image is predict's to report beside the others it predicts, not a reason to fail them all.
+    if problem := missing_input(config, checked, images=False):
+        raise WorkerInputRefused(f"on worker host {host}: {problem.partition('; ')[0]} on this host")
     return checked

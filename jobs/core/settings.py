@@ -17,13 +17,14 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENV_FILE = PROJECT_ROOT / ".env"
 LOCAL_BROKER_SOCKET = "redis.sock"
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes on Linux, with its terminating NUL).
 MAX_SOCKET_PATH = 100
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=PROJECT_ROOT / ".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", populate_by_name=True)
 
     var_dir: Path = Field(PROJECT_ROOT / "var", alias="MEDVL_VAR_DIR", description="Root of data and artifacts.")
     database_url: str | None = Field(None, alias="DATABASE_URL", description="Default: SQLite in var/.")
@@ -130,6 +131,25 @@ def local_broker_url(directory: Path) -> str:
 def get_settings() -> Settings:
     """The settings of this process (cached; tests that change the environment call reset_settings())."""
     return Settings()
+
+
+def export_env_file(path: Path = ENV_FILE) -> list[str]:
+    """Put the variables of `.env` into this process's environment where the environment does not set them;
+    returns their names.
+
+    The settings above read `.env` themselves, but the libraries a stage uses read the environment only
+    (huggingface_hub's HF_TOKEN and HF_ENDPOINT, kagglehub's KAGGLE_*, MLflow's MLFLOW_TRACKING_URI), and so do
+    the processes a command starts (Celery's pool, uvicorn). Exporting it once at start gives every process of
+    this checkout, and everything in it, the same settings file, as docker compose's env_file does."""
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    if not path.is_file():
+        return []
+    values = {key: value for key, value in dotenv_values(path).items() if value is not None}
+    added = [key for key in values if key not in os.environ]
+    for key in added:
+        os.environ[key] = values[key]
+    return added
 
 
 def settings_problem() -> str | None:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TextIO
 
+from jobs.execution.repeats import shown_once
+
 # Lightning's loggers do not propagate to the root logger; they get the handler directly.
 _NON_PROPAGATING = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -64,7 +66,9 @@ def capture_job_log(path: Path, *, fresh: bool) -> Iterator[Path]:
         old_stdout, old_stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(old_stdout, stream), _Tee(old_stderr, stream)
         try:
-            yield path
+            # Libraries' own console handlers write into the file too (through the tee): they are filtered too.
+            with shown_once(handler, [h for logger in targets for h in logger.handlers]):
+                yield path
         finally:
             sys.stdout, sys.stderr = old_stdout, old_stderr
             for logger in targets:

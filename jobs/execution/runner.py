@@ -26,7 +26,7 @@ from jobs.broker.queue import safe_url
 from jobs.core import storage
 from jobs.core.checkpoint_kinds import check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
-from jobs.core.locations import check_job_inputs
+from jobs.core.locations import WorkerInputRefused, check_on_worker
 from jobs.core.schemas import JobState
 from jobs.core.settings import PROJECT_ROOT, get_settings
 from jobs.core.stages import Stage, stage_function
@@ -118,7 +118,7 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
     params = resolve_job_refs(params)
     submitted = RunConfig.model_validate(config_dict)
     # Checked at submit too; again here, in the worker, so that no row makes a stage open what a request could not.
-    params = check_job_inputs(submitted, params)
+    params = check_on_worker(submitted, params)
     params = artifacts.local_params(params)
     check_checkpoint_kinds(stage, params)  # a job:<id> input is known only now
     if run_dir is None:
@@ -201,6 +201,8 @@ def _time_limit_message(job_id: int) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, WorkerInputRefused):  # a setting or a path of the user's: the line says it all
+        return str(exc)
     lines = traceback.format_exception(exc)
     tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
     message = f"{exc.__class__.__name__}: {exc}"

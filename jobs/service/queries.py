@@ -70,9 +70,24 @@ def read_logs(job_id: int, tail_lines: int | None = None) -> str:
         return "".join(deque(handle, maxlen=tail_lines))
 
 
-def list_experiments(stage: str | None = None, peft: str | None = None, limit: int = 50) -> list[ExperimentView]:
-    """Newest first, optionally one stage and one PEFT method."""
-    query = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
+# `jobs results --sort`: the columns a user ranks runs by, each best first (a loss, a time or memory lowest).
+SORTABLE = {
+    "best_val_loss": Experiment.best_val_loss.asc(),
+    "train_time_s": Experiment.train_time_s.asc(),
+    "peak_gpu_mem_mb": Experiment.peak_gpu_mem_mb.asc(),
+    "samples_per_s": Experiment.samples_per_s.desc(),
+}
+
+
+def list_experiments(
+    stage: str | None = None, peft: str | None = None, limit: int = 50, sort: str | None = None
+) -> list[ExperimentView]:
+    """Newest first, or best first by a SORTABLE column (runs without a value last); optionally one stage and
+    one PEFT method."""
+    order = [SORTABLE[sort].nulls_last()] if sort else []
+    query = select(Experiment).order_by(*order, Experiment.id.desc()).limit(limit)
+    if sort:
+        query = query.where(Experiment.status == "succeeded")
     if stage:
         query = query.where(Experiment.stage == stage)
     if peft:
@@ -89,14 +104,38 @@ def get_experiment(experiment_id: int) -> ExperimentView:
         return experiment_view(experiment)
 
 
-def experiment_metrics(experiment_id: int) -> list[MetricView]:
-    """Every recorded value of one experiment, by split, name, epoch and step."""
+def experiment_metrics(experiment_id: int, name: str | None = None, split: str | None = None) -> list[MetricView]:
+    """Every recorded value of one experiment, by split, name, epoch and step; optionally one name or split."""
     get_experiment(experiment_id)
+    return _metrics([experiment_id], name, split)
+
+
+def job_metrics(job_id: int, name: str | None = None, split: str | None = None) -> list[MetricView]:
+    """Every recorded value of the job's experiments (a job is what users know by number); a comparison's or
+    a sweep's, which runs none itself, are its children's."""
+    job = get_job(job_id)
+    ids = job.experiment_ids or [experiment for child in job.children for experiment in child.experiment_ids]
+    return _metrics(ids, name, split)
+
+
+def latest_metrics(job: JobView) -> list[MetricView]:
+    """The last value of each split and name the job recorded (highest epoch, then step): where a run stands."""
+    latest: dict[tuple[int, str, str], MetricView] = {}
+    for row in _metrics(job.experiment_ids):  # ordered by epoch and step within a split and name
+        latest[(row.experiment_id, row.split, row.name)] = row
+    return list(latest.values())
+
+
+def _metrics(experiment_ids: list[int], name: str | None = None, split: str | None = None) -> list[MetricView]:
     query = (
         select(Metric)
-        .where(Metric.experiment_id == experiment_id)
-        .order_by(Metric.split, Metric.name, Metric.epoch, Metric.step)
+        .where(Metric.experiment_id.in_(experiment_ids))
+        .order_by(Metric.experiment_id, Metric.split, Metric.name, Metric.epoch, Metric.step)
     )
+    if name:
+        query = query.where(Metric.name == name)
+    if split:
+        query = query.where(Metric.split == split)
     with transaction() as session:
         return [metric_view(metric) for metric in session.scalars(query)]
 

@@ -20,7 +20,7 @@ from jobs.broker.queue import BrokerUnavailable
 from jobs.core import storage
 from jobs.core.checkpoint_kinds import WrongCheckpointKind, check_checkpoint_kinds
 from jobs.core.database import retry_write, transaction
-from jobs.core.locations import LocationRefused, check_job_inputs, config_file
+from jobs.core.locations import LocationRefused, check_inputs_exist, check_job_inputs, config_file
 from jobs.core.schemas import JobState, JobView, SubmitRequest
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
 from jobs.core.text import unstorable_texts
@@ -34,11 +34,12 @@ from jobs.service.errors import IdempotencyConflict, InvalidRequest, JobNotFound
 from jobs.service.queries import get_job, job_options
 
 
-def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+def validate(request: SubmitRequest, *, runs_here: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """The resolved config and the stage's params, or InvalidRequest naming what is wrong.
 
     Every file and model the job would open is checked against the allowed roots here, whichever way it
     came in (a preset, a config file, an override, a param); the params come back with absolute paths.
+    `runs_here` (`jobs run`): this host runs the job, so an input that does not exist is refused now too.
     """
     from worker.config import ConfigError, load_config  # torch-free; lazy keeps `jobs --help` fast
 
@@ -50,6 +51,8 @@ def validate(request: SubmitRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         config_path = config_file(request.config_path) if request.config_path else None
         config = load_config(request.preset, request.overrides, config_path)
         params = check_job_inputs(config, params)
+        if runs_here:
+            check_inputs_exist(config, params)
         if method := check_checkpoint_kinds(request.stage, params):
             # A stage that reads a checkpoint runs its PEFT method, whatever the preset says: the row says so too.
             config = config.model_copy(update={"peft": config.peft.model_copy(update={"method": method})})
@@ -88,7 +91,7 @@ def _same_key_job(request: SubmitRequest, params: dict[str, Any]) -> JobView | N
 
 
 def create_job(
-    request: SubmitRequest, *, task_id: str | None = None, after: list[int] | None = None
+    request: SubmitRequest, *, task_id: str | None = None, after: list[int] | None = None, runs_here: bool = False
 ) -> tuple[JobView, bool]:
     """Validate and insert a QUEUED job; returns (job, created). An existing idempotency key returns its job.
 
@@ -96,7 +99,7 @@ def create_job(
     have ended. The sweep sends again a declared job whose message went missing (jobs/execution/recovery.py); a job
     without it belongs to a canvas of the caller's, which alone knows when it runs.
     """
-    config, params = validate(request)
+    config, params = validate(request, runs_here=runs_here)
     if (existing := _same_key_job(request, params)) is not None:
         return existing, False
     recorded, _ = _recorded_request(request, params)

@@ -89,8 +89,10 @@ def baseline_rows(cells: list[Cell]) -> list[BaselineRow]:
 
 def baseline_conclusions(rows: list[BaselineRow]) -> list[str]:
     """Per cell, protocol and baseline, one sentence from the deciding measures' intervals; eval.protocol's
-    first, then the other protocol's, which name it."""
-    lines = []
+    first, then the other protocol's, which name it. Where the other protocol's numbers are the same (text
+    both tokenize alike), its sentence is merged into the first one's instead of repeating it."""
+    lines: list[str] = []
+    primary: dict[tuple[str, str], int] = {}  # (cell, baseline) -> index of eval.protocol's sentence
     for first in (True, False):
         for baseline in BASELINES:
             deciding_names = [m.name for m in compared_with_baseline(baseline) if m.decides]
@@ -100,9 +102,17 @@ def baseline_conclusions(rows: list[BaselineRow]) -> list[str]:
                     if (r.cell, r.protocol, r.metric) == (cell, protocol, metric)
                     and r.baseline == baseline.prefix.removesuffix("_") and r.primary is first
                 ]  # fmt: skip
-                if deciding:
-                    who = cell if first else f"{cell}, {protocol} protocol"
-                    lines.append(_conclusion(who, baseline, deciding))
+                if not deciding:
+                    continue
+                line, key = _conclusion(cell, baseline, deciding), (cell, baseline.prefix)
+                if first:
+                    primary[key] = len(lines)
+                elif key in primary and lines[primary[key]].startswith(line):
+                    lines[primary[key]] = f"{line[:-1]}; the same under the {protocol} protocol."
+                    continue
+                else:
+                    line = _conclusion(f"{cell}, {protocol} protocol", baseline, deciding)
+                lines.append(line)
     return lines
 
 

@@ -15,6 +15,7 @@ from jinja2 import Environment, select_autoescape
 
 from worker.metric_registry import deciding
 from worker.report.analysis import Comparison
+from worker.report.bottom_line import report_bottom_line
 from worker.report.metrics import TIMING_NOISE_BAND, find_measure, fmt, signed
 from worker.report.plots import CHART_TITLES
 
@@ -188,7 +189,7 @@ def _reading_notes() -> list[str]:
 
 
 def sections(c: Comparison) -> list[Section]:
-    out = []
+    out = [Section("Bottom line", [" ".join(lines)])] if (lines := report_bottom_line(c)) else []
     if c.kind == "sweep":
         out.append(Section("Results by configuration", table=_sweep_table(c)))
         out += _group_sections(c)

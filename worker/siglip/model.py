@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,10 @@ def load_base_model(config: RunConfig, plan: LoadPlan) -> SiglipModel:
     path, pinned = base_source(config, "siglip")
     token = os.environ.get("HF_TOKEN") if config.model.requires_hf_token else None
     if config.model.requires_hf_token and not token:
-        raise RuntimeError(f"{config.model.siglip} is gated: set HF_TOKEN to a token that has accepted its licence")
+        raise RuntimeError(
+            f"{config.model.siglip} is gated: set HF_TOKEN to a token that has accepted its licence, where this "
+            f"process runs ({socket.gethostname()}: a worker's own environment or .env, not the submitting shell's)"
+        )
     kwargs: dict = {"dtype": plan.weights_dtype, "token": token, **pinned}
     if plan.quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(

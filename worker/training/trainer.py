@@ -23,6 +23,7 @@ from worker.result import StageResult
 from worker.tracking import build_loggers
 from worker.training.atomic_io import AtomicCheckpointIO
 from worker.training.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
+from worker.training.epoch_log import EpochLog
 from worker.training.profiling import PeakMemory
 
 
@@ -76,6 +77,7 @@ def build_trainer(
             LearningRateMonitor(logging_interval="epoch"),
             callbacks.reporting,
             callbacks.throughput,
+            EpochLog(),
         ],
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
