@@ -161,8 +161,8 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     parent = json.loads(completed.stdout)
     assert parent["stage"] == "compare" and parent["state"] == "SUCCEEDED"
     children = service.get_job(parent["id"]).children
-    # One data preparation per seed (the split follows the seed), one training per method and seed.
-    assert sorted(c.stage for c in children) == ["prepare-data"] * 3 + ["report"] + ["train"] * 6
+    # One data preparation for every seed (the split has a seed of its own), one training per method and seed.
+    assert sorted(c.stage for c in children) == ["prepare-data"] + ["report"] + ["train"] * 6
     assert all(c.state is JobState.SUCCEEDED and c.parent_id == parent["id"] for c in children)
 
     report = json.loads(Path(parent["artifacts"]["json"]).read_text())

@@ -70,7 +70,7 @@ def _split_manifest(
     data = config.data
     if not data.split_file:
         manifest, path = load_or_create_manifest(
-            prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
+            prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions)
         )
         return manifest, path, {}, {}
     fixed = fixed_split(config.local_path(data.split_file), parsed.report_uids, parsed.filenames)

@@ -64,7 +64,7 @@ class SiglipContrastiveModule(L.LightningModule):
         if self.config.train.loss == "sigmoid":
             loss = sigmoid_loss(image, text, self.siglip.logit_scale, self.siglip.logit_bias, positives)
         else:
-            loss = infonce_loss(image, text, self.config.train.temperature, positives)
+            loss = infonce_loss(image, text, self.config.train.infonce_temperature, positives)
         return loss, image, text
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
