@@ -88,12 +88,17 @@ def test_predictions_file_has_one_line_per_test_study(evaluated, smoke_prepared)
 def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_config, trained):
     from worker.data.cleaning import r2gen_tokens_text
     from worker.generation.evaluate import evaluate
+    from worker.generation.stage import train_full
 
     config = smoke_config.model_copy(update={
         "data": smoke_config.data.model_copy(update={"target": "findings"}),
         "eval": smoke_config.eval.model_copy(update={"protocol": "r2gen"}),
+        "generation": smoke_config.generation.model_copy(update={"epochs": 2}),
     })  # fmt: skip
-    result = evaluate(config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    # A generator of findings (the split and the SigLIP are the impression generator's): the evaluation scores
+    # the section its checkpoint was trained to write.
+    findings = train_full(config, MemoryRecorder(), siglip_checkpoint=trained.siglip_checkpoint)
+    result = evaluate(config, MemoryRecorder(), checkpoint=findings.metrics["best_checkpoint"])
     lines = [json.loads(line) for line in Path(result.artifacts["predictions"]).read_text().splitlines()]
     references = [row["reference"] for row in lines]
     # The references are the findings in R2Gen's form (cleaning them again changes nothing) ...
@@ -117,6 +122,19 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
     assert result.metrics["native_template_coco_bleu4"] == pytest.approx(native["coco_bleu4"])
     assert all(f"native_{key}" in lines[0] for key in ("bleu4", "rougeL", "nn_base_rougeL"))
     assert not any(key.startswith("r2gen_") for key in result.metrics)
+
+
+def test_the_r2gen_protocol_is_refused_for_a_generator_of_impressions_in_one_line(smoke_config, trained):
+    from worker.config import ConfigError
+    from worker.generation.evaluate import evaluate
+
+    config = smoke_config.model_copy(update={
+        "data": smoke_config.data.model_copy(update={"target": "findings"}),
+        "eval": smoke_config.eval.model_copy(update={"protocol": "r2gen"}),
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        evaluate(config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    assert "\n" not in str(refused.value) and "trained on the impression" in str(refused.value)
 
 
 def test_qualitative_writes_html_and_png(smoke_config, trained):

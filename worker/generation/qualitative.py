@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, no disp
 from matplotlib.image import imsave
 
 from worker.config import RunConfig
+from worker.generation.evaluate import scored_data_metrics
 from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
 from worker.result import StageResult
@@ -112,7 +113,11 @@ def qualitative(
         protocol=config.eval.protocol, seed=config.seed,
     )  # fmt: skip
     png = write_grid(predictions, shown, folder / f"qualitative-{split}.png")
-    metrics = {"num_shown": len(shown), f"mean_{RANK_BY}_shown": _mean(predictions, shown, RANK_BY)}
+    metrics = {
+        "num_shown": len(shown),
+        f"mean_{RANK_BY}_shown": _mean(predictions, shown, RANK_BY),
+        **scored_data_metrics(predictions),
+    }
     recorder.log_metrics(metrics, split=split)
     return StageResult(stage=STAGE, metrics=metrics, artifacts={"html": str(html), "png": str(png)})
 

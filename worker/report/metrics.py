@@ -70,6 +70,7 @@ GENERATION_MEASURES = [
     Measure("evaluate", "coco_cider", "CIDEr, COCO toolkit (0-10)", 3, False),
     Measure("evaluate", "cosine_generated", "Image-text cosine, generated (-1 to 1)", 3, False),
     Measure("evaluate", "cosine_reference", "Image-text cosine, reference (-1 to 1)", 3, False),
+    Measure("evaluate", "train_overlap", "Scored studies the model trained on (count, goal 0)", 0, True),
     *(
         _fraction("evaluate", f"study_{key}", f"{name}, mean per test study", per_item=key, items="test studies")
         for key, name in (("bleu4", "Sentence BLEU-4"), ("rougeL", "ROUGE-L F1"))
