@@ -117,3 +117,22 @@ def test_a_moved_copy_of_the_checkpoints_dataset_is_the_same_dataset(tmp_path: P
                         checkpoint)  # fmt: skip
     assert plan.other_dataset and plan.scored.data.data_dir == str(changed)
     assert plan.scored.data.split_seed == smoke_config.data.split_seed
+
+
+def test_the_report_names_the_split_and_shows_train_overlap():
+    from worker.report import render
+    from worker.report.analysis import compare_runs
+
+    rows = [
+        {"id": i, "job_id": i, "stage": stage, "peft_method": method, "status": "succeeded", "seed": seed,
+         "metrics": {"train_overlap": 0, "bleu4": 0.1 + seed / 100, "best_val_loss": 1.0},
+         "cell": {"peft.method": method}, "per_item": None}
+        for i, (method, seed, stage) in enumerate(
+            (m, s, st) for m in ("lora", "qlora") for s in (1, 2) for st in ("train", "evaluate")
+        )
+    ]  # fmt: skip
+    split = load_config("smoke").data.describe_split()
+    page = render.markdown(compare_runs(rows, [], split=split))
+    assert "Every seed used the same data split (split seed 42, 70/10/20 train/val/test by study)." in page
+    row = "| Scored studies the model trained on (count, goal 0) | 0"
+    assert any(line.startswith(row) for line in page.splitlines())

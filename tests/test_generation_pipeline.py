@@ -146,6 +146,9 @@ def test_qualitative_writes_html_and_png(smoke_config, trained):
     assert html.count("data:image/png;base64,") == 5
     for kind in ("best", "worst", "random"):
         assert f'class="kind {kind}"' in html
+    # The page says which split it shows and that none of its studies trained the model.
+    assert "the checkpoint&#39;s split seed 42" in html and "studies the model trained on among them: 0." in html
+    assert result.metrics["train_overlap"] == 0
     with Image.open(result.artifacts["png"]) as png:
         assert png.format == "PNG"
         assert png.size == (round(GRID_WIDTH_IN * GRID_DPI), round(5 * ROW_HEIGHT_IN * GRID_DPI))
