@@ -137,6 +137,14 @@ def test_the_r2gen_protocol_is_refused_for_a_generator_of_impressions_in_one_lin
     assert "\n" not in str(refused.value) and "trained on the impression" in str(refused.value)
 
 
+def test_the_training_split_scored_on_purpose_counts_every_study_as_seen_in_training(smoke_config, trained):
+    from worker.generation.predict import predict
+
+    predictions = predict(smoke_config, trained.result.metrics["best_checkpoint"], "train")
+    studies = set(predictions.studies.uids)
+    assert studies and predictions.train_overlap == len(studies) and predictions.train_excluded == 0
+
+
 def test_qualitative_writes_html_and_png(smoke_config, trained):
     from worker.generation.qualitative import GRID_DPI, GRID_WIDTH_IN, ROW_HEIGHT_IN, qualitative
 

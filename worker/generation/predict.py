@@ -35,7 +35,8 @@ class Predictions:
     plan: ScoringPlan | None = None
     """Which data was scored, and the checkpoint's own data (whose training split the baselines read)."""
     train_overlap: int = 0
-    """Scored studies that are in the checkpoint's training split (the goal, and what exclusion leaves: 0)."""
+    """Scored studies that are in the checkpoint's training split: the goal is 0 (it is all of them only when
+    the training split itself is scored)."""
     train_excluded: int = 0
     """Studies of the split left out because the checkpoint trained on them (scoring another dataset)."""
 
@@ -46,15 +47,18 @@ class Predictions:
 
 def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     """Load the report model and its SigLIP, generate for every study of ``split`` of the checkpoint's data
-    (worker/data/identity.py) that it did not train on, score each study."""
+    (worker/data/identity.py), score each study. Of another dataset, the studies the checkpoint trained on
+    are left out; of its own, ``split`` is what is scored (``train`` on purpose shows memorisation, and
+    ``train_overlap`` says so)."""
     from worker.data import load_prepared
 
     plan = scoring_plan(config, checkpoint)
     # First: on the smoke preset it also builds the tiny models.
     data = load_prepared(plan.scored).split(split)
     trained_on = plan.training_uids()
-    excluded = len(set(data.uids) & trained_on)
-    data = data.without(trained_on)
+    excluded = len(set(data.uids) & trained_on) if plan.other_dataset else 0
+    if excluded:
+        data = data.without(trained_on)
     accelerator = resolve_accelerator(config.train)
     device = torch_device(accelerator)
     # Decode in the training precision (bf16 on GPUs that support it), not fp32.
