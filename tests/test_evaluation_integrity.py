@@ -136,3 +136,18 @@ def test_the_report_names_the_split_and_shows_train_overlap():
     assert "Every seed used the same data split (split seed 42, 70/10/20 train/val/test by study)." in page
     row = "| Scored studies the model trained on (count, goal 0) | 0"
     assert any(line.startswith(row) for line in page.splitlines())
+
+
+def test_the_callers_split_settings_never_reach_what_a_checkpoint_is_read_against(tmp_path: Path, smoke_config):
+    recorded = load_config("smoke", {"data.split_seed": "7", "seed": "7"})
+    identity = {"data": recorded.data.model_dump(mode="json", exclude={"num_workers", "cache_workers"}),
+                "root": None, "fingerprint": None, "train_uids": ["1", "2"]}  # fmt: skip
+    checkpoint = _header_file(tmp_path / "c.ckpt", {RUN_CONFIG_KEY: recorded.to_dict(), DATA_IDENTITY_KEY: identity})
+    caller = load_config("smoke", {"paths.var_dir": smoke_config.paths.var_dir, "data.split_seed": "3",
+                                   "data.projection": "both", "data.num_workers": "3"})  # fmt: skip
+    plan = scoring_plan(caller, checkpoint)
+    # predict's similar reports and the baselines read plan.trained; evaluate's studies plan.scored.
+    for config in (plan.trained, plan.scored):
+        assert (config.data.split_seed, config.data.projection) == (7, "Frontal")
+        assert config.data.num_workers == 3  # how to read the data stays the caller's
+    assert plan.train_uids == {"1", "2"} and not plan.other_dataset
