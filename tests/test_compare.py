@@ -161,8 +161,8 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     parent = json.loads(completed.stdout)
     assert parent["stage"] == "compare" and parent["state"] == "SUCCEEDED"
     children = service.get_job(parent["id"]).children
-    # One data preparation per seed (the split follows the seed), one training per method and seed.
-    assert sorted(c.stage for c in children) == ["prepare-data"] * 3 + ["report"] + ["train"] * 6
+    # One data preparation for every seed (the split has a seed of its own), one training per method and seed.
+    assert sorted(c.stage for c in children) == ["prepare-data"] + ["report"] + ["train"] * 6
     assert all(c.state is JobState.SUCCEEDED and c.parent_id == parent["id"] for c in children)
 
     report = json.loads(Path(parent["artifacts"]["json"]).read_text())
@@ -188,6 +188,50 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     line = next(line for line in report["conclusions"] if line.startswith("Best validation loss"))
     assert ("no significant difference" in line) is (not loss["significant"])
     assert len(report["curves"]["LoRA"]["val_loss"]) == 2
+    dispose_engines()
+    reset_settings()
+
+
+@pytest.mark.slow
+def test_compare_with_generation_scores_every_seed_on_the_same_test_studies(
+    smoke_prepared, smoke_config, tmp_path, monkeypatch
+):
+    for name in CONFIGURED:
+        monkeypatch.delenv(name, raising=False)
+    variables = {
+        **embedded_variables(tmp_path),
+        "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "JOBS_LOG_DIR": str(tmp_path / "logs"),
+        "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
+        **REAL_STAGE_TIMINGS,
+    }
+    env = JobEnv(tmp_path, variables)
+    for name, value in env.variables.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    dispose_engines()
+    worker = Worker(env, fake=False, name="compare-generation")
+    try:
+        worker.wait_ready()
+        completed = run_cli(
+            env, "submit", "compare", "--preset", "smoke", "--epochs", "1", "--seeds", "2", "--with-generation",
+            "--set", "train.limit_train_batches=2", "--set", "generation.epochs=1", "--wait", "--json", timeout=1500,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr + worker.output()[-4000:]
+    finally:
+        worker.stop()
+    parent = json.loads(completed.stdout)
+    assert parent["state"] == "SUCCEEDED", parent
+    evaluations = service.list_experiments(stage="evaluate")
+    assert len(evaluations) == 4  # two methods x two seeds
+    studies = [
+        [json.loads(line)["uid"] for line in Path(e.artifacts["predictions"]).read_text().splitlines()]
+        for e in evaluations
+    ]
+    assert studies[0] and all(listed == studies[0] for listed in studies)
+    assert all(e.metrics["train_overlap"] == 0 and e.metrics["split_seed"] == 42 for e in evaluations)
+    page = Path(parent["artifacts"]["markdown"]).read_text()
+    assert "same data split (split seed 42, 70/10/20 train/val/test by study)" in page
     dispose_engines()
     reset_settings()
 

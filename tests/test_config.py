@@ -9,7 +9,8 @@ def test_presets_load_with_seed_defaults():
     assert cfg.train.epochs == 10
     assert cfg.train.lr == pytest.approx(1e-4)
     assert cfg.train.warmup_steps == 500
-    assert cfg.train.temperature == pytest.approx(0.07)
+    assert cfg.train.loss == "sigmoid"
+    assert cfg.train.temperature is None  # the sigmoid loss learns its scale: no temperature listed
     assert cfg.data.projection == "Frontal"
     assert cfg.model.siglip == "google/siglip-base-patch16-224"
     assert load_config("medsiglip").model.requires_hf_token is True
@@ -81,3 +82,23 @@ def test_a_config_file_can_start_from_a_preset(tmp_path):
     path.write_text("base: nope\n")
     with pytest.raises(ConfigError, match="unknown base preset 'nope'"):
         load_config(config_path=path)
+
+
+def test_a_temperature_under_the_sigmoid_loss_is_refused_in_one_line():
+    with pytest.raises(ConfigError) as refused:
+        load_config("iu-xray", {"train.temperature": "0.05"})
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "train.temperature=0.05" in message and "train.loss=infonce" in message
+
+
+def test_a_temperature_is_used_by_the_infonce_loss():
+    cfg = load_config("smoke", {"train.loss": "infonce", "train.temperature": "0.05"})
+    assert cfg.train.infonce_temperature == pytest.approx(0.05)
+    assert load_config("smoke", {"train.loss": "infonce"}).train.infonce_temperature == pytest.approx(0.07)
+
+
+def test_the_split_seed_is_apart_from_the_run_seed():
+    cfg = load_config("smoke", {"seed": "7"})
+    assert (cfg.seed, cfg.data.split_seed) == (7, 42)
+    assert load_config("smoke", {"data.split_seed": "7"}).data.split_seed == 7

@@ -54,8 +54,15 @@ def test_prepared_splits_share_no_uid(smoke_prepared: PreparedData) -> None:
 
 
 def test_split_seed_changes_the_manifest_not_the_dataset(smoke_config: RunConfig, smoke_prepared: PreparedData) -> None:
-    other = load_prepared(load_config("smoke", {"paths.var_dir": smoke_config.paths.var_dir, "seed": 43}))
+    other = load_prepared(load_config("smoke", {"paths.var_dir": smoke_config.paths.var_dir, "data.split_seed": 43}))
     assert other.root == smoke_prepared.root
     assert other.artifacts["split_manifest"] != smoke_prepared.artifacts["split_manifest"]
     assert set(other.split("test").uids) != set(smoke_prepared.split("test").uids)
     assert other.counts["images_kept"] == smoke_prepared.counts["images_kept"]
+
+
+def test_the_run_seed_leaves_the_split_alone(smoke_config: RunConfig, smoke_prepared: PreparedData) -> None:
+    other = load_prepared(load_config("smoke", {"paths.var_dir": smoke_config.paths.var_dir, "seed": 7}))
+    assert other.artifacts["split_manifest"] == smoke_prepared.artifacts["split_manifest"]
+    for name in ("train", "val", "test"):
+        assert other.split(name).uids == smoke_prepared.split(name).uids

@@ -88,12 +88,17 @@ def test_predictions_file_has_one_line_per_test_study(evaluated, smoke_prepared)
 def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_config, trained):
     from worker.data.cleaning import r2gen_tokens_text
     from worker.generation.evaluate import evaluate
+    from worker.generation.stage import train_full
 
     config = smoke_config.model_copy(update={
         "data": smoke_config.data.model_copy(update={"target": "findings"}),
         "eval": smoke_config.eval.model_copy(update={"protocol": "r2gen"}),
+        "generation": smoke_config.generation.model_copy(update={"epochs": 2}),
     })  # fmt: skip
-    result = evaluate(config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    # A generator of findings (the split and the SigLIP are the impression generator's): the evaluation scores
+    # the section its checkpoint was trained to write.
+    findings = train_full(config, MemoryRecorder(), siglip_checkpoint=trained.siglip_checkpoint)
+    result = evaluate(config, MemoryRecorder(), checkpoint=findings.metrics["best_checkpoint"])
     lines = [json.loads(line) for line in Path(result.artifacts["predictions"]).read_text().splitlines()]
     references = [row["reference"] for row in lines]
     # The references are the findings in R2Gen's form (cleaning them again changes nothing) ...
@@ -119,6 +124,27 @@ def test_evaluate_under_the_r2gen_protocol_scores_r2gen_cleaned_findings(smoke_c
     assert not any(key.startswith("r2gen_") for key in result.metrics)
 
 
+def test_the_r2gen_protocol_is_refused_for_a_generator_of_impressions_in_one_line(smoke_config, trained):
+    from worker.config import ConfigError
+    from worker.generation.evaluate import evaluate
+
+    config = smoke_config.model_copy(update={
+        "data": smoke_config.data.model_copy(update={"target": "findings"}),
+        "eval": smoke_config.eval.model_copy(update={"protocol": "r2gen"}),
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        evaluate(config, MemoryRecorder(), checkpoint=trained.result.metrics["best_checkpoint"])
+    assert "\n" not in str(refused.value) and "trained on the impression" in str(refused.value)
+
+
+def test_the_training_split_scored_on_purpose_counts_every_study_as_seen_in_training(smoke_config, trained):
+    from worker.generation.predict import predict
+
+    predictions = predict(smoke_config, trained.result.metrics["best_checkpoint"], "train")
+    studies = set(predictions.studies.study_ids)
+    assert studies and predictions.train_overlap == len(studies) and predictions.train_excluded == 0
+
+
 def test_qualitative_writes_html_and_png(smoke_config, trained):
     from worker.generation.qualitative import GRID_DPI, GRID_WIDTH_IN, ROW_HEIGHT_IN, qualitative
 
@@ -128,6 +154,9 @@ def test_qualitative_writes_html_and_png(smoke_config, trained):
     assert html.count("data:image/png;base64,") == 5
     for kind in ("best", "worst", "random"):
         assert f'class="kind {kind}"' in html
+    # The page says which split it shows and that none of its studies trained the model.
+    assert "the checkpoint&#39;s split seed 42" in html and "studies the model trained on among them: 0." in html
+    assert result.metrics["train_overlap"] == 0
     with Image.open(result.artifacts["png"]) as png:
         assert png.format == "PNG"
         assert png.size == (round(GRID_WIDTH_IN * GRID_DPI), round(5 * ROW_HEIGHT_IN * GRID_DPI))

@@ -128,7 +128,7 @@ def test_jobs_run_predict_records_a_job(job_env: JobEnv, smoke_config, trained, 
     args = ["run", "predict", "--set", f"paths.var_dir={smoke_config.paths.var_dir}", "--checkpoint",
             trained.checkpoint, "--images", inputs.paths[0], inputs.mono1, "--top-k", "2", "--json"]  # PATH...
     result = invoke(*args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one of the files is not an image (--allow-unreadable: 0)
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["state"] == "SUCCEEDED"
     assert payload["metrics"]["num_predicted"] == 7 and payload["metrics"]["num_failed"] == 1

@@ -36,8 +36,9 @@ def test_the_grid_expands_to_every_combination_and_seed_with_validated_values():
     for run in runs:
         assert run.config["peft"]["r"] == run.cell["peft.r"] and run.config["seed"] == run.seed
         assert run.config["train"]["epochs"] == 2
-    # The split follows the seed, so the seeds need their own prepared data; the grid's keys do not.
-    assert len({run.data_key() for run in runs}) == 2
+    # The split has a seed of its own: every seed and grid point share one prepared data and one split.
+    assert len({run.data_key() for run in runs}) == 1
+    assert {run.config["data"]["split_seed"] for run in runs} == {42}
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ def test_a_bad_grid_is_one_error_naming_the_key(grid, seeds, words):
 
 
 @pytest.mark.usefixtures("job_env")
-def test_the_plan_has_one_prepare_per_seed_and_one_branch_per_run():
+def test_the_plan_has_one_prepare_for_every_seed_and_one_branch_per_run():
     request = _sweep(seed_list=[3, 5], metric="val_loss", mode="min")
     config = load_config("smoke").to_dict()
     plan = create_plan(request, config, plan_runs(request, config), with_generation=False)
@@ -68,9 +69,10 @@ def test_the_plan_has_one_prepare_per_seed_and_one_branch_per_run():
         children = list(session.scalars(select(Job).where(Job.parent_id == plan.parent_id).order_by(Job.id)))
         parent = session.get(Job, plan.parent_id)
         params = parent.params
-    assert [c.stage for c in children] == ["prepare-data"] * 2 + ["train"] * 8 + ["report"]
-    assert [c.config["seed"] for c in children[:2]] == [3, 5]
-    assert {(c.config["peft"]["method"], c.config["peft"]["r"], c.config["seed"]) for c in children[2:10]} == {
+    # The seeds vary training only: one split, so one data preparation for all of them.
+    assert [c.stage for c in children] == ["prepare-data"] + ["train"] * 8 + ["report"]
+    assert {c.config["data"]["split_seed"] for c in children} == {42}
+    assert {(c.config["peft"]["method"], c.config["peft"]["r"], c.config["seed"]) for c in children[1:9]} == {
         (m, r, s) for m in ("lora", "qlora") for r in (8, 16) for s in (3, 5)
     }
     assert params["grid"] == GRID and params["seed_list"] == [3, 5]
@@ -124,7 +126,7 @@ def test_the_api_queues_a_sweep_with_its_children(client: TestClient):
     parent = response.json()
     assert parent["stage"] == "sweep" and parent["state"] == "RUNNING"
     assert parent["params"]["grid"] == GRID and parent["params"]["metric"] == "i2t_recall@1"
-    assert sorted(c["stage"] for c in parent["children"]) == ["prepare-data"] * 2 + ["report"] + ["train"] * 8
+    assert sorted(c["stage"] for c in parent["children"]) == ["prepare-data"] + ["report"] + ["train"] * 8
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,9 @@ FIELDS = ("siglip", "biogpt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HUB_COMMIT = re.compile(r"[0-9a-f]{40}")
 DIGEST_PREFIX = "sha256:"
+# The variables huggingface_hub and transformers read to stay off the network, and the values meaning "yes".
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 class BaseMismatch(ValueError):
@@ -77,10 +80,18 @@ def verified_base(config: RunConfig, field: str, source: str) -> RunConfig:
     return pin_base(config, field, source) if getattr(config.model, f"{field}_revision") else config
 
 
+def hub_offline() -> bool:
+    """Whether the hub must not be asked: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set to a true value."""
+    return any(os.environ.get(name, "").strip().upper() in OFFLINE_VALUES for name in OFFLINE_VARIABLES)
+
+
 def hub_commit(repo_id: str, revision: str | None, key: str = "the model's revision") -> str:
-    """The commit a hub revision (None: the default branch) names; a commit id is taken as it is, offline too."""
+    """The commit a hub revision (None: the default branch) names; a commit id is taken as it is, offline too.
+    Offline, the Hugging Face cache answers (``cached_commit``)."""
     if revision and HUB_COMMIT.fullmatch(revision):
         return revision
+    if hub_offline():
+        return cached_commit(repo_id, revision)
     from huggingface_hub import HfApi
 
     try:
@@ -91,6 +102,23 @@ def hub_commit(repo_id: str, revision: str | None, key: str = "the model's revis
             f"({exc.__class__.__name__}); connect to the hub (HF_TOKEN for gated models), set {key} to a commit "
             "already in the local cache, or point the model at a local folder"
         ) from exc
+
+
+def cached_commit(repo_id: str, revision: str | None) -> str:
+    """The commit of the snapshot the local Hugging Face cache holds for ``repo_id`` at ``revision`` (None: the
+    default branch), read from the cache's refs without a network call; one line naming the download otherwise."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, revision=revision, local_files_only=True)
+    except Exception as exc:  # not cached, or cached without that ref: either way the cache cannot answer
+        at = f" --revision {revision}" if revision else ""
+        raise RuntimeError(
+            f"hub model '{repo_id}' at {revision or 'its default branch'} is not in the Hugging Face cache and the "
+            f"hub is offline ({exc.__class__.__name__}); on a connected machine run `hf download {repo_id}{at}` "
+            "with the same HF_HOME (or copy its hub cache folder here), or point the model at a local folder"
+        ) from None
+    return Path(folder).name
 
 
 def weights_digest(folder: str | Path) -> str:

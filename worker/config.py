@@ -52,6 +52,10 @@ def _names(kind: str) -> dict[str, str]:
     return {LOCATION_KEY: kind}
 
 
+# The split the project always drew before the split had a seed of its own (the run seed's default).
+DEFAULT_SPLIT_SEED = 42
+
+
 class DataConfig(_Section):
     source: Literal["synthetic", "kaggle", "local"] = Field(
         "synthetic", description="Where the IU-Xray files come from: generated, Kaggle download, or data_dir."
@@ -76,6 +80,13 @@ class DataConfig(_Section):
         "impression", description="Report section used as the text of each image."
     )
     image_size: int = Field(224, ge=16, le=1024, description="Side of the square cached images, in pixels.")
+    split_seed: int = Field(
+        DEFAULT_SPLIT_SEED,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the train/val/test draw, apart from the run's seed: every training seed is scored "
+        "on the same studies; change it only to study the split itself.",
+    )
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.1, 0.2), description="Train/val/test fractions of the studies, split by uid."
     )
@@ -86,6 +97,13 @@ class DataConfig(_Section):
     )
     num_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes.")
     cache_workers: int = Field(0, ge=0, le=256, description="Processes building the image cache (0: all cores).")
+
+    def describe_split(self) -> str:
+        """The split in words, for reports: the file that fixes it, or the seed and fractions of the draw."""
+        if self.split_file:
+            return f"split file {self.split_file}"
+        percent = "/".join(f"{round(f * 100)}" for f in self.split_fractions)
+        return f"split seed {self.split_seed}, {percent} train/val/test by study"
 
     @model_validator(mode="after")
     def _data_dir_needs_a_source_that_reads_it(self) -> DataConfig:
@@ -149,14 +167,21 @@ class PeftConfig(_Section):
     )
 
 
+INFONCE_TEMPERATURE = 0.07
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=1000, description="Maximum training epochs.")
     batch_size: int = Field(16, ge=1, le=4096, description="Images per device per step.")
     lr: float = Field(1e-4, gt=0, le=1.0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=1.0, description="AdamW weight decay.")
     warmup_steps: int = Field(500, ge=0, le=1_000_000, description="Linear warmup steps before cosine decay.")
-    loss: Literal["sigmoid", "infonce"] = Field("sigmoid", description="SigLIP pairwise sigmoid, or InfoNCE.")
-    temperature: float = Field(0.07, gt=0, le=10, description="Fixed InfoNCE temperature.")
+    loss: Literal["sigmoid", "infonce"] = Field(
+        "sigmoid", description="SigLIP pairwise sigmoid (learns its logit scale and bias), or InfoNCE."
+    )
+    temperature: float | None = Field(
+        None, gt=0, le=10, description=f"Fixed InfoNCE temperature (loss=infonce only; unset: {INFONCE_TEMPERATURE})."
+    )
     max_text_length: int = Field(64, ge=8, le=512, description="SigLIP text tokens (padded to max_length).")
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
         "auto", description="Lightning precision; auto = bf16-mixed on GPUs that support it, else 32-true."
@@ -178,6 +203,10 @@ class TrainConfig(_Section):
         min_length=1,  # the learning-rate monitor needs a logger
         description="Lightning loggers: csv, tensorboard, mlflow (MLFLOW_TRACKING_URI); views, SQL stays the record.",
     )
+
+    @property
+    def infonce_temperature(self) -> float:
+        return INFONCE_TEMPERATURE if self.temperature is None else self.temperature
 
     @field_validator("loggers", mode="before")
     @classmethod
@@ -232,7 +261,9 @@ class PathsConfig(_Section):
 
 class RunConfig(_Section):
     preset: str = Field("custom", description="Name of the preset this config came from.")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for splits, init and data order.")
+    seed: int = Field(
+        42, ge=0, le=2**31 - 1, description="Seed for init and data order (the split has data.split_seed)."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
@@ -287,6 +318,7 @@ SHORTCUTS: dict[str, str] = {
     "peft": "peft.method",
     "devices": "train.devices",
     "seed": "seed",
+    "split_seed": "data.split_seed",
     "projection": "data.projection",
     "source": "data.source",
     "data_dir": "data.data_dir",
@@ -412,9 +444,25 @@ def load_config(
     for key, value in overrides.items():
         _set_dotted(tree, key, _parse_scalar(value) if isinstance(value, str) else value)
     try:
-        return RunConfig.model_validate(tree)
+        config = RunConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc)) from None
+    _refuse_unused_values(config)
+    return config
+
+
+def _refuse_unused_values(config: RunConfig) -> None:
+    """A value the chosen method never reads would read, in a config or a report, as a setting that mattered.
+
+    Checked where a user states a config (presets, files, overrides, the API), not in RunConfig itself: run
+    configs recorded in older checkpoints and job rows carry the old default temperature beside the sigmoid loss.
+    """
+    train = config.train
+    if train.loss == "sigmoid" and train.temperature is not None:
+        raise ConfigError(
+            f"train.temperature={train.temperature} is read only by train.loss=infonce; the sigmoid loss learns "
+            "its own logit scale and bias: drop train.temperature, or set train.loss=infonce"
+        )
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, str]:

@@ -147,6 +147,7 @@ GENERATION = [
     Metric("coco_cider", "evaluate", "CIDEr, COCO toolkit (0-10)", 3, False, compared=True, **TEXT),
     Metric("cosine_generated", "evaluate", "Image-text cosine, generated (-1 to 1)", 3, False),
     Metric("cosine_reference", "evaluate", "Image-text cosine, reference (-1 to 1)", 3, False),
+    Metric("train_overlap", "evaluate", "Scored studies the model trained on (count, goal 0)", 0, True),
     # Per study: the values a paired interval against a baseline is computed from. Written to the predictions
     # file under their historical keys (bleu4, rougeL), beside the corpus metrics of the same names.
     _fraction("evaluate", "study_bleu4", "Sentence BLEU-4, mean per test study", per_item="bleu4", decides=True,
@@ -170,6 +171,12 @@ RECORDED = [
         ("clinical_accuracy_5", "CheXbert label accuracy, 5 observations"),
     )),
     Metric("num_samples", "evaluate", "Test studies (count)", 0, None, shown=False),
+    # Which data was scored (docs/evaluation-integrity.md): the checkpoint's split seed, whether another dataset
+    # than the checkpoint's was scored (1) or not (0), and how many of its studies were left out as training ones.
+    Metric("split_seed", "evaluate", "Split seed (the checkpoint's)", 0, None, shown=False),
+    Metric("other_dataset", "evaluate", "Another dataset than the checkpoint's (1 or 0)", 0, None, shown=False),
+    Metric("train_overlap_excluded", "evaluate", "Training studies left out of another dataset (count)", 0, None,
+           shown=False),
     Metric("generation_time_s", "evaluate", "Generation time (s)", 1, True, shown=False),
     Metric("reports_per_s", "evaluate", "Generation throughput (reports/s)", 1, False, shown=False),
     Metric("empty_generations", "evaluate", "Empty generations (count)", 0, True, shown=False),

@@ -18,7 +18,8 @@ COMPARE_GRID: dict[str, list[str]] = {"peft.method": ["lora", "qlora"]}
 # The seed has flags of its own (--seeds, --seed-list): as a grid key it would be a second way to say it.
 RESERVED_KEYS = {"seed": "use --seeds N or --seed-list instead of a grid over 'seed'"}
 # What the data stage's output depends on: runs that agree on these share one prepare-data child.
-DATA_SECTIONS = ("seed", "data", "model")
+# The run seed is not among them: the split has a seed of its own (data.split_seed), so the seeds share one.
+DATA_SECTIONS = ("data", "model")
 
 
 class GridError(ValueError):

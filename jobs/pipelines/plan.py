@@ -5,12 +5,12 @@
                                           ...
 
 A sweep runs every combination of its grid (grid.py) with every seed; a comparison is the sweep over
-``peft.method = lora, qlora``. There is one prepare-data child per distinct data setup (the split follows the
-seed), run one after another before the branches. The branches run in parallel where workers are free
-(launch.py sends the canvas); the report runs last. Every child is an ordinary job row (parent_id = the
-comparison), so it is claimed, heartbeated, recorded and cancelled like any other. A child that needs an
-earlier child's output names it as ``job:<id>`` in its params, which the runner resolves when the child
-starts (jobs/execution/refs.py).
+``peft.method = lora, qlora``. There is one prepare-data child per distinct data setup (the split has a
+seed of its own, so the seeds share it), run one after another before the branches. The branches run in
+parallel where workers are free (launch.py sends the canvas); the report runs last. Every child is an
+ordinary job row (parent_id = the comparison), so it is claimed, heartbeated, recorded and cancelled like any
+other. A child that needs an earlier child's output names it as ``job:<id>`` in its params, which the runner
+resolves when the child starts (jobs/execution/refs.py).
 
 The parent is not run by a worker: it is RUNNING from submission until its report job settles it
 (settle.py), and the stale-job sweep leaves it alone.

@@ -164,6 +164,7 @@ def report_stage(config: RunConfig, recorder: Recorder, *, compare_job: int | No
             metric=rows.metric,
             mode=rows.mode,
             failures=rows.failures,
+            split=config.data.describe_split(),
         )
     except Exception as exc:
         settle_parent(compare_job, JobState.FAILED, f"report failed: {exc}")

@@ -9,6 +9,7 @@ config only parses the CSVs, lists the PNG folder and memory-maps the caches.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,20 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def without(self, uids: Collection[str]) -> SplitData:
+        """This split without the rows of the given studies (their images copied out of the cache)."""
+        keep = [i for i, uid in enumerate(self.uids) if uid not in uids]
+        if len(keep) == len(self.uids):
+            return self
+        return SplitData(
+            name=self.name,
+            uids=[self.uids[i] for i in keep],
+            filenames=[self.filenames[i] for i in keep],
+            projections=[self.projections[i] for i in keep],
+            texts=[self.texts[i] for i in keep],
+            images=self.images[keep],
+        )
+
 
 @dataclass
 class PreparedData:
@@ -70,7 +85,7 @@ def _split_manifest(
     data = config.data
     if not data.split_file:
         manifest, path = load_or_create_manifest(
-            prepared_dir, parsed.report_uids, config.seed, tuple(data.split_fractions)
+            prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions)
         )
         return manifest, path, {}, {}
     fixed = fixed_split(config.local_path(data.split_file), parsed.report_uids, parsed.filenames)

@@ -8,12 +8,10 @@ folder, optionally with a merged SigLIP, and can push it to the Hub.
 from __future__ import annotations
 
 import math
-import pickle
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY, SIGLIP_CHECKPOINT_KEY
@@ -24,6 +22,7 @@ from worker.export.layout import MERGED_SIGLIP_DIR, MODEL_CARD, RUN_CONFIG, SIGL
 from worker.export.siglip import write_merged_siglip, write_siglip_adapter
 from worker.recorder import Recorder
 from worker.result import StageResult
+from worker.safe_checkpoint import load_checkpoint
 from worker.tracking import log_artifacts
 from worker.training.callbacks import METRICS_KEY
 from worker.training.runs import output_dir
@@ -43,14 +42,8 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist; pass the best_checkpoint of a train or train-full run"
         )
     # Plain tensors and containers only: a path can come from the network (under the allowed roots).
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ValueError(
-            f"{path} is not a checkpoint of the train or train-full stage (it does not load: "
-            f"{exc.__class__.__name__}); pass the best_checkpoint of such a run"
-        ) from None
-    if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
+    checkpoint = load_checkpoint(path, "checkpoint")
+    if RUN_CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} is not a checkpoint of the train or train-full stage (no run config in it)")
     if LORA_TARGETS_KEY not in checkpoint and SIGLIP_CHECKPOINT_KEY not in checkpoint:
         raise ValueError(f"{path} is neither a SigLIP adapter checkpoint (train) nor a train-full checkpoint")

@@ -19,6 +19,7 @@ from worker.generation.module import (
     base_fingerprint,
 )
 from worker.inputs import local_file
+from worker.safe_checkpoint import load_checkpoint
 
 # What shapes the network: taken from the checkpoint, whatever the caller's config says.
 ARCHITECTURE_FIELDS = ("prefix_tokens", "projector", "features", "biogpt_tuning", "lora_r", "lora_alpha")
@@ -43,7 +44,7 @@ def load_report_model(
     if not path.is_file():
         raise FileNotFoundError(f"report-generation checkpoint {path} does not exist; pass the best_checkpoint "
                                 "that `train-full` returned")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path, "report-generation checkpoint")
     if RUN_CONFIG_KEY not in state or SIGLIP_CHECKPOINT_KEY not in state:
         raise ValueError(f"{path} is not a train-full checkpoint (no run config / SigLIP checkpoint in it)")
     trained = RunConfig.model_validate(state[RUN_CONFIG_KEY])

@@ -49,7 +49,8 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     labeler = load_labeler(device) if config.eval.clinical else None  # fails here, before any generation
     predictions = predict(config, checkpoint, split)
     references, protocol = predictions.references, config.eval.protocol
-    baselines = baseline_texts(load_prepared(config).split("train"), predictions.images,
+    # The baselines read the training studies the checkpoint saw, whatever data is scored.
+    baselines = baseline_texts(load_prepared(predictions.plan.trained).split("train"), predictions.images,
                                predictions.siglip_checkpoint, device)  # fmt: skip
     texts = {MODEL: predictions.generated, **baselines}
     per_item: list[dict[str, Any]] = [{} for _ in references]
@@ -69,6 +70,7 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
         "reports_per_s": count / predictions.generation_time_s if predictions.generation_time_s else 0.0,
         "empty_generations": sum(1 for text in predictions.generated if not text),
         "distinct_generations": len(set(predictions.generated)),
+        **scored_data_metrics(predictions),
     }
     for name, baseline in baselines.items():
         metrics[f"{name}_distinct_generations"] = len(set(baseline))
@@ -78,6 +80,19 @@ def evaluate(config: RunConfig, recorder: Recorder, *, checkpoint: str, split: s
     path = output_dir(config, STAGE, checkpoint) / f"predictions-{split}.jsonl"
     write_predictions(predictions, path, per_item)
     return StageResult(stage=STAGE, metrics=metrics, artifacts={"predictions": str(path)})
+
+
+def scored_data_metrics(predictions: Predictions) -> dict[str, float]:
+    """Which split was scored and how it relates to the training split: ``train_overlap`` (scored studies the
+    checkpoint trained on; the goal is 0), ``train_overlap_excluded`` (studies left out for that reason when
+    another dataset is scored), ``split_seed`` and whether another dataset than the checkpoint's was scored."""
+    plan = predictions.plan
+    return {
+        "train_overlap": predictions.train_overlap,
+        "train_overlap_excluded": predictions.train_excluded,
+        "split_seed": plan.scored.data.split_seed,
+        "other_dataset": int(plan.other_dataset),
+    }
 
 
 def _score(

@@ -9,6 +9,7 @@ import torch
 
 from worker.checkpoint_info import RUN_CONFIG_KEY, SIGLIP_CHECKPOINT_KEY
 from worker.config import RunConfig
+from worker.data.identity import DATA_IDENTITY_KEY
 from worker.generation.model import ReportCaptioner
 from worker.siglip.model import trainable_parameter_names
 from worker.training.callbacks import METRICS_KEY, logged_metrics
@@ -38,6 +39,8 @@ class ReportGenModule(L.LightningModule):
         self.feature_dim = feature_dim
         self.fingerprint = base_fingerprint(captioner)
         self.strict_loading = False  # resuming loads only the trainable parameters
+        # The data it trains on (worker/data/identity.py); the stage sets it, a bare module records none.
+        self.data_identity: dict[str, Any] | None = None
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.captioner(batch["features"], batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -66,4 +69,6 @@ class ReportGenModule(L.LightningModule):
         checkpoint[SIGLIP_CHECKPOINT_KEY] = self.siglip_checkpoint
         checkpoint[FEATURE_DIM_KEY] = self.feature_dim
         checkpoint[BASE_FINGERPRINT_KEY] = self.fingerprint
+        if self.data_identity is not None:
+            checkpoint[DATA_IDENTITY_KEY] = self.data_identity
         checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer

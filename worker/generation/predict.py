@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from worker.config import RunConfig
+from worker.data.identity import ScoringPlan, scoring_plan
 from worker.generation.checkpoint import load_report_model
 from worker.generation.encoder import image_features, load_siglip
 from worker.generation.generate import generate_reports
@@ -32,6 +33,13 @@ class Predictions:
     generation_time_s: float
     siglip_checkpoint: str | None = None
     """The SigLIP checkpoint whose image features the report model reads."""
+    plan: ScoringPlan | None = None
+    """Which data was scored, and the checkpoint's own data (whose training split the baselines read)."""
+    train_overlap: int = 0
+    """Scored studies that are in the checkpoint's training split: the goal is 0 (it is all of them only when
+    the training split itself is scored)."""
+    train_excluded: int = 0
+    """Studies of the split left out because the checkpoint trained on them (scoring another dataset)."""
 
     @property
     def references(self) -> list[str]:
@@ -39,10 +47,19 @@ class Predictions:
 
 
 def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
-    """Load the report model and its SigLIP, generate for every study of ``split``, score each study."""
+    """Load the report model and its SigLIP, generate for every study of ``split`` of the checkpoint's data
+    (worker/data/identity.py), score each study. Of another dataset, the studies the checkpoint trained on
+    are left out; of its own, ``split`` is what is scored (``train`` on purpose shows memorisation, and
+    ``train_overlap`` says so)."""
     from worker.data import load_prepared
 
-    data = load_prepared(config).split(split)  # first: on the smoke preset it also builds the tiny models
+    plan = scoring_plan(config, checkpoint)
+    # First: on the smoke preset it also builds the tiny models.
+    data = load_prepared(plan.scored).split(split)
+    trained_on = plan.training_uids()
+    excluded = len(set(data.uids) & trained_on) if plan.other_dataset else 0
+    if excluded:
+        data = data.without(trained_on)
     accelerator = resolve_accelerator(config.train)
     device = torch_device(accelerator)
     # Decode in the training precision (bf16 on GPUs that support it), not fp32.
@@ -51,7 +68,8 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
     gen = loaded.config.generation
     studies = select_studies(data)
     if not len(studies):
-        raise ValueError(f"the {split} split has no studies; choose another split or a larger dataset")
+        left_out = f" once the {excluded} the checkpoint trained on are left out" if excluded else ""
+        raise ValueError(f"the {split} split has no studies{left_out}; choose another split or a larger dataset")
     images = studies.images(data)
     siglip = load_siglip(loaded.siglip_checkpoint, device)
     features = image_features(siglip, images, gen)
@@ -74,4 +92,7 @@ def predict(config: RunConfig, checkpoint: str, split: str) -> Predictions:
             strict=True,
         )
     ]
-    return Predictions(split, studies, images, generated, scores, generation_time, loaded.siglip_checkpoint)
+    overlap = len(set(studies.study_ids) & trained_on)
+    return Predictions(
+        split, studies, images, generated, scores, generation_time, loaded.siglip_checkpoint, plan, overlap, excluded
+    )

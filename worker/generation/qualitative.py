@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, no disp
 from matplotlib.image import imsave
 
 from worker.config import RunConfig
+from worker.generation.evaluate import scored_data_metrics
 from worker.generation.predict import Predictions, predict
 from worker.recorder import Recorder
 from worker.result import StageResult
@@ -53,6 +54,7 @@ img { width: 160px; image-rendering: pixelated; }
 <h1>Generated reports: {{ split }} split</h1>
 <p>{{ shown }} of {{ total }} studies: the best and the worst by per-study ROUGE-L, and some drawn at random
 from the others. Texts scored under the {{ protocol }} protocol. Checkpoint: <code>{{ checkpoint }}</code>.</p>
+{% if scored %}<p class="note">{{ scored }}</p>{% endif %}
 <p class="note">{{ metrics_note }}</p>
 {% for section in sections %}
 <h2 class="{{ section.kind }}">{{ section.title }}</h2>
@@ -112,7 +114,11 @@ def qualitative(
         protocol=config.eval.protocol, seed=config.seed,
     )  # fmt: skip
     png = write_grid(predictions, shown, folder / f"qualitative-{split}.png")
-    metrics = {"num_shown": len(shown), f"mean_{RANK_BY}_shown": _mean(predictions, shown, RANK_BY)}
+    metrics = {
+        "num_shown": len(shown),
+        f"mean_{RANK_BY}_shown": _mean(predictions, shown, RANK_BY),
+        **scored_data_metrics(predictions),
+    }
     recorder.log_metrics(metrics, split=split)
     return StageResult(stage=STAGE, metrics=metrics, artifacts={"html": str(html), "png": str(png)})
 
@@ -125,6 +131,17 @@ def _png_base64(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     imsave(buffer, image, cmap="gray", vmin=0, vmax=255, format="png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def scored_note(predictions: Predictions) -> str:
+    """Which studies were scored, in words: the split, and the training studies among them (none) or left out."""
+    if predictions.plan is None:
+        return ""
+    plan = predictions.plan
+    where = "another dataset, with the checkpoint's" if plan.other_dataset else "the checkpoint's"
+    left_out = f", {predictions.train_excluded} left out" if predictions.train_excluded else ""
+    return (f"Studies of {where} {plan.scored.data.describe_split()}; studies the model trained on among them: "
+            f"{predictions.train_overlap}{left_out}.")  # fmt: skip
 
 
 def write_html(
@@ -151,7 +168,7 @@ def write_html(
     ]
     page = PAGE.render(
         sections=sections, shown=len(rows), total=total, split=predictions.split, checkpoint=checkpoint,
-        protocol=protocol, metrics_note=METRICS_NOTE,
+        protocol=protocol, metrics_note=METRICS_NOTE, scored=scored_note(predictions),
     )  # fmt: skip
     path.write_text(page, encoding="utf-8")
     return path

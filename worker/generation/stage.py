@@ -15,7 +15,9 @@ import torch
 from transformers import AutoTokenizer
 
 from worker.base_models import base_source
+from worker.checkpoint_info import read_header
 from worker.config import RunConfig
+from worker.data.identity import data_identity, trained_data, with_data
 from worker.export.stage import write_run_outputs
 from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
 from worker.generation.encoder import image_features, load_siglip
@@ -55,7 +57,15 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
     if not Path(siglip_checkpoint).is_file():
         raise FileNotFoundError(f"SigLIP checkpoint {siglip_checkpoint} does not exist; pass the best_checkpoint "
                                 "that `jobs run train` returned")
+    # The generator trains on its SigLIP's dataset and split: a study that adapted the image features is never
+    # in the generator's validation or test split. The section it writes (data.target) is its own: the split
+    # is drawn over every study with a report, whichever section, so it is the same split.
+    siglip_data = trained_data(read_header(siglip_checkpoint))
+    own_target = {"target": config.data.target}
+    config = with_data(config, siglip_data.data | own_target, f"SigLIP checkpoint {siglip_checkpoint}")
     prepared = load_prepared(config)
+    train_uids = set(prepared.split("train").uids) | set(siglip_data.train_uids or ())
+    identity = data_identity(config, prepared.root, train_uids)
     L.seed_everything(config.seed, workers=True)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)
@@ -92,13 +102,14 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         datamodule = ReportDataModule(datasets["train"], datasets["val"], collate, gen.batch_size)
         initial_val_loss = mean_loss(captioner, datamodule.val_dataloader(), device)
         module = ReportGenModule(config, captioner, name_of(str(Path(siglip_checkpoint).resolve())), feature_dim)
+        module.data_identity = identity
         trainer, callbacks = build_trainer(
             config, recorder, peak, ckpt_dir=ckpt_dir, accelerator=accelerator, precision=precision,
             max_epochs=gen.epochs,
         )  # fmt: skip
         checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         train_time = time.perf_counter() - fit_started
 
     trainable, total = count_parameters(captioner)

@@ -26,12 +26,14 @@ from worker.training.runs import output_dir
 STAGE = "predict"
 
 
-def training_reports(siglip: FinetunedSiglip, config: RunConfig) -> tuple[list[str], torch.Tensor]:
-    """The distinct texts of the training split the SigLIP checkpoint was trained on, and their embeddings.
-    Data settings come from the checkpoint; where data lives (var dir) from the caller's config."""
+def training_reports(siglip: FinetunedSiglip, config: RunConfig, checkpoint: str) -> tuple[list[str], torch.Tensor]:
+    """The distinct texts of the training split ``checkpoint`` was trained on, and their SigLIP embeddings.
+    Data and split come from the checkpoint (worker/data/identity.py); where data lives (var dir) from the
+    caller's config."""
     from worker.data import load_prepared
+    from worker.data.identity import scoring_plan
 
-    trained_on = siglip.config.model_copy(update={"paths": config.paths})
+    trained_on = scoring_plan(config, checkpoint).trained
     texts = list(dict.fromkeys(load_prepared(trained_on).split("train").texts))
     return texts, siglip.encode_texts(texts)
 
@@ -67,7 +69,7 @@ def predict_images(
         first = inputs[0]
         raise ValueError(f"none of the {len(inputs)} files could be read (e.g. {first.path}: {first.error})")
     pixels = np.stack([item.pixels for item in readable])
-    texts, text_emb = training_reports(siglip, config)
+    texts, text_emb = training_reports(siglip, config, checkpoint)
     similar = most_similar(siglip.encode_images(pixels), text_emb, texts, top_k)
     impressions: list[str | None] = [None] * len(readable)
     if generator is not None:

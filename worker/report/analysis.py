@@ -67,6 +67,8 @@ class Comparison:
     cells: list[Cell]
     metric: str = DEFAULT_METRIC
     mode: str = "min"
+    split: str = ""
+    """The data split every run trained and was scored on, in words (DataConfig.describe_split)."""
     table: list[MeasureRow] = field(default_factory=list)
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     best: dict[str, Any] | None = None
@@ -90,6 +92,7 @@ class Comparison:
             "report_job_id": self.report_job_id,
             "grid_keys": self.grid_keys,
             "seeds": self.seeds,
+            "split": self.split,
             "cells": [
                 {
                     "label": cell.label,
@@ -301,6 +304,7 @@ def compare_runs(
     metric: str | None = None,
     mode: str | None = None,
     failures: Iterable[Mapping[str, str]] = (),
+    split: str = "",
 ) -> Comparison:
     """Build the report from experiment rows ({id, job_id, stage, status, metrics, cell, seed, per_item, and for
     evaluate runs protocol: the scoring protocol of their unprefixed text metrics, their eval.protocol}) and
@@ -317,6 +321,7 @@ def compare_runs(
         cells=_cells(experiments, grid),
         metric=measure.name,
         mode=mode or ("min" if measure.lower_is_better else "max"),
+        split=split,
     )
     c.table = _table(c)
     c.curves = _curves(c.cells, metric_rows)

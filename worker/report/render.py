@@ -68,7 +68,8 @@ def subtitle_of(c: Comparison) -> str:
     seeds = c.seeds
     runs = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})" if seeds else "no runs"
     spread = "; values are the mean ± the half-width of its 95% t-interval over seeds" if len(seeds) > 1 else ""
-    return f"{who}: {len(c.cells)} configurations, {runs}{spread}."
+    split = f" Every seed used the same data split ({c.split})." if c.split else ""
+    return f"{who}: {len(c.cells)} configurations, {runs}{spread}.{split}"
 
 
 def _measure_table(c: Comparison) -> Table:
@@ -167,8 +168,8 @@ def _group_sections(c: Comparison) -> list[Section]:
 def _reading_notes() -> list[str]:
     per_study = " and ".join(m.short_name for m in deciding("evaluate"))
     return [
-        "Each configuration ran once per seed, all with the same seeds; the seed sets the data split, the "
-        "initialisation and the data order.",
+        "Each configuration ran once per seed, all with the same seeds; the seed sets the initialisation and the "
+        "data order, not the split (data.split_seed), so every seed is scored on the same test studies.",
         "Intervals of a difference are paired. Where the stage wrote a value per item they come from 2,000 paired "
         "bootstrap resamples of the items both runs scored (within each seed): the test studies for the 'mean per "
         "test study' rows, the validation images for recall@1 (per-image hits at the best epoch). Every other row's "

@@ -27,6 +27,7 @@ def build_report(
     metric: str | None = None,
     mode: str | None = None,
     failures: Iterable[Mapping[str, str]] = (),
+    split: str = "",
 ) -> StageResult:
     """Write report.md, report.html (charts embedded) and report.json under out_dir (see compare_runs)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +41,7 @@ def build_report(
         metric=metric,
         mode=mode,
         failures=failures,
+        split=split,
     )
     charts = plots.draw_all(comparison, out_dir)
     paths = {

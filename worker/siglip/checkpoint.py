@@ -18,6 +18,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 from worker.base_models import base_source, verified_base
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
+from worker.safe_checkpoint import load_checkpoint
 from worker.siglip.datamodule import tokenize
 from worker.siglip.model import LoadPlan, build_peft_siglip, load_base_model
 from worker.siglip.preprocess import ImageNormalizer
@@ -70,7 +71,7 @@ def read_checkpoint(checkpoint_path: str | Path) -> dict:
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"SigLIP checkpoint {path} does not exist; pass the best_checkpoint of a train run")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
+    checkpoint = load_checkpoint(path, "SigLIP checkpoint")
     if RUN_CONFIG_KEY not in checkpoint or LORA_TARGETS_KEY not in checkpoint:
         raise ValueError(f"{path} is not a SigLIP adapter checkpoint from the train stage (no run config in it)")
     return checkpoint

@@ -13,6 +13,7 @@ from transformers import SiglipModel
 
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
+from worker.data.identity import DATA_IDENTITY_KEY
 from worker.siglip.losses import infonce_loss, sigmoid_loss
 from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
@@ -43,6 +44,8 @@ class SiglipContrastiveModule(L.LightningModule):
         self.lora_targets = lora_targets
         self.val_texts = val_texts
         self.strict_loading = False  # resuming loads only the trainable parameters
+        # The data it trains on (worker/data/identity.py); the stage sets it, a bare module records none.
+        self.data_identity: dict[str, Any] | None = None
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.val_hits: dict[int, tuple[list[int], dict[str, list[float]]]] = {}  # epoch -> (val indices, hits)
         self.base_retrieval: ValRetrieval | None = None  # the un-adapted model's, scored before training
@@ -64,7 +67,7 @@ class SiglipContrastiveModule(L.LightningModule):
         if self.config.train.loss == "sigmoid":
             loss = sigmoid_loss(image, text, self.siglip.logit_scale, self.siglip.logit_bias, positives)
         else:
-            loss = infonce_loss(image, text, self.config.train.temperature, positives)
+            loss = infonce_loss(image, text, self.config.train.infonce_temperature, positives)
         return loss, image, text
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -149,6 +152,8 @@ class SiglipContrastiveModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RUN_CONFIG_KEY] = self.config.to_dict()
         checkpoint[LORA_TARGETS_KEY] = list(self.lora_targets)
+        if self.data_identity is not None:
+            checkpoint[DATA_IDENTITY_KEY] = self.data_identity
         checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer
 
 

@@ -43,8 +43,11 @@ STAGE = "train"
 def train_siglip(config: RunConfig, recorder: Recorder) -> StageResult:
     """Stage entry point: prepare (or reuse) the data, then train. See ``run_training``."""
     from worker.data import load_prepared
+    from worker.data.identity import data_identity
 
-    return run_training(config, recorder, load_prepared(config))
+    prepared = load_prepared(config)
+    identity = data_identity(config, prepared.root, prepared.split("train").uids)
+    return run_training(config, recorder, prepared, data_identity=identity)
 
 
 def checkpoint_dir(config: RunConfig) -> Path:
@@ -69,9 +72,12 @@ def setup_training(
     return module, datamodule
 
 
-def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> StageResult:
+def run_training(
+    config: RunConfig, recorder: Recorder, splits: Splits, *, data_identity: dict[str, Any] | None = None
+) -> StageResult:
     """Train on ``splits`` (train and val) and return the run's metrics (losses and retrieval of the final best
-    epoch, time, throughput, memory, parameter counts)."""
+    epoch, time, throughput, memory, parameter counts). ``data_identity`` (worker/data/identity.py) goes into
+    every checkpoint, so what reads it later scores the same split."""
     L.seed_everything(config.seed, workers=True)
     accelerator = resolve_accelerator(config.train)
     precision = resolve_precision(config.train, accelerator)
@@ -88,12 +94,13 @@ def run_training(config: RunConfig, recorder: Recorder, splits: Splits) -> Stage
 
     with PeakMemory() as peak:
         module, datamodule = setup_training(config, splits, plan)
+        module.data_identity = data_identity
         trainer, callbacks = build_trainer(
             config, recorder, peak, ckpt_dir=ckpt_dir, accelerator=accelerator, precision=precision,
             max_epochs=config.train.epochs,
         )  # fmt: skip
         checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     trainable, total = count_parameters(module.model)
     metrics: dict[str, Any] = {

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from worker.config import RunConfig
 from worker.recorder import Recorder
 from worker.result import StageResult
+from worker.safe_checkpoint import load_checkpoint
 from worker.tracking import build_loggers
 from worker.training.atomic_io import AtomicCheckpointIO
 from worker.training.callbacks import BestCheckpoint, RecorderCallback, ThroughputCallback
@@ -90,9 +91,14 @@ def build_trainer(
 
 
 def resume_checkpoint(config: RunConfig, ckpt_dir: Path) -> Path | None:
-    """The run's last checkpoint when the config asks to resume and one exists."""
+    """The run's last checkpoint when the config asks to resume and one exists. The folder can be shared (a
+    bucket, another host's takeover), so the file is read weights-only first: one that needs more is refused
+    in one line here, before Lightning (also told weights_only) sees it."""
     last = ckpt_dir / "last.ckpt"
-    return last if config.train.resume and last.is_file() else None
+    if not (config.train.resume and last.is_file()):
+        return None
+    load_checkpoint(last, "resume checkpoint")
+    return last
 
 
 def pinned_base(config: RunConfig, resume_from: Path | None, field: str) -> RunConfig:
