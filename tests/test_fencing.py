@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, embedded_variables, wait_for
-from storage_fixtures import S3Server, start_s3_server, stop_s3_server
+from storage_fixtures import OutageProxy, S3Server, start_s3_server, stop_s3_server
 
 from jobs import service
 from jobs.core.database import dispose_engines
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.slow
 TAKEOVER_STALE_S = "6"
 # Epochs long enough for a pause and a takeover in the middle of the run, on a loaded two-core machine.
 EPOCHS = 10
+# Longer than the minute an upload used to be retried for before the run failed.
+AWAY_S = 70
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +207,28 @@ def test_a_takeover_on_another_host_after_a_kill_keeps_the_best_checkpoint(hosts
     run_b = env.root / "b" / "artifacts" / Path(job.artifacts["run_dir"]).name
     assert sorted(p.name for p in (run_b / "checkpoints").glob("*.ckpt")) == ["best-epoch=00.ckpt", "last.ckpt"]
 
+
+def test_a_bucket_away_through_the_final_publish_for_longer_than_a_minute_does_not_fail_the_run(
+    hosts: JobEnv, s3: S3Server
+) -> None:
+    """The bucket goes away (connections refused) once training is over, as the run publishes its files, for
+    longer than the 60 s an upload used to be retried before the job failed: the run waits and succeeds."""
+    env = hosts
+    proxy = OutageProxy(s3.endpoint)
+    worker = _worker(env, "a", JOBS_S3_ENDPOINT_URL=proxy.endpoint)
+    try:
+        job_id = _submit(**{"train.epochs": "2", "train.limit_train_batches": "2"})
+        wait_for(lambda: "`Trainer.fit` stopped" in worker.output(), 300, "the end of training", worker)
+        with proxy.away():
+            time.sleep(AWAY_S)
+            assert not service.get_job(job_id).state.finished, service.get_job(job_id).error  # still publishing
+        wait_for(lambda: service.get_job(job_id).state.finished, 400, "the run to finish", worker)
+    finally:
+        worker.stop()
+        proxy.down()
+    job = service.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 1, job.error
+    assert "trying again" in worker.output()  # the publish did meet the outage
+    [experiment] = service.list_experiments(stage="train")
+    assert {m.epoch for m in service.experiment_metrics(experiment.id) if m.name == "val_loss"} == {0, 1}
+    assert experiment.checkpoint_path.startswith("s3://") and bucket().fs().exists(experiment.checkpoint_path)

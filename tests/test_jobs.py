@@ -382,6 +382,29 @@ def test_a_run_that_lost_its_job_writes_nothing_more(fake, monkeypatch):
     assert count(Metric) == recorded and job.progress == progress  # not one row or progress write after it
 
 
+def test_an_epoch_is_recorded_once_its_upload_succeeded_and_a_failed_run_keeps_the_waiting_ones(fake, monkeypatch):
+    import jobs.execution.artifacts
+
+    bucket_up = [False]
+    recorder = DatabaseRecorder(new_job(), experiment_id=0, before_epoch=lambda: bucket_up[0])
+    recorder._write_metrics = lambda metrics, **where: written.append((where["epoch"], dict(metrics)))
+    written: list = []
+    recorder.log_metrics({"val_loss": 2.0}, split="val", epoch=0)
+    assert written == []  # its checkpoint is not in the bucket: the epoch waits
+    bucket_up[0] = True
+    recorder.log_metrics({"val_loss": 1.0}, split="val", epoch=1)
+    assert written == [(0, {"val_loss": 2.0}), (1, {"val_loss": 1.0})]
+
+    uploads: list = []
+    monkeypatch.setattr(jobs.execution.artifacts, "epoch_upload", lambda *a, **k: lambda: uploads.append(1) or False)
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
+    job_id = new_job(epochs=5)
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    assert len(uploads) == 4  # each record of epochs 0 and 1 (train, val) tried the upload
+    [experiment] = [e for e in service.list_experiments() if e.job_id == job_id]
+    assert {m.epoch for m in service.experiment_metrics(experiment.id)} == {0, 1}  # kept though never uploaded
+
+
 def test_a_fenced_recorder_refuses_every_write_once_another_attempt_owns_the_job(fake):
     from jobs.execution.fence import Fence
     from worker.recorder import JobLost

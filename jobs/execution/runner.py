@@ -164,7 +164,7 @@ def _run_claimed(
 ) -> JobOutcome:
     """Prepare, run the stage, publish its files, record the end. Every write is fenced: once another attempt
     owns the job, the first write refused raises JobLost and this run ends without writing anything more."""
-    job_id, experiment_id = fence.job_id, None
+    job_id, experiment_id, recorder = fence.job_id, None, None
     try:
         prepared = _prepare(fence, claimed)
         experiment_id = prepared.experiment_id
@@ -183,15 +183,29 @@ def _run_claimed(
     except JobLost as exc:
         return _fenced_off(job_id, heartbeat, str(exc))
     except SoftTimeLimitExceeded:
+        _keep_waiting_epochs(recorder)
         return _finish_failed(fence, experiment_id, heartbeat, _time_limit_message(job_id))
     except KeyboardInterrupt:
+        _keep_waiting_epochs(recorder)
         _finish(fence, experiment_id, heartbeat, JobState.CANCELLED, error="interrupted")
         raise
     except Exception as exc:
+        _keep_waiting_epochs(recorder)
         return _finish_failed(fence, experiment_id, heartbeat, _describe(exc))
     state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
     _finish(fence, experiment_id, heartbeat, state, result=result)
     return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
+
+
+def _keep_waiting_epochs(recorder: DatabaseRecorder | None) -> None:
+    """A run that ends without a result records the epochs still waiting for their upload: a failed job keeps
+    its partial metrics (those epochs are not resumable, and a resume redoes them)."""
+    if recorder is None:
+        return
+    try:
+        recorder.record_waiting()
+    except (JobLost, OperationalError) as exc:  # fenced off, or the database is what failed
+        log.warning("job %s: epochs waiting for their upload not recorded (%s)", recorder.job_id, exc)
 
 
 def _run_stage(fence: Fence, prepared: _Prepared, recorder: DatabaseRecorder) -> StageResult:
