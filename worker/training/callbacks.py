@@ -101,7 +101,12 @@ class BestCheckpoint(ModelCheckpoint):
         self.reporting = reporting
         self._superseded: list[str] = []
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure_owner(trainer)  # where Lightning saves a new best after a validation
+        super().on_validation_end(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure_owner(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         self.reporting.finish_epoch(trainer)
         for filepath in self._superseded:
@@ -111,10 +116,9 @@ class BestCheckpoint(ModelCheckpoint):
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         self._superseded.append(filepath)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        if trainer.is_global_zero:  # a run that lost its job writes no new best either
+    def _ensure_owner(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:  # a run that lost its job saves no new best
             self.reporting.recorder.ensure_owner()
-        super()._save_checkpoint(trainer, filepath)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning's, but the best score, top-k and paths survive a run folder that moved (a takeover on
