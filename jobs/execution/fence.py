@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Job
@@ -50,9 +50,12 @@ class Fence:
             raise JobLost(self.refusal(session))
 
     def check(self) -> None:
-        """JobLost unless this run still owns the job (before a bucket upload, which no transaction covers)."""
+        """JobLost unless this run still owns the job (before a bucket upload, which no transaction covers).
+        A read, not a lock: a process paused while it holds SQLite's write lock would stop every other writer,
+        the claim of the worker taking its job over included."""
         with transaction() as session:
-            self.hold(session)
+            if session.scalar(select(func.count()).select_from(Job).where(self.owned())) != 1:
+                raise JobLost(self.refusal(session))
 
     def refusal(self, session: Session) -> str:
         """One line naming the fenced attempt and who owns the job now."""

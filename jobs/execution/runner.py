@@ -193,7 +193,8 @@ def _run_claimed(
         _keep_waiting_epochs(recorder)
         return _finish_failed(fence, experiment_id, heartbeat, _describe(exc))
     state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
-    _finish(fence, experiment_id, heartbeat, state, result=result)
+    if not _finish(fence, experiment_id, heartbeat, state, result=result):
+        return JobOutcome(job_id, None, ran=True, reason=_lost_message(fence))
     return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
 
 
