@@ -9,6 +9,7 @@ is taken over on the other host, which must continue with the run's best checkpo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from jobs.core.database import dispose_engines
 from jobs.core.schemas import JobState, SubmitRequest
 from jobs.core.settings import reset_settings
 from jobs.core.stages import Stage
-from jobs.core.storage import bucket
+from jobs.core.storage import bucket, local_copy
 
 pytestmark = pytest.mark.slow
 
@@ -206,6 +207,12 @@ def test_a_takeover_on_another_host_after_a_kill_keeps_the_best_checkpoint(hosts
     # Host b downloaded what it resumed from (last.ckpt and the best it names), no other checkpoint.
     run_b = env.root / "b" / "artifacts" / Path(job.artifacts["run_dir"]).name
     assert sorted(p.name for p in (run_b / "checkpoints").glob("*.ckpt")) == ["best-epoch=00.ckpt", "last.ckpt"]
+    # The accounting spans both attempts: the best epoch was validated by host a, yet its per-image hits (the
+    # report's paired intervals) are there; time accumulates over the takeover.
+    hits = local_copy(experiment.artifacts["val_hits"]).read_text().splitlines()
+    assert hits and all("i2t_hit@1" in json.loads(line) for line in hits)
+    times = [m.value for m in sorted(rows, key=lambda m: m.epoch) if m.name == "train_time_s"]
+    assert times == sorted(times) and experiment.metrics["train_time_s"] >= times[-1], times
 
 
 def test_a_bucket_away_through_the_final_publish_for_longer_than_a_minute_does_not_fail_the_run(
