@@ -76,9 +76,9 @@ class DatabaseRecorder:
     def _write_metrics(self, metrics: Mapping[str, float], *, split: str, epoch: int | None, step: int | None) -> None:
         values = [(str(name), float(value)) for name, value in metrics.items()]
         with transaction() as session:
-            if self.fence is not None:
-                self.fence.hold(session)
             upsert_metrics(session, self.experiment_id, values, split=split, epoch=epoch, step=step)
+            if self.fence is not None:  # last, so the job row is locked only for the commit that follows
+                self.fence.hold(session)
 
     def progress(self, *, epoch: int, step: int, total: int) -> None:
         now = time.monotonic()
