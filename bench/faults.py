@@ -614,7 +614,8 @@ def pause_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
                 "takeover_blocked_while_paused": blocked,
                 "fenced_writes": _fenced_writes(job_id, root / "b") if job.attempts >= 2 else None,
                 "fenced_attempt_logged": fenced_logged,
-                "epochs_redone": recorded - checkpoint_epoch if checkpoint_epoch is not None else None,
+                # A checkpoint ahead of the recorded epochs (paused between its upload and the record) redoes none.
+                "epochs_redone": max(0, recorded - checkpoint_epoch) if checkpoint_epoch is not None else None,
                 "best_checkpoint_correct": _best_is_true_best(job_id), "error": (job.error or "")[:200],
             })  # fmt: skip
             print(f"  pause job {job_id}: {results[-1]}", flush=True)
