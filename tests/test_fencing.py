@@ -32,8 +32,9 @@ pytestmark = pytest.mark.slow
 # The job's worker goes stale for the other host after this long without a heartbeat: short, so the test does
 # not wait minutes, and only the second host has it, so the first never hands its own live job away.
 TAKEOVER_STALE_S = "6"
-# Epochs long enough for a pause and a takeover in the middle of the run, on a loaded two-core machine.
-EPOCHS = 10
+# Enough epochs for a pause and a takeover in the middle of the run; a few batches each keep the test short.
+EPOCHS = 8
+SHORT = {"train.limit_train_batches": "4"}
 # Longer than the minute an upload used to be retried for before the run failed.
 AWAY_S = 70
 
@@ -74,7 +75,7 @@ def _worker(env: JobEnv, name: str, **extra: str) -> Worker:
 
 
 def _submit(**overrides: str) -> int:
-    settings = {"train.epochs": str(EPOCHS), "train.early_stopping_patience": "100", **overrides}
+    settings = {"train.epochs": str(EPOCHS), "train.early_stopping_patience": "100", **SHORT, **overrides}
     return service.submit(SubmitRequest(stage=Stage.train, overrides=settings)).id
 
 
