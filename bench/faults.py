@@ -12,13 +12,14 @@ Phases, per backend: kill -9 of the worker's main process and of its task child 
 the worker during a comparison's second training; broker restart with 100 jobs queued; the database away
 for 10 s during training; artifacts in a bucket (moto's S3 server, started here): kill -9 of host A's worker
 mid-training and the takeover on host B, whose folders are its own, then the server frozen for 10 s
-mid-training; the disk full (a tmpfs holding the artifacts, and the database on the embedded
-backend; skipped where tmpfs cannot be mounted). Then `scripts/demo.sh` N times while a CPU burner keeps
-both cores busy and another process writes to the disk.
+mid-training; host A's worker paused (SIGSTOP) past the staleness limit while host B takes over, then
+resumed (SIGCONT): what it writes afterwards counts as writes from a fenced attempt; the disk full (a tmpfs
+holding the artifacts, and the database on the embedded backend; skipped where tmpfs cannot be mounted).
+Then `scripts/demo.sh` N times while a CPU burner keeps both cores busy and another process writes to the disk.
 
 Run: python -m bench.faults [--backends embedded,redis-postgres] [--kill-trials 10] [--compare-trials 5]
-                            [--queued-jobs 100] [--demo-runs 10] [--bucket-trials 5]
-                            [--phases kill,compare,broker,database,bucket,disk,demo]
+                            [--queued-jobs 100] [--demo-runs 10] [--bucket-trials 5] [--pause-trials 5]
+                            [--phases kill,compare,broker,database,bucket,pause,disk,demo]
 """
 
 from __future__ import annotations
@@ -566,6 +567,102 @@ def bucket_trials(backend: Backend, trials: int, pause_s: float = 10.0) -> dict[
     return {"kills": kills, "server_paused": paused}
 
 
+def pause_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
+    """Host A's worker paused (SIGSTOP) past the staleness limit, host B takes the job over from the bucket,
+    then A resumed (SIGCONT) while B trains: everything A writes after that is a write from a fenced attempt."""
+    root = backend.root / "pause"
+    root.mkdir(exist_ok=True)
+    results: list[dict[str, Any]] = []
+    with s3_server(root) as settings:
+        settings.pop("_S3_PID")
+
+        def host(name: str) -> dict[str, str]:
+            return {**settings, "JOBS_ARTIFACTS_DIR": str(root / name / "artifacts"),
+                    "JOBS_LOG_DIR": str(root / name / "logs")}  # fmt: skip
+
+        backend.activate(**host("reader"))
+        for trial in range(trials):
+            first = Worker(backend, "pause-a", **host("a"))
+            second = None
+            try:
+                job_id = _submit("train", {**TRAIN, "train.epochs": "12"})
+                _wait(lambda: len(_finished_epochs(job_id)) >= 2, 180, f"job {job_id}: two epochs")  # noqa: B023
+                time.sleep(random.uniform(0.0, 1.0))  # anywhere in an epoch, uploads included
+                os.killpg(first.process.pid, signal.SIGSTOP)
+                recorded = max(_finished_epochs(job_id))
+                checkpoint_epoch = _bucket_checkpoint_epoch(job_id)
+                second = Worker(backend, "pause-b", **host("b"))
+                try:
+                    _wait(lambda: _job(job_id).attempts >= 2 and len(_finished_epochs(job_id)) >= recorded + 3,  # noqa: B023
+                          240, f"job {job_id}: host b past the pause")  # fmt: skip
+                    blocked = False
+                except TimeoutError:  # e.g. SQLite: the paused process holds the database's write lock
+                    blocked = True
+                os.killpg(first.process.pid, signal.SIGCONT)
+                job = _wait_finished(job_id, 400)
+                with contextlib.suppress(TimeoutError):
+                    _wait(lambda: "fenced off" in first.log_path.read_text(errors="replace"), 60, "host a fenced")  # noqa: B023
+                fenced_logged = "fenced off" in first.log_path.read_text(errors="replace")
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(first.process.pid, signal.SIGCONT)
+                first.stop()
+                if second is not None:
+                    second.stop()
+            results.append({
+                "trial": trial, "job": job_id, "state": job.state.value, "attempts": job.attempts,
+                "takeover_blocked_while_paused": blocked,
+                "fenced_writes": _fenced_writes(job_id, root / "b") if job.attempts >= 2 else None,
+                "fenced_attempt_logged": fenced_logged,
+                # A checkpoint ahead of the recorded epochs (paused between its upload and the record) redoes none.
+                "epochs_redone": max(0, recorded - checkpoint_epoch) if checkpoint_epoch is not None else None,
+                "best_checkpoint_correct": _best_is_true_best(job_id), "error": (job.error or "")[:200],
+            })  # fmt: skip
+            print(f"  pause job {job_id}: {results[-1]}", flush=True)
+    return results
+
+
+def _fenced_writes(job_id: int, new_owner: Path) -> int:
+    """Metric rows whose value is not the new owner's (its last.ckpt carries every epoch's metrics) plus the
+    run's bucket objects that differ from the new owner's copy."""
+    import torch
+
+    from jobs.core import storage
+
+    job = _job(job_id)
+    store = storage.bucket()
+    run_url = job.artifacts["run_dir"]
+    mirror = new_owner / "artifacts" / run_url.rsplit("/", 1)[1]
+    last = next(mirror.rglob("last.ckpt"))
+    states = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
+    epochs = next(v["epoch_metrics"] for k, v in states.items() if k.startswith("RecorderCallback"))
+    wrong_rows = sum(1 for (_split, epoch, name), (value, _at) in _rows(job_id).items()
+                     if value is not None and abs(epochs[epoch].get(name, float("nan")) - value) > 1e-6)  # fmt: skip
+    fs = store.fs()
+    fs.invalidate_cache()  # listings cached while the job ran name files pruned since
+    wrong_objects = 0
+    for key in fs.find(storage._key(run_url), refresh=True):
+        copy = mirror / key.removeprefix(storage._key(run_url)).lstrip("/")
+        wrong_objects += not copy.is_file() or copy.read_bytes() != fs.cat_file(key)
+    return wrong_rows + wrong_objects
+
+
+def _best_is_true_best(job_id: int) -> bool:
+    """The best checkpoint is the epoch with the lowest recorded val_loss, the only best file in the bucket."""
+    from jobs.core import storage
+
+    losses = {epoch: value for (split, epoch, name), (value, _at) in _rows(job_id).items() if name == "val_loss"}
+    best = min(losses, key=losses.__getitem__)
+    metrics = job_metrics(job_id)
+    run_url = _job(job_id).artifacts["run_dir"]
+    fs = storage.bucket().fs()
+    fs.invalidate_cache()
+    bests = [k for k in fs.find(storage._key(run_url), refresh=True) if "/best-" in k]
+    name = f"best-epoch={best:02d}.ckpt"
+    return (abs(metrics.get("best_val_loss", float("nan")) - losses[best]) < 1e-6
+            and [Path(k).name for k in bests] == [name])  # fmt: skip
+
+
 def job_metrics(job_id: int) -> dict[str, Any]:
     from jobs import service
 
@@ -684,6 +781,10 @@ def run_backend(kind: str, args: Any, var_dir: Path) -> dict[str, Any]:
         if "bucket" in phases:
             print(f"{kind}: artifacts bucket, kill -9 on host A and takeover on host B", flush=True)
             out["bucket"] = bucket_trials(backend, args.bucket_trials)
+        if "pause" in phases:
+            print(f"{kind}: host A paused (SIGSTOP) past the staleness limit, takeover on host B, then SIGCONT",
+                  flush=True)  # fmt: skip
+            out["pause"] = pause_trials(backend, args.pause_trials)
     finally:
         backend.stop_servers()
     if "disk" in phases:
@@ -725,6 +826,17 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
         paused = bucket["server_paused"]
         ok = paused["state"] == "SUCCEEDED" and paused["attempts"] == 1 and paused["missing_epoch_rows"] == 0
         checks.append(check(f"{name}: training through 10 s of a frozen bucket server", float(ok), 1.0))
+    if pauses := result.get("pause"):
+        good = sum(t["state"] == "SUCCEEDED" and t["attempts"] == 2 and t["fenced_attempt_logged"] for t in pauses)
+        checks.append(check(f"{name}: paused host A fenced off, host B finished the job", good, len(pauses)))
+        fenced = sum(t["fenced_writes"] for t in pauses if t["fenced_writes"] is not None)
+        checks.append(check(f"{name}: writes from a fenced attempt", fenced, 0, higher_is_better=False))
+        blocked = sum(t["takeover_blocked_while_paused"] for t in pauses)
+        checks.append(check(f"{name}: takeovers blocked while host A was paused", blocked, 0, higher_is_better=False))
+        redone = sum(t["epochs_redone"] if t["epochs_redone"] is not None else 99 for t in pauses)
+        checks.append(check(f"{name}: epochs redone after a pause and takeover", redone, 0, higher_is_better=False))
+        correct = sum(t["best_checkpoint_correct"] for t in pauses)
+        checks.append(check(f"{name}: best checkpoint correct after a pause and takeover", correct, len(pauses)))
     if (disk := result.get("disk_full")) and "skipped" not in disk:
         ok = disk["state"] == "FAILED" and disk["names_the_path"] and disk["next_job"] == "SUCCEEDED"
         checks.append(check(f"{name}: disk full -> FAILED naming the path, then SUCCEEDED", float(ok), 1.0))
@@ -734,12 +846,13 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="embedded,redis-postgres")
-    p.add_argument("--phases", default="kill,compare,broker,database,bucket,disk,demo")
+    p.add_argument("--phases", default="kill,compare,broker,database,bucket,pause,disk,demo")
     p.add_argument("--kill-trials", type=int, default=10)
     p.add_argument("--compare-trials", type=int, default=5)
     p.add_argument("--queued-jobs", type=int, default=100)
     p.add_argument("--demo-runs", type=int, default=10)
     p.add_argument("--bucket-trials", type=int, default=5)
+    p.add_argument("--pause-trials", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="Keep the temporary folders (logs, databases).")
     args = p.parse_args(argv)
     args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}

@@ -125,6 +125,13 @@ def test_an_idempotency_key_reused_for_another_request_is_409_naming_the_first_j
     assert len(client.get("/jobs").json()) == 1
 
 
+def test_resume_while_the_earlier_job_is_queued_is_422_naming_it(client: TestClient) -> None:
+    earlier = _submit(client, epochs=3)
+    response = client.post("/jobs", json={"stage": "train", "preset": "smoke", "epochs": 3, "resume": True})
+    assert response.status_code == 422, response.text
+    assert f"earlier job {earlier['id']} with this config is QUEUED" in response.json()["detail"][0]["msg"]
+
+
 def test_stage_params_reach_the_job(client: TestClient, service_env: Path) -> None:
     checkpoint = service_env / "artifacts" / "run-1" / "model.ckpt"
     job = _submit(client, stage="evaluate", params={"checkpoint": str(checkpoint), "split": "val"})

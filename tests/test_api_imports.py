@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY_MODULES = ("torch", "lightning", "transformers", "peft", "bitsandbytes")
 # The plain-data modules of worker that validation needs (the config schema, the file and model rule, the
 # torch-free reader of a checkpoint's kind).
-TORCH_FREE_WORKER_MODULES = {"worker.config", "worker.locations", "worker.checkpoint_info"}
+TORCH_FREE_WORKER_MODULES = {"worker.config", "worker.locations", "worker.checkpoint_info", "worker.recorder"}
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

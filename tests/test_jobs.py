@@ -350,17 +350,93 @@ def test_resume_on_a_new_job_continues_the_latest_job_with_the_same_config(fake,
     assert starts(service.get_job(other).artifacts["run_dir"]) == [0]
 
 
-def test_a_run_that_lost_its_job_does_not_write_the_final_state(fake, monkeypatch):
+def test_resume_refuses_an_earlier_job_with_the_same_config_that_has_not_ended(fake):
+    from jobs_fixtures import invoke
+
+    active = new_job(epochs=4)  # queued; then running
+    resume = SubmitRequest(stage=Stage.train, overrides={"train.epochs": "4", "train.resume": "true"})
+    for state in (JobState.QUEUED, JobState.RUNNING):
+        with transaction() as session:
+            session.execute(update(Job).where(Job.id == active).values(state=state.value))
+        with pytest.raises(service.InvalidRequest, match=f"earlier job {active} with this config is {state.value}"):
+            service.create_job(resume)
+        result = invoke("submit", "train", "--epochs", "4", "--resume")
+        assert result.exit_code == 2 and f"job {active}" in result.output and "jobs cancel" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert count(Job) == 1  # nothing recorded for a refused submission
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == active).values(state=JobState.FAILED.value))
+    assert service.create_job(resume)[1]  # an ended one is continued
+
+
+def test_a_run_that_lost_its_job_writes_nothing_more(fake, monkeypatch):
     monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
     job_id = new_job(epochs=30)
-    runner, _ = run_in_background(job_id, until_epochs=1)
-    with transaction() as session:  # another worker took the job over
+    runner, outcome = run_in_background(job_id, until_epochs=1)
+    with transaction() as session:  # another worker took the job over; what was recorded until then
         session.execute(update(Job).where(Job.id == job_id).values(worker_id="other", attempts=2))
+        recorded = session.scalar(select(func.count()).select_from(Metric))
+        progress = session.scalar(select(Job.progress).where(Job.id == job_id))
     runner.join(20)
     assert not runner.is_alive()
+    assert outcome["o"].state is None and "attempt 1" in outcome["o"].reason and "fenced off" in outcome["o"].reason
     job = service.get_job(job_id)
     assert job.state is JobState.RUNNING and job.finished_at is None  # left for its new owner
     assert service.list_experiments()[0].status == "running"  # and so is the experiment
+    assert count(Metric) == recorded and job.progress == progress  # not one row or progress write after it
+
+
+def test_an_epoch_is_recorded_once_its_upload_succeeded_and_a_failed_run_keeps_the_waiting_ones(fake, monkeypatch):
+    import jobs.execution.artifacts
+
+    bucket_up = [False]
+    recorder = DatabaseRecorder(new_job(), experiment_id=0, before_epoch=lambda: bucket_up[0])
+    recorder._write_metrics = lambda metrics, **where: written.append((where["epoch"], dict(metrics)))
+    written: list = []
+    recorder.log_metrics({"val_loss": 2.0}, split="val", epoch=0)
+    assert written == []  # its checkpoint is not in the bucket: the epoch waits
+    bucket_up[0] = True
+    recorder.log_metrics({"val_loss": 1.0}, split="val", epoch=1)
+    assert written == [(0, {"val_loss": 2.0}), (1, {"val_loss": 1.0})]
+
+    uploads: list = []
+    monkeypatch.setattr(jobs.execution.artifacts, "epoch_upload", lambda *a, **k: lambda: uploads.append(1) or False)
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
+    job_id = new_job(epochs=5)
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    assert len(uploads) == 4  # each record of epochs 0 and 1 (train, val) tried the upload
+    [experiment] = [e for e in service.list_experiments() if e.job_id == job_id]
+    assert {m.epoch for m in service.experiment_metrics(experiment.id)} == {0, 1}  # kept though never uploaded
+
+
+def test_a_fenced_recorder_refuses_every_write_once_another_attempt_owns_the_job(fake):
+    from jobs.execution.fence import Fence
+    from worker.recorder import JobLost
+
+    job_id = new_job()
+    owner = WorkerIdentity.current()
+    assert claim(job_id, owner).acquired
+    with transaction() as session:
+        experiment = Experiment(job_id=job_id, stage="train", config_hash="x")
+        session.add(experiment)
+        session.flush()
+        experiment_id = experiment.id
+    fence = Fence(job_id, owner.worker_id, attempt=1)
+    recorder = DatabaseRecorder(job_id, experiment_id, fence=fence, min_interval_s=0)
+    recorder.log_metrics({"loss": 1.0}, split="val", epoch=0)
+    recorder.progress(epoch=0, step=1, total=10)
+    make_stale(job_id)
+    assert claim(job_id, owner).attempt == 2  # the same worker process, a new attempt: the old one is fenced
+    for write in (
+        lambda: recorder.log_metrics({"loss": 0.5}, split="val", epoch=0),
+        lambda: recorder.log_metrics({"loss": 0.5}, split="val", epoch=1),
+        lambda: recorder.progress(epoch=1, step=2, total=10),
+        recorder.ensure_owner,
+    ):
+        with pytest.raises(JobLost, match=f"job {job_id}: attempt 1 .* fenced off .*now attempt 2"):
+            write()
+    assert [(m.epoch, m.value) for m in service.experiment_metrics(experiment_id)] == [(0, 1.0)]
+    assert service.get_job(job_id).progress["step"] == 1
 
 
 # --- recorder ------------------------------------------------------------------------------------------

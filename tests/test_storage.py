@@ -85,6 +85,41 @@ def test_a_folder_uploaded_on_one_host_is_downloaded_on_another_once(s3: S3Serve
         there.local_of(f"{url}/artifacts/../../elsewhere")
 
 
+def test_a_resumed_run_downloads_what_it_resumes_from_and_superseded_checkpoints_leave_the_bucket(
+    job_env: JobEnv, s3: S3Server, monkeypatch
+) -> None:
+    import torch
+
+    from jobs.execution.artifacts import local_run_dir
+
+    override(job_env, monkeypatch, {**s3.variables(s3.new_bucket()), **host(job_env, "a")})
+    here = bucket()
+    run = here.artifacts / "job-1-20260101T000000"
+    checkpoints = run / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    best = checkpoints / "best-epoch=03.ckpt"
+    state = {"best_model_path": str(best), "best_k_models": {str(best): torch.tensor(0.5)}, "dirpath": str(checkpoints)}
+    torch.save({"epoch": 4, "callbacks": {"BestCheckpoint{'monitor': 'val_loss'}": state}}, checkpoints / "last.ckpt")
+    for name in ("best-epoch=01.ckpt", "best-epoch=03.ckpt"):
+        (checkpoints / name).write_bytes(os.urandom(1024))
+    (run / "metrics.csv").write_text("epoch,loss\n0,1.0\n")
+    here.push(run)
+
+    # Host a supersedes epoch 1's best: the next upload removes it from the bucket too, and nothing else.
+    (checkpoints / "best-epoch=01.ckpt").unlink()
+    assert here.prune(run, ".ckpt") == [f"{here.url_of(checkpoints)}/best-epoch=01.ckpt"]
+    (checkpoints / "best-epoch=01.ckpt").write_bytes(os.urandom(1024))  # a stale copy the bucket has again
+    here.push(run)
+
+    # Host b resumes: last.ckpt, the best it names and the small files; not the superseded checkpoint.
+    override(job_env, monkeypatch, host(job_env, "b"))
+    copy = local_run_dir(here.url_of(run), resume=True)
+    assert copy == bucket().artifacts / run.name
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
+        "checkpoints/best-epoch=03.ckpt", "checkpoints/last.ckpt", "metrics.csv"
+    ]
+
+
 def test_a_bucket_that_cannot_be_used_refuses_the_submission_naming_the_setting(job_env, s3, monkeypatch) -> None:
     override(job_env, monkeypatch, s3.variables("no-such-bucket"))
     with pytest.raises(StorageError, match=r"JOBS_ARTIFACTS_URL=s3://no-such-bucket/medvl .*does not exist"):

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+class JobLost(RuntimeError):
+    """The run no longer owns its job (another worker took it over): it stops at once and writes nothing more,
+    not even a checkpoint, since the new owner's files and rows are the job's now."""
+
+
 @runtime_checkable
 class Recorder(Protocol):
     def log_metrics(
@@ -21,7 +26,12 @@ class Recorder(Protocol):
         """Report how far the stage is: step out of total steps of the whole run."""
 
     def cancelled(self) -> bool:
-        """True once the user asked the run to stop; stages check it between steps."""
+        """True once the user asked the run to stop; stages check it between steps. Raises JobLost once the run
+        lost its job (a cancelled run saves where it stopped; a fenced one must not)."""
+
+    def ensure_owner(self) -> None:
+        """Raises JobLost unless the run still owns its job: called right before a stage writes a file that
+        outlives the run (a checkpoint), so a run woken after a takeover does not overwrite the new owner's."""
 
 
 @dataclass
@@ -55,6 +65,9 @@ class MemoryRecorder:
 
     def cancelled(self) -> bool:
         return self.cancel_requested
+
+    def ensure_owner(self) -> None:
+        """Nobody else can take over a run recorded in memory."""
 
     def series(self, name: str, split: str | None = None) -> list[float]:
         """Values of one metric in the order they were recorded."""

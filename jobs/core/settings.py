@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         120.0, gt=0, alias="JOBS_STALE_AFTER_S", description="A RUNNING job silent this long lost its worker."
     )
+    publish_patience_s: float = Field(
+        1800.0,
+        ge=0,
+        alias="JOBS_PUBLISH_PATIENCE_S",
+        description="How long a finished run keeps trying to upload its files while the artifacts bucket is away.",
+    )
     sweep_interval_s: float = Field(
         60.0, gt=0, alias="JOBS_SWEEP_INTERVAL_S", description="How often a worker looks for stale jobs."
     )

@@ -90,8 +90,11 @@ class Bucket:
 
     # --- transfers ---------------------------------------------------------------------------------------------
 
-    def push(self, path: str | Path, patience_s: float = PATIENCE_S) -> int:
-        """Upload the file, or the folder's files, that changed since they were last uploaded; returns how many."""
+    def push(
+        self, path: str | Path, patience_s: float = PATIENCE_S, *, guard: Callable[[], None] | None = None
+    ) -> int:
+        """Upload the file, or the folder's files, that changed since they were last uploaded; returns how many.
+        `guard` runs right before each upload and stops it by raising (a run that lost its job uploads nothing)."""
         local = Path(path)
         files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
         sent = 0
@@ -106,6 +109,8 @@ class Bucket:
             entry = self._entry(url)
             if entry and (entry["size"], entry["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
                 continue
+            if guard is not None:
+                guard()
             try:
                 self._call(lambda: self.fs().put_file(str(file), _key(url)), f"upload of {file}", patience_s)  # noqa: B023
             except FileNotFoundError:
@@ -117,8 +122,16 @@ class Bucket:
             sent += 1
         return sent
 
-    def fetch(self, url: str, *, missing_ok: bool = False, patience_s: float = PATIENCE_S) -> Path:
-        """The mirror's copy of the object, or of every object under the folder `url`, downloaded if changed."""
+    def fetch(
+        self,
+        url: str,
+        *,
+        missing_ok: bool = False,
+        patience_s: float = PATIENCE_S,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> Path:
+        """The mirror's copy of the object, or of every object under the folder `url` (those `wanted` accepts by
+        URL), downloaded if changed."""
         local = self.local_of(url)
         objects = self._call(lambda: self._listing(url), f"listing of {url}", patience_s)
         if not objects:
@@ -127,6 +140,8 @@ class Bucket:
             raise FileNotFoundError(f"{url} is not in the bucket (JOBS_ARTIFACTS_URL={self.url})")
         for key, info in objects.items():
             object_url = SCHEME + key
+            if wanted is not None and not wanted(object_url):
+                continue
             target = self.local_of(object_url)
             entry = self._entry(object_url)
             # Unchanged in the bucket since this host last uploaded or downloaded it: the local copy is that
@@ -139,6 +154,23 @@ class Bucket:
             partial.replace(target)  # a reader of the mirror never sees half a download either
             self._remember(object_url, info, target.stat())
         return local
+
+    def prune(
+        self, folder: Path, suffix: str, patience_s: float = PATIENCE_S, *, guard: Callable[[], None] | None = None
+    ) -> list[str]:
+        """Delete the folder's bucket objects ending in `suffix` that its local copy no longer has (checkpoints
+        a run superseded); returns their URLs. Only for a folder whose local copy is the whole truth for them."""
+        url = self.url_of(folder)
+        if url is None:
+            return []
+        objects = self._call(lambda: self._listing(url), f"listing of {url}", patience_s)
+        gone = [SCHEME + key for key in objects if key.endswith(suffix) and not self.local_of(SCHEME + key).exists()]
+        for object_url in gone:
+            if guard is not None:
+                guard()
+            self._call(lambda: self.fs().rm_file(_key(object_url)), f"removal of {object_url}", patience_s)  # noqa: B023
+            self._index_file(object_url).unlink(missing_ok=True)
+        return gone
 
     def check(self) -> None:
         """StorageError (one line naming the setting) unless the bucket exists and these credentials may list it."""
@@ -153,11 +185,11 @@ class Bucket:
 
         self._call(make, f"creation of bucket {self.name!r}", patience_s=PATIENCE_S)
 
-    def publish(self, value: Any) -> Any:
+    def publish(self, value: Any, patience_s: float = PATIENCE_S, *, guard: Callable[[], None] | None = None) -> Any:
         """Upload every mirror file or folder `value` names (a path, or a dict or list of them), then return
         `value` naming them by URL: what a row may record once the upload is done."""
         for path in set(_mirror_paths(value, self)):
-            self.push(path)
+            self.push(path, patience_s, guard=guard)
         return _by_url(value, self)
 
     # --- internals ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Claim:
     reason: str
     attempt: int = 0
     takeover: bool = False
+    previous_worker: str | None = None  # the earlier attempt's worker, fenced off from now on
 
 
 def max_time_s(config: dict[str, Any] | None) -> int:
@@ -95,7 +96,7 @@ def claim(
         takeover = state is JobState.RUNNING
         if takeover and not _stale(job, now, settings):
             return Claim(job_id, False, f"job is running on {job.worker_id} (heartbeat is fresh)")
-        snapshot = _Snapshot.of(job)
+        snapshot, previous_worker = _Snapshot.of(job), job.worker_id
     stale_before = now - timedelta(seconds=settings.stale_after_s) if takeover else None
     if (settled := _settle_if_over(snapshot, settings, stale_before)) is not None:
         return Claim(job_id, False, settled)
@@ -117,7 +118,10 @@ def claim(
         return Claim(job_id, False, "another worker claimed the job first")
     if takeover:
         log.warning("job %s: took over from a worker whose heartbeat went stale (attempt %s)", job_id, attempts + 1)
-    return Claim(job_id, True, "taken over" if takeover else "claimed", attempt=attempts + 1, takeover=takeover)
+    reason = "taken over" if takeover else "claimed"
+    # A job re-queued by the sweep keeps the worker of its last attempt in the row until claimed again.
+    previous = previous_worker if attempts > 0 else None
+    return Claim(job_id, True, reason, attempt=attempts + 1, takeover=takeover, previous_worker=previous)
 
 
 @retry_write
@@ -196,23 +200,24 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
 
 
 @retry_write
-def beat(job_id: int, worker: WorkerIdentity) -> bool:
+def beat(job_id: int, worker: WorkerIdentity, attempt: int | None = None) -> bool:
     """Refresh the heartbeat; False once the job is no longer ours (taken over, or finished elsewhere)."""
+    query = update(Job).where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
+    if attempt is not None:
+        query = query.where(Job.attempts == attempt)
     with transaction() as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
-            .values(heartbeat_at=utcnow())
-        )
-        return result.rowcount == 1
+        return session.execute(query.values(heartbeat_at=utcnow())).rowcount == 1
 
 
 class Heartbeat:
     """A daemon thread that beats every `interval_s` while the job runs; `lost` is set if the job stops being ours."""
 
-    def __init__(self, job_id: int, worker: WorkerIdentity, interval_s: float | None = None) -> None:
+    def __init__(
+        self, job_id: int, worker: WorkerIdentity, interval_s: float | None = None, *, attempt: int | None = None
+    ) -> None:
         self.job_id = job_id
         self.worker = worker
+        self.attempt = attempt
         self.interval_s = interval_s or get_settings().heartbeat_s
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -234,12 +239,17 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                still_ours = beat(self.job_id, self.worker)
+                still_ours = beat(self.job_id, self.worker, self.attempt)
             except Exception:  # the database is away for over a minute: keep working, try again
                 log.exception("job %s: heartbeat failed", self.job_id)
                 continue
             if not still_ours and not self._stop.is_set():
-                log.error("job %s: no longer owned by %s; stopping this run", self.job_id, self.worker.worker_id)
+                log.error(
+                    "job %s: no longer owned by %s (attempt %s is fenced off); stopping this run without writing",
+                    self.job_id,
+                    self.worker.worker_id,
+                    self.attempt,
+                )
                 self.lost.set()
                 return
 

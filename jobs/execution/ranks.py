@@ -60,6 +60,11 @@ def run_follower() -> None:
     payload = os.environ.get(RANK_ENV)
     if not payload:
         raise RuntimeError(f"`jobs {FOLLOWER_COMMAND}` is started by a multi-device job's rank 0, not by hand")
+    from jobs.execution.artifacts import stage_inputs
+
     job = json.loads(payload)
     config = RunConfig.model_validate(job["config"])
-    stage_function(Stage(job["stage"]))(config, MemoryRecorder(), **job["params"])
+    # The inputs named as rank 0 names them (by bucket URL, from the mirror): the run folder's name hangs on
+    # them, and every rank must write into the same one.
+    with stage_inputs():
+        stage_function(Stage(job["stage"]))(config, MemoryRecorder(), **job["params"])

@@ -33,10 +33,13 @@ from jobs.core.stages import Stage, stage_function
 from jobs.core.views import job_log_path
 from jobs.execution import artifacts, lastwords
 from jobs.execution.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
+from jobs.execution.fence import Fence
 from jobs.execution.joblog import capture_job_log
 from jobs.execution.ranks import follower_launch
 from jobs.execution.recorder import DatabaseRecorder, ProgressCallback, json_safe
 from jobs.execution.refs import resolve_job_refs
+from jobs.execution.resumption import resumable_job
+from worker.recorder import JobLost
 
 if TYPE_CHECKING:
     from worker.config import RunConfig
@@ -88,11 +91,20 @@ def execute_job(
     if not claimed.acquired:
         log.info("job %s: not run (%s)", job_id, claimed.reason)
         return JobOutcome(job_id, _current_state(job_id), ran=False, reason=claimed.reason)
+    fence = Fence(job_id, worker.worker_id, claimed.attempt)
     if claimed.attempt > 1:
         artifacts.fetch_log(job_id)  # a takeover on another host appends to what the first attempt uploaded
-    with Heartbeat(job_id, worker) as heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
+    heartbeat = Heartbeat(job_id, worker, attempt=claimed.attempt)
+    with heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
         log.info("job %s: %s by %s (attempt %s)", job_id, claimed.reason, worker.worker_id, claimed.attempt)
-        return _run_claimed(job_id, claimed, worker, heartbeat, on_progress)
+        if claimed.previous_worker is not None:
+            log.warning(
+                "job %s: attempt %s (%s) is fenced off: its writes are refused from now on",
+                job_id,
+                claimed.attempt - 1,
+                claimed.previous_worker,
+            )
+        return _run_claimed(fence, claimed, heartbeat, on_progress)
 
 
 @dataclass
@@ -104,11 +116,12 @@ class _Prepared:
     run_dir: Path  # local: the mirror's copy when artifacts live in a bucket
 
 
-def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
+def _prepare(fence: Fence, claimed: Claim) -> _Prepared:
     """The job's config with its run folder (resuming after a takeover), and its experiment row. With an
     artifacts bucket the row names the folder by URL, and the stage gets local copies of it and its inputs."""
     from worker.config import RunConfig
 
+    job_id = fence.job_id
     with transaction() as session:
         job = session.get_one(Job, job_id)
         stage, params, config_dict = Stage(job.stage), dict(job.params or {}), dict(job.config or {})
@@ -130,68 +143,87 @@ def _prepare(job_id: int, claimed: Claim, worker: WorkerIdentity) -> _Prepared:
         config.train.resume = True
     local_run_dir = artifacts.local_run_dir(run_dir, resume=config.train.resume)
     config.paths.run_dir = str(local_run_dir)
-    _update_job(job_id, worker, run_dir=run_dir)
+    _update_job(fence, run_dir=run_dir)
     # Hash the config as submitted: the per-job run_dir and a takeover's resume flag do not make it another run.
-    experiment_id = _ensure_experiment(job_id, stage, config, submitted.config_hash())
+    experiment_id = _ensure_experiment(fence, stage, config, submitted.config_hash())
     return _Prepared(stage, params, config, experiment_id, local_run_dir)
 
 
 def _earlier_run_dir(job_id: int, stage: Stage, submitted: RunConfig) -> str | None:
     """`--resume` on a new job: the run folder of the latest earlier job of this stage with the same config
-    (apart from the resume flag), so training continues from that job's last checkpoint."""
-    unflagged = submitted.model_copy(deep=True)
-    unflagged.train.resume = False
-    with transaction() as session:
-        run_dir = session.scalar(
-            select(Job.run_dir)
-            .join(Experiment, Experiment.job_id == Job.id)
-            .where(
-                Job.id < job_id,
-                Job.stage == stage.value,
-                Job.run_dir.is_not(None),
-                Experiment.config_hash == unflagged.config_hash(),
-            )
-            .order_by(Job.id.desc())
-            .limit(1)
-        )
-    if run_dir:
-        log.info("job %s: resuming in the run folder of an earlier job with the same config: %s", job_id, run_dir)
-    else:
-        log.info("job %s: --resume found no earlier job with the same config; starting fresh", job_id)
-    return run_dir
+    (apart from the resume flag), so training continues from that job's last checkpoint. EarlierJobActive when
+    that job has not ended (two trainers would share one folder)."""
+    earlier = resumable_job(stage.value, submitted.to_dict(), before_id=job_id)
+    if earlier is not None and earlier.run_dir:
+        log.info("job %s: resuming job %s (%s) in its run folder %s", job_id, earlier.job_id, earlier.state.value,
+                 earlier.run_dir)  # fmt: skip
+        return earlier.run_dir
+    log.info("job %s: --resume found no earlier job with the same config; starting fresh", job_id)
+    return None
 
 
 def _run_claimed(
-    job_id: int, claimed: Claim, worker: WorkerIdentity, heartbeat: Heartbeat, on_progress: ProgressCallback | None
+    fence: Fence, claimed: Claim, heartbeat: Heartbeat, on_progress: ProgressCallback | None
 ) -> JobOutcome:
-    experiment_id: int | None = None
+    """Prepare, run the stage, publish its files, record the end. Every write is fenced: once another attempt
+    owns the job, the first write refused raises JobLost and this run ends without writing anything more."""
+    job_id, experiment_id, recorder = fence.job_id, None, None
     try:
-        prepared = _prepare(job_id, claimed, worker)
+        prepared = _prepare(fence, claimed)
         experiment_id = prepared.experiment_id
         recorder = DatabaseRecorder(
             job_id,
             experiment_id,
-            worker_id=worker.worker_id,
+            fence=fence,
             lost=heartbeat.lost,
             on_progress=on_progress,
-            before_epoch=artifacts.epoch_upload(job_id, prepared.run_dir),
+            before_epoch=artifacts.epoch_upload(job_id, prepared.run_dir, guard=fence.check),
         )
-        function = stage_function(prepared.stage)
-        _update_job(job_id, worker, gpu_name=_gpu_name())
-        with follower_launch(prepared.stage, prepared.config, prepared.params), artifacts.stage_inputs():
-            result = function(prepared.config, recorder, **prepared.params)
+        result = _run_stage(fence, prepared, recorder)
         # Uploaded before the rows name them, with the heartbeat still beating through a long upload.
-        result = artifacts.publish(result, prepared.run_dir, job_id)
+        result = artifacts.publish(result, prepared.run_dir, job_id, guard=fence.check)
+        recorder.record_waiting()  # epochs whose upload failed: their checkpoints are in the bucket now
+    except JobLost as exc:
+        return _fenced_off(job_id, heartbeat, str(exc))
     except SoftTimeLimitExceeded:
-        return _finish_failed(job_id, experiment_id, worker, heartbeat, _time_limit_message(job_id))
+        _keep_waiting_epochs(recorder)
+        return _finish_failed(fence, experiment_id, heartbeat, _time_limit_message(job_id))
     except KeyboardInterrupt:
-        _finish(job_id, experiment_id, worker, heartbeat, JobState.CANCELLED, error="interrupted")
+        _keep_waiting_epochs(recorder)
+        _finish(fence, experiment_id, heartbeat, JobState.CANCELLED, error="interrupted")
         raise
     except Exception as exc:
-        return _finish_failed(job_id, experiment_id, worker, heartbeat, _describe(exc))
+        _keep_waiting_epochs(recorder)
+        return _finish_failed(fence, experiment_id, heartbeat, _describe(exc))
     state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
-    _finish(job_id, experiment_id, worker, heartbeat, state, result=result)
+    if not _finish(fence, experiment_id, heartbeat, state, result=result):
+        return JobOutcome(job_id, None, ran=True, reason=_lost_message(fence))
     return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
+
+
+def _keep_waiting_epochs(recorder: DatabaseRecorder | None) -> None:
+    """A run that ends without a result records the epochs still waiting for their upload: a failed job keeps
+    its partial metrics (those epochs are not resumable, and a resume redoes them)."""
+    if recorder is None:
+        return
+    try:
+        recorder.record_waiting()
+    except (JobLost, OperationalError) as exc:  # fenced off, or the database is what failed
+        log.warning("job %s: epochs waiting for their upload not recorded (%s)", recorder.job_id, exc)
+
+
+def _run_stage(fence: Fence, prepared: _Prepared, recorder: DatabaseRecorder) -> StageResult:
+    function = stage_function(prepared.stage)
+    _update_job(fence, gpu_name=_gpu_name())
+    with follower_launch(prepared.stage, prepared.config, prepared.params), artifacts.stage_inputs():
+        return function(prepared.config, recorder, **prepared.params)
+
+
+def _fenced_off(job_id: int, heartbeat: Heartbeat, why: str) -> JobOutcome:
+    """A run that lost its job: it stops here, leaving the job's rows, files and bucket to the new owner."""
+    heartbeat.stop()
+    log.warning("%s", why)
+    return JobOutcome(job_id, None, ran=True, reason=why)
 
 
 def _time_limit_message(job_id: int) -> str:
@@ -212,43 +244,47 @@ def _describe(exc: BaseException) -> str:
     return message.rstrip("\n") + "\n" + "\n".join(tail)
 
 
-def _finish_failed(
-    job_id: int, experiment_id: int | None, worker: WorkerIdentity, heartbeat: Heartbeat, error: str
-) -> JobOutcome:
-    log.error("job %s failed: %s", job_id, error)
-    _finish(job_id, experiment_id, worker, heartbeat, JobState.FAILED, error=error)
-    return JobOutcome(job_id, JobState.FAILED, ran=True, reason=error.splitlines()[0])
+def _finish_failed(fence: Fence, experiment_id: int | None, heartbeat: Heartbeat, error: str) -> JobOutcome:
+    if heartbeat.lost.is_set():  # the failure came after the job was lost: it is the new owner's to finish
+        return _fenced_off(fence.job_id, heartbeat, _lost_message(fence))
+    log.error("job %s failed: %s", fence.job_id, error)
+    if not _finish(fence, experiment_id, heartbeat, JobState.FAILED, error=error):
+        return JobOutcome(fence.job_id, None, ran=True, reason=_lost_message(fence))
+    return JobOutcome(fence.job_id, JobState.FAILED, ran=True, reason=error.splitlines()[0])
+
+
+def _lost_message(fence: Fence) -> str:
+    return f"job {fence.job_id}: attempt {fence.attempt} ({fence.worker_id}) is fenced off; it writes nothing more"
 
 
 @retry_write
-def _update_job(job_id: int, worker: WorkerIdentity, **values: Any) -> bool:
-    """Change the job row only while this worker owns it."""
+def _update_job(fence: Fence, **values: Any) -> bool:
+    """Change the job row only while this run owns it."""
     with transaction() as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
-            .values(**values)
-        )
-        return result.rowcount == 1
+        return session.execute(update(Job).where(fence.owned()).values(**values)).rowcount == 1
 
 
 def _finish(
-    job_id: int,
+    fence: Fence,
     experiment_id: int | None,
-    worker: WorkerIdentity,
     heartbeat: Heartbeat,
     state: JobState,
     *,
     error: str | None = None,
     result: StageResult | None = None,
-) -> None:
+) -> bool:
+    """Write the final state; False when the run no longer owns the job (nothing was written)."""
+    job_id = fence.job_id
     if state is not JobState.SUCCEEDED and storage.bucket() is not None:  # a success was published whole
-        artifacts.upload_quietly(job_id, _run_dir_of(job_id))
+        try:
+            artifacts.upload_quietly(job_id, _run_dir_of(job_id), guard=fence.check)
+        except JobLost as exc:
+            log.warning("%s", exc)
     heartbeat.stop()
     if heartbeat.lost.is_set():
         # Another worker owns the job now: its run writes the final state, not this one.
-        log.warning("job %s: this run lost the job to another worker; leaving its state alone", job_id)
-        return
+        log.warning("%s; leaving the job's state to its new owner", _lost_message(fence))
+        return False
     now = utcnow()
     job_values: dict[str, Any] = {"state": state.value, "finished_at": now, "error": error}
     if result is not None:
@@ -257,7 +293,7 @@ def _finish(
         job_values["progress"] = _completed_progress(job_id)
     experiment_values = _experiment_result(state, result, now)
     try:
-        written = _write_final(job_id, worker, experiment_id, job_values, experiment_values)
+        written = _write_final(fence, experiment_id, job_values, experiment_values)
     except OperationalError:  # still failing after retries (the database's disk is full)
         # A failure or a cancel is kept beside the log for the sweep to record; a success is not (its results
         # would be missing from the row): the job is taken over and resumed from its last checkpoint instead.
@@ -265,28 +301,18 @@ def _finish(
             lastwords.leave(job_id, state.value, error)
         raise
     if not written:
-        log.warning("job %s: no longer ours when finishing; final state %s not written", job_id, state.value)
+        log.warning("%s; final state %s not written", _lost_message(fence), state.value)
+    return written
 
 
 @retry_write
 def _write_final(
-    job_id: int,
-    worker: WorkerIdentity,
-    experiment_id: int | None,
-    job_values: dict[str, Any],
-    experiment_values: dict[str, Any],
+    fence: Fence, experiment_id: int | None, job_values: dict[str, Any], experiment_values: dict[str, Any]
 ) -> bool:
-    """The job's final state and its experiment's results in one transaction, only while the job is ours
-    (a run that lost its job must not overwrite the experiment its new owner is writing)."""
+    """The job's final state and its experiment's results in one transaction, only while the job is this
+    run's (a run that lost its job must not overwrite the experiment its new owner is writing)."""
     with transaction() as session:
-        owned = (
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.worker_id == worker.worker_id, Job.state == JobState.RUNNING.value)
-                .values(**job_values)
-            ).rowcount
-            == 1
-        )
+        owned = session.execute(update(Job).where(fence.owned()).values(**job_values)).rowcount == 1
         if owned and experiment_id is not None:
             session.execute(update(Experiment).where(Experiment.id == experiment_id).values(**experiment_values))
         return owned
@@ -326,9 +352,12 @@ def _first_checkpoint(artifacts: dict[str, str]) -> str | None:
 
 
 @retry_write
-def _ensure_experiment(job_id: int, stage: Stage, config: RunConfig, config_hash: str) -> int:
-    """The job's experiment row: created on the first attempt, reused (same id) after a takeover."""
+def _ensure_experiment(fence: Fence, stage: Stage, config: RunConfig, config_hash: str) -> int:
+    """The job's experiment row: created on the first attempt, reused (same id) after a takeover; written only
+    while the run owns the job."""
+    job_id = fence.job_id
     with transaction() as session:
+        fence.hold(session)
         existing = session.scalar(select(Experiment.id).where(Experiment.job_id == job_id))
         if existing is not None:
             session.execute(update(Experiment).where(Experiment.id == existing).values(status="running"))

@@ -26,12 +26,16 @@ from jobs.core.stages import ORCHESTRATED_STAGES, Stage
 from jobs.core.text import unstorable_texts
 from jobs.core.views import job_view
 from jobs.execution.claim import max_time_s
+from jobs.execution.resumption import EarlierJobActive, resumable_job
 from jobs.pipelines.grid import GridError
 from jobs.pipelines.launch import run_compare_inline, submit_compare
 from jobs.pipelines.plan import parent_params, plan_runs
 from jobs.pipelines.settle import settle_parent
 from jobs.service.errors import IdempotencyConflict, InvalidRequest, JobNotFound
 from jobs.service.queries import get_job, job_options
+
+# The stages `--resume` continues an earlier job of (they train from a last.ckpt).
+RESUMABLE_STAGES = {Stage.train, Stage.train_full}
 
 
 def validate(request: SubmitRequest, *, runs_here: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -63,6 +67,11 @@ def validate(request: SubmitRequest, *, runs_here: bool = False) -> tuple[dict[s
     config_dict = config.to_dict()
     for key, problem in unstorable_texts(config_dict):
         raise InvalidRequest(f"{key}: {problem}", field=key)
+    if config.train.resume and request.stage in RESUMABLE_STAGES:
+        try:
+            resumable_job(request.stage.value, config_dict)
+        except EarlierJobActive as exc:
+            raise InvalidRequest(str(exc), field="train.resume") from None
     return config_dict, params
 
 

@@ -47,12 +47,15 @@ class ReportGenModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(batch["index"]))  # fmt: skip
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+        # Averaged over every rank's share of the validation set: the best checkpoint and best_val_loss are
+        # the whole set's, not rank 0's.
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"]))
 
     def configure_optimizers(self) -> dict[str, Any]:
         gen = self.config.generation

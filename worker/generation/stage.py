@@ -108,18 +108,14 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
             max_epochs=gen.epochs,
         )  # fmt: skip
         checkpointing, throughput, reporting = callbacks.checkpointing, callbacks.throughput, callbacks.reporting
-        fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        train_time = time.perf_counter() - fit_started
 
     trainable, total = count_parameters(captioner)
     metrics: dict[str, Any] = {
         **best_epoch_metrics(reporting.epoch_metrics),
         "initial_val_loss": initial_val_loss,
-        "train_time_s": train_time,
         "feature_time_s": feature_time,
-        "samples_per_s": throughput.samples_per_s,
-        **peak.metrics(),
+        **throughput.cost(),  # time and peak memory over every attempt of a resumed run
         "trainable_params": trainable,
         "total_params": total,
         "epochs_run": trainer.current_epoch,

@@ -45,9 +45,13 @@ class FinetunedSiglip:
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
         """uint8 grayscale [N, S, S] -> L2-normalised image embeddings [N, D] (fp32, on the CPU)."""
-        pixels = self.normalizer.from_uint8(images)
-        out = [self.vision_features(chunk)[0] for chunk in pixels.split(ENCODE_BATCH)]
-        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+        # Batch first, convert second: the whole split in fp32 at once is 4x its uint8 size (about 5 GB for
+        # the training split at 448 px), for no gain.
+        out = [
+            self.vision_features(self.normalizer.from_uint8(images[start : start + ENCODE_BATCH]))[0].cpu()
+            for start in range(0, len(images), ENCODE_BATCH)
+        ]
+        return F.normalize(torch.cat(out).float(), dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

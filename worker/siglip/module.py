@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
@@ -19,6 +19,10 @@ from worker.siglip.model import LOGIT_PARAMS, trainable_parameter_names
 from worker.siglip.retrieval import hits_at_1, retrieval_metrics
 from worker.training.callbacks import METRICS_KEY, logged_metrics
 from worker.training.schedule import warmup_cosine_schedule
+
+# Per-image validation hits by epoch and the base model's retrieval, in every checkpoint (plain lists and
+# numbers): a resumed run's report pairs images as an uninterrupted run's does.
+VAL_HITS_KEY = "val_hits"
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ class SiglipContrastiveModule(L.LightningModule):
         validation data (the training-step benchmark) has nothing to score it on."""
         if self.trainer.datamodule is None or not self.trainer.limit_val_batches:
             return
-        self.base_retrieval = self.score_base_model()
+        if self.base_retrieval is None:  # scored already when resumed from a checkpoint that holds it
+            self.base_retrieval = self.score_base_model()
 
     @torch.no_grad()
     def score_base_model(self) -> ValRetrieval:
@@ -155,6 +160,17 @@ class SiglipContrastiveModule(L.LightningModule):
         if self.data_identity is not None:
             checkpoint[DATA_IDENTITY_KEY] = self.data_identity
         checkpoint[METRICS_KEY] = logged_metrics(self._trainer)  # None outside a Trainer
+        checkpoint[VAL_HITS_KEY] = {
+            "epochs": {str(epoch): {"indices": list(indices), "hits": hits} for epoch, (indices, hits) in
+                       self.val_hits.items()},
+            "base": asdict(self.base_retrieval) if self.base_retrieval is not None else None,
+        }  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(VAL_HITS_KEY) or {}
+        self.val_hits = {int(epoch): (v["indices"], v["hits"]) for epoch, v in (saved.get("epochs") or {}).items()}
+        base = saved.get("base")
+        self.base_retrieval = ValRetrieval(**base) if base else None
 
 
 def _first_occurrence(index: torch.Tensor) -> tuple[list[int], torch.Tensor]:

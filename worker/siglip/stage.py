@@ -105,8 +105,7 @@ def run_training(
     trainable, total = count_parameters(module.model)
     metrics: dict[str, Any] = {
         **best_epoch_metrics(reporting.epoch_metrics),
-        **throughput.cost(),
-        **peak.metrics(),
+        **throughput.cost(),  # time and peak memory over every attempt of a resumed run
         "trainable_params": trainable,
         "total_params": total,
         "weight_memory_mb": weight_memory_bytes(module.model) / MB,

@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from worker.recorder import Recorder
+from worker.training.profiling import PeakMemory
 
 METRICS_KEY = "metrics"
 """Where a checkpoint keeps the metrics logged when it was saved (``logged_metrics``); its model card shows them."""
@@ -56,7 +57,7 @@ class RecorderCallback(L.Callback):
         asked = trainer.strategy.reduce_boolean_decision(self.recorder.cancelled(), all=False)
         if asked and not self.cancelled:
             self.cancelled = True
-            trainer.save_checkpoint(self.last_checkpoint)
+            self._save_last(trainer)
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -72,8 +73,14 @@ class RecorderCallback(L.Callback):
         """last.ckpt (carrying the epoch's metrics), then the metrics themselves."""
         if self._unrecorded is None:
             return
-        trainer.save_checkpoint(self.last_checkpoint)
+        self._save_last(trainer)
         self._record(trainer, self._unrecorded["epoch"], self._unrecorded["metrics"])
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        # A run that lost its job (JobLost) must not overwrite the new owner's last.ckpt.
+        if trainer.is_global_zero:
+            self.recorder.ensure_owner()
+        trainer.save_checkpoint(self.last_checkpoint)
 
     def _record(self, trainer: L.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if trainer.is_global_zero:
@@ -94,7 +101,12 @@ class BestCheckpoint(ModelCheckpoint):
         self.reporting = reporting
         self._superseded: list[str] = []
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure_owner(trainer)  # where Lightning saves a new best after a validation
+        super().on_validation_end(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure_owner(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         self.reporting.finish_epoch(trainer)
         for filepath in self._superseded:
@@ -103,6 +115,35 @@ class BestCheckpoint(ModelCheckpoint):
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         self._superseded.append(filepath)
+
+    def _ensure_owner(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:  # a run that lost its job saves no new best
+            self.reporting.recorder.ensure_owner()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, but the best score, top-k and paths survive a run folder that moved (a takeover on
+        another host mirrors the bucket under its own folder): Lightning keeps only `best_model_path` when the
+        folder differs, and the first epoch after such a resume became "best" whatever its loss."""
+        super().load_state_dict(_moved_to(state_dict, self.dirpath))
+
+
+def _moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """ModelCheckpoint's state with the files it names moved from the checkpoint's folder into `dirpath`."""
+    old = state.get("dirpath")
+    if dirpath is None or old is None or old == dirpath:
+        return state
+
+    def moved(path: Any) -> Any:
+        return str(Path(dirpath) / Path(path).name) if isinstance(path, str) and path else path
+
+    return {
+        **state,
+        "dirpath": dirpath,
+        "best_model_path": moved(state.get("best_model_path")),
+        "kth_best_model_path": moved(state.get("kth_best_model_path")),
+        "last_model_path": moved(state.get("last_model_path")),
+        "best_k_models": {moved(path): score for path, score in (state.get("best_k_models") or {}).items()},
+    }
 
 
 def logged_metrics(trainer: L.Trainer | None) -> dict[str, float]:
@@ -120,14 +161,39 @@ def _split_of(metric: str) -> str:
 
 
 class ThroughputCallback(L.Callback):
-    """Time spent in training epochs (validation excluded) and the samples they held, summed over ranks."""
+    """Time spent in training epochs (validation excluded) and the samples they held, summed over ranks; and
+    the run's wall time and peak memory. Kept in the checkpoint, so a resumed run reports the sums over its
+    attempts (the work a resume redoes, after the checkpoint, is not counted twice) and the highest peaks."""
 
-    def __init__(self):
+    def __init__(self, peak: PeakMemory | None = None):
+        self.peak = peak
         self.train_seconds = 0.0
         self.samples = 0
+        self._earlier_elapsed_s = 0.0  # wall time of the attempts before this one, up to their checkpoint
+        self._earlier_peaks: dict[str, float] = {}
         self._epoch_start: float | None = None
         self._fit_start: float | None = None
         self._fit_end: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "train_seconds": self.train_seconds,
+            "samples": self.samples,
+            "elapsed_s": self.elapsed_s,
+            "peaks": self.peaks(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+        self.samples = int(state_dict.get("samples", 0))
+        self._earlier_elapsed_s = float(state_dict.get("elapsed_s", 0.0))
+        self._earlier_peaks = dict(state_dict.get("peaks") or {})
+
+    def peaks(self) -> dict[str, float | None]:
+        """Peak memory so far, the highest over this attempt and the earlier ones."""
+        now = self.peak.metrics() if self.peak is not None else {}
+        names = set(now) | set(self._earlier_peaks)
+        return {name: _highest(now.get(name), self._earlier_peaks.get(name)) for name in sorted(names)}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
@@ -137,10 +203,10 @@ class ThroughputCallback(L.Callback):
 
     @property
     def elapsed_s(self) -> float:
-        """Wall time of fit so far, validation included."""
+        """Wall time of fit so far, validation included, over every attempt."""
         if self._fit_start is None:
-            return 0.0
-        return (self._fit_end or time.perf_counter()) - self._fit_start
+            return self._earlier_elapsed_s
+        return self._earlier_elapsed_s + (self._fit_end or time.perf_counter()) - self._fit_start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -164,5 +230,10 @@ class ThroughputCallback(L.Callback):
     def samples_per_s(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds else 0.0
 
-    def cost(self) -> dict[str, float]:
-        return {"train_time_s": self.elapsed_s, "samples_per_s": self.samples_per_s}
+    def cost(self) -> dict[str, float | None]:
+        return {"train_time_s": self.elapsed_s, "samples_per_s": self.samples_per_s, **self.peaks()}
+
+
+def _highest(*values: float | None) -> float | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None

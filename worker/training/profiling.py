@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from types import TracebackType
 
@@ -30,7 +31,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(_rank_device())
         self._thread.start()
         return self
 
@@ -46,6 +47,12 @@ class PeakMemory:
         cuda = torch.cuda.is_available()
         return {
             "peak_ram_mb": max(self._peak_rss, self._process.memory_info().rss) / MB,
-            "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / MB if cuda else None,
-            "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved() / MB if cuda else None,
+            "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(_rank_device()) / MB if cuda else None,
+            "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved(_rank_device()) / MB if cuda else None,
         }
+
+
+def _rank_device() -> int:
+    """The GPU this process trains on. The stats are read before Lightning sets the device; without an index
+    every extra DDP rank would open a CUDA context on GPU 0 (LOCAL_RANK is set by the launcher of the ranks)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))

@@ -48,12 +48,10 @@ def build_trainer(
     max_epochs: int,
 ) -> tuple[L.Trainer, RunCallbacks]:
     """A Trainer writing `best-*.ckpt` and, after every epoch and on cancel, `last.ckpt` under ckpt_dir."""
-    throughput = ThroughputCallback()
+    throughput = ThroughputCallback(peak)
     # Best only: ModelCheckpoint's save_last rewrites last.ckpt only when the monitored value improves, so a
     # run resumed from it would redo the epochs after the best one. RecorderCallback writes last.ckpt.
-    reporting = RecorderCallback(
-        recorder, last_checkpoint=ckpt_dir / "last.ckpt", cost=lambda: {**throughput.cost(), **peak.metrics()}
-    )
+    reporting = RecorderCallback(recorder, last_checkpoint=ckpt_dir / "last.ckpt", cost=throughput.cost)
     callbacks = RunCallbacks(
         checkpointing=BestCheckpoint(
             reporting, dirpath=ckpt_dir, filename="best-{epoch:02d}", monitor="val_loss", mode="min", save_top_k=1
