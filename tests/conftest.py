@@ -18,9 +18,9 @@ import pytest
 
 from worker.config import RunConfig, load_config
 
-# The job-system fixtures (job_env) live beside their helpers; registered here, every test module gets them
-# by naming them as arguments, without importing them.
-pytest_plugins = ("jobs_fixtures",)
+# The job-system fixtures (job_env) and the S3 server (s3) live beside their helpers; registered here, every
+# test module gets them by naming them as arguments, without importing them.
+pytest_plugins = ("jobs_fixtures", "storage_fixtures")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -129,13 +129,10 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     assert parent.artifacts["html"] == result.artifacts["html"]
 
 
-@pytest.mark.slow
-def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
-    smoke_prepared, smoke_config, tmp_path, monkeypatch
-):
+def _embedded_env(smoke_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobEnv:
+    """Data and tiny models from the session's smoke folder; a database and broker of the test's own."""
     for name in CONFIGURED:
         monkeypatch.delenv(name, raising=False)
-    # Data and tiny models from the session's smoke folder; a database and broker of this test's own.
     variables = {
         **embedded_variables(tmp_path),
         "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
@@ -148,6 +145,14 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
         monkeypatch.setenv(name, value)
     reset_settings()
     dispose_engines()
+    return env
+
+
+@pytest.mark.slow
+def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
+    smoke_prepared, smoke_config, tmp_path, monkeypatch
+):
+    env = _embedded_env(smoke_config, tmp_path, monkeypatch)
     worker = Worker(env, fake=False, name="compare")
     try:
         worker.wait_ready()
@@ -196,20 +201,7 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
 def test_compare_with_generation_scores_every_seed_on_the_same_test_studies(
     smoke_prepared, smoke_config, tmp_path, monkeypatch
 ):
-    for name in CONFIGURED:
-        monkeypatch.delenv(name, raising=False)
-    variables = {
-        **embedded_variables(tmp_path),
-        "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "JOBS_LOG_DIR": str(tmp_path / "logs"),
-        "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
-        **REAL_STAGE_TIMINGS,
-    }
-    env = JobEnv(tmp_path, variables)
-    for name, value in env.variables.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    dispose_engines()
+    env = _embedded_env(smoke_config, tmp_path, monkeypatch)
     worker = Worker(env, fake=False, name="compare-generation")
     try:
         worker.wait_ready()

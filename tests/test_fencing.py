@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, embedded_variables, wait_for
-from storage_fixtures import OutageProxy, S3Server, start_s3_server, stop_s3_server
+from storage_fixtures import OutageProxy, S3Server
 
 from jobs import service
 from jobs.core.database import dispose_engines
@@ -37,13 +37,6 @@ EPOCHS = 8
 SHORT = {"train.limit_train_batches": "4"}
 # Longer than the minute an upload used to be retried for before the run failed.
 AWAY_S = 70
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory):
-    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
-    yield server
-    stop_s3_server(server)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from jobs_fixtures import (
     run_cli,
     wait_for,
 )
-from storage_fixtures import CREDENTIALS, S3Server, start_s3_server, stop_s3_server
+from storage_fixtures import CREDENTIALS, S3Server
 
 from api.app import create_app
 from api.deps import ApiSettings
@@ -37,13 +37,6 @@ from jobs.core.storage import Bucket, StorageError, bucket, local_copy
 from worker.checkpoint_info import SIGLIP_CHECKPOINT_KEY, read_header
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory):
-    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
-    yield server
-    stop_s3_server(server)
 
 
 @pytest.fixture
