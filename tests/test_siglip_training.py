@@ -266,3 +266,64 @@ def test_the_base_model_is_scored_before_the_first_optimizer_step(model_dir, spl
     for direction in ("i2t", "t2i"):
         hits = [line[f"base_{direction}_hit@1"] for line in lines]
         assert sum(hits) / len(hits) == pytest.approx(result.metrics[f"base_{direction}_recall@1"])
+
+
+class _KilledAtEpoch(MemoryRecorder):
+    """Dies recording the validation rows of `epoch`, after that epoch's checkpoints are written (a kill -9)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def log_metrics(self, metrics, *, split, epoch=None, step=None):
+        if split == "val" and epoch == self.epoch:
+            raise _Killed(f"killed after epoch {epoch}")
+        super().log_metrics(metrics, split=split, epoch=epoch, step=step)
+
+
+def _throughput_state(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)["callbacks"]
+    return next(value for key, value in state.items() if key.startswith("ThroughputCallback"))
+
+
+def test_a_resumed_runs_report_has_per_image_intervals_and_the_time_of_every_attempt(model_dir, splits, tmp_path):
+    """Killed after epoch 4 of 6, resumed: the best epoch (0, validated by the killed attempt) still has its
+    per-image hits, so the report compares it image by image, and the run's time and samples span both attempts."""
+    from jobs.pipelines.report import _per_item
+    from worker.report.stage import build_report
+
+    # A learning rate too small to move the weights: every epoch's val_loss is the first one's, and a checkpoint
+    # is superseded only by a lower one, so the best epoch is 0, validated before the kill.
+    settings = {"train.epochs": 6, "train.lr": 1e-12, "train.early_stopping_patience": 20}
+    run_dir = tmp_path / "resumed"
+    with pytest.raises(_Killed):
+        run_training(tiny_config(model_dir, run_dir, **settings), _KilledAtEpoch(4), splits)
+    before = _throughput_state(run_dir / "checkpoints" / "last.ckpt")
+    resumed = run_training(tiny_config(model_dir, run_dir, **settings, **{"train.resume": True}), MemoryRecorder(),
+                           splits)  # fmt: skip
+    assert resumed.status == "succeeded" and resumed.metrics["epochs_run"] == 6
+    assert Path(resumed.artifacts["best_checkpoint"]).name == "best-epoch=00.ckpt"
+
+    # Time over both attempts: the killed one trained 5 epochs, the resumed one only the last.
+    after = _throughput_state(run_dir / "checkpoints" / "last.ckpt")
+    # (last.ckpt is saved just before the end of fit, so the result's time is a little beyond it)
+    assert resumed.metrics["train_time_s"] >= after["elapsed_s"] > before["elapsed_s"] > 0
+    assert after["train_seconds"] > before["train_seconds"] > 0
+    assert after["samples"] == 6 * 48  # every epoch's 48 training pairs, none counted twice
+    assert resumed.metrics["samples_per_s"] == pytest.approx(after["samples"] / after["train_seconds"])
+
+    fresh = run_training(tiny_config(model_dir, tmp_path / "fresh", **{"train.epochs": 2}), MemoryRecorder(), splits)
+    rows = [
+        {"id": id_, "job_id": 100 + id_, "stage": "train", "peft_method": method, "status": "SUCCEEDED",
+         "metrics": result.metrics, "cell": {"peft.method": method}, "seed": 42,
+         "per_item": _per_item("train", result.artifacts)}  # what the report stage reads for each run
+        for id_, method, result in ((1, "lora", resumed), (2, "qlora", fresh))
+    ]  # fmt: skip
+    assert all(len(row["per_item"]["i2t_hit@1"]) == 24 for row in rows)
+    build_report(rows, [], tmp_path / "report")
+    table = json.loads((tmp_path / "report" / "report.json").read_text())["table"]
+    recall = next(r for r in table if r["metric"] == "i2t_recall@1")
+    # Paired over the validation images, not the one-seed fallback (which has no interval at all).
+    assert recall["difference"]["over"] == "24 validation images (paired bootstrap)", recall
+    time_row = next(r for r in table if r["metric"] == "train_time_s")
+    assert time_row["cells"][0]["mean"] == pytest.approx(resumed.metrics["train_time_s"])
