@@ -193,6 +193,35 @@ def embedded_variables(root: Path) -> dict[str, str]:
     return {"DATABASE_URL": f"sqlite:///{root / 'experiments.db'}", "JOBS_BROKER_DIR": str(root / "broker")}
 
 
+# The settings a job system reads from the environment that a test of the real stages sets for itself.
+CONFIGURED = (
+    "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR", "MEDVL_VAR_DIR",
+)  # fmt: skip
+
+
+def smoke_worker_env(smoke_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobEnv:
+    """The embedded default for a real worker: data and tiny models from the session's smoke folder, a
+    database and broker of the test's own, timings for real stages."""
+    from jobs.core.database import dispose_engines
+    from jobs.core.settings import reset_settings
+
+    for name in CONFIGURED:
+        monkeypatch.delenv(name, raising=False)
+    variables = {
+        **embedded_variables(tmp_path),
+        "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "JOBS_LOG_DIR": str(tmp_path / "logs"),
+        "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
+        **REAL_STAGE_TIMINGS,
+    }
+    env = JobEnv(tmp_path, variables)
+    for name, value in env.variables.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    dispose_engines()
+    return env
+
+
 @pytest.fixture
 def job_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobEnv]:
     """The embedded default (SQLite database, local Redis broker) in a temp folder, with fast heartbeats."""

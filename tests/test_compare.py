@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, embedded_variables, run_cli
+from jobs_fixtures import Worker, run_cli, smoke_worker_env
 from sqlalchemy import select
 
 from db.models import Experiment, Job, Metric
@@ -20,11 +20,6 @@ from jobs.pipelines.plan import ComparePlan, create_plan, plan_runs
 from jobs.pipelines.report import report_stage
 from worker.config import load_config
 from worker.recorder import MemoryRecorder
-
-CONFIGURED = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR", "MEDVL_VAR_DIR",
-)  # fmt: skip
-
 
 LORA, QLORA = {"peft.method": "lora"}, {"peft.method": "qlora"}
 
@@ -129,30 +124,11 @@ def test_report_job_reads_the_rows_it_was_given_and_settles_the_parent(tmp_path)
     assert parent.artifacts["html"] == result.artifacts["html"]
 
 
-def _embedded_env(smoke_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobEnv:
-    """Data and tiny models from the session's smoke folder; a database and broker of the test's own."""
-    for name in CONFIGURED:
-        monkeypatch.delenv(name, raising=False)
-    variables = {
-        **embedded_variables(tmp_path),
-        "JOBS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "JOBS_LOG_DIR": str(tmp_path / "logs"),
-        "MEDVL_VAR_DIR": str(Path(smoke_config.paths.var_dir)),
-        **REAL_STAGE_TIMINGS,
-    }
-    env = JobEnv(tmp_path, variables)
-    for name, value in env.variables.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    dispose_engines()
-    return env
-
-
 @pytest.mark.slow
 def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     smoke_prepared, smoke_config, tmp_path, monkeypatch
 ):
-    env = _embedded_env(smoke_config, tmp_path, monkeypatch)
+    env = smoke_worker_env(smoke_config, tmp_path, monkeypatch)
     worker = Worker(env, fake=False, name="compare")
     try:
         worker.wait_ready()
@@ -193,37 +169,6 @@ def test_compare_with_three_seeds_through_a_worker_on_the_embedded_default(
     line = next(line for line in report["conclusions"] if line.startswith("Best validation loss"))
     assert ("no significant difference" in line) is (not loss["significant"])
     assert len(report["curves"]["LoRA"]["val_loss"]) == 2
-    dispose_engines()
-    reset_settings()
-
-
-@pytest.mark.slow
-def test_compare_with_generation_scores_every_seed_on_the_same_test_studies(
-    smoke_prepared, smoke_config, tmp_path, monkeypatch
-):
-    env = _embedded_env(smoke_config, tmp_path, monkeypatch)
-    worker = Worker(env, fake=False, name="compare-generation")
-    try:
-        worker.wait_ready()
-        completed = run_cli(
-            env, "submit", "compare", "--preset", "smoke", "--epochs", "1", "--seeds", "2", "--with-generation",
-            "--set", "train.limit_train_batches=2", "--set", "generation.epochs=1", "--wait", "--json", timeout=1500,
-        )  # fmt: skip
-        assert completed.returncode == 0, completed.stderr + worker.output()[-4000:]
-    finally:
-        worker.stop()
-    parent = json.loads(completed.stdout)
-    assert parent["state"] == "SUCCEEDED", parent
-    evaluations = service.list_experiments(stage="evaluate")
-    assert len(evaluations) == 4  # two methods x two seeds
-    studies = [
-        [json.loads(line)["uid"] for line in Path(e.artifacts["predictions"]).read_text().splitlines()]
-        for e in evaluations
-    ]
-    assert studies[0] and all(listed == studies[0] for listed in studies)
-    assert all(e.metrics["train_overlap"] == 0 and e.metrics["split_seed"] == 42 for e in evaluations)
-    page = Path(parent["artifacts"]["markdown"]).read_text()
-    assert "same data split (split seed 42, 70/10/20 train/val/test by study)" in page
     dispose_engines()
     reset_settings()
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_fixtures import REAL_STAGE_TIMINGS, JobEnv, Worker, run_cli
+from jobs_fixtures import CONFIGURED, REAL_STAGE_TIMINGS, JobEnv, Worker, run_cli
 from sqlalchemy import func, select
 
 from db.models import Metric
@@ -18,11 +18,6 @@ from jobs.core.schemas import JobState
 from jobs.core.settings import get_settings, reset_settings
 
 pytestmark = pytest.mark.slow
-
-CONFIGURED = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_ARTIFACTS_DIR", "JOBS_LOG_DIR", "MEDVL_VAR_DIR",
-)  # fmt: skip
-
 
 def test_submit_qlora_training_and_wait_for_a_jobs_worker(smoke_prepared, smoke_config, tmp_path, monkeypatch):
     for name in CONFIGURED:
