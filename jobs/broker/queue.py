@@ -10,6 +10,7 @@ from celery import Celery, Signature
 from kombu.utils.url import maybe_sanitize_url
 
 from jobs.broker.celery_app import CPU_QUEUE, GPU_QUEUE, app_for, declare_queues, ensure_broker, queue_for
+from jobs.broker.task_labels import job_task_label
 from jobs.core.settings import get_settings
 from jobs.core.stages import Stage
 
@@ -33,6 +34,7 @@ def stage_signature(
     return _ready(app_for(settings), queue).signature(
         stage.value,
         args=(job_id,),
+        argsrepr=job_task_label(job_id, stage.value),  # what Flower shows, in the task-sent event too
         immutable=True,
         task_id=task_id,
         queue=queue,

@@ -3,6 +3,11 @@
 A stage's task takes the job id alone (its row holds the rest), so the message's args say nothing a user
 recognises. Celery sends `argsrepr` with every message for monitors to display; it is set here, in the
 publishing process, for every message that runs a job (a submit, a comparison's canvas, a resend).
+
+The label goes into the message's options where the message is built (jobs/broker/queue.py), not only into
+its headers: Celery copies `argsrepr` into the `task-sent` event before `before_task_publish` runs, and a
+`task-sent` event that reaches Flower after the worker's `task-received` (a loaded publisher) overwrites the
+args Flower shows. The signal still labels a message sent again from a stored delivery.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ def _method(job_id: int, stage: str) -> str | None:
     return (config.get("peft") or {}).get("method")
 
 
+def job_task_label(job_id: int, stage: str) -> str | None:
+    """The label of a job's task; None where it cannot be read (a label is for display: it never stops a job's
+    message)."""
+    try:
+        return task_label(job_id, stage, _method(job_id, stage))
+    except Exception:
+        log.warning("could not label the task of job %s for monitors", job_id, exc_info=True)
+        return None
+
+
 @before_task_publish.connect
 def label_job_task(
     sender: str | None = None, headers: dict[str, Any] | None = None, body: Any = None, **_: Any
@@ -42,7 +57,5 @@ def label_job_task(
     args = body[0] if isinstance(body, tuple | list) and body else None
     if headers is None or sender not in {stage.value for stage in Stage} or not args or type(args[0]) is not int:
         return
-    try:
-        headers["argsrepr"] = task_label(args[0], sender, _method(args[0], sender))
-    except Exception:  # a label is for display: never let it stop the job's message
-        log.warning("could not label the task of job %s for monitors", args[0], exc_info=True)
+    if label := job_task_label(args[0], sender):
+        headers["argsrepr"] = label
