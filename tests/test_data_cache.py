@@ -55,12 +55,14 @@ def test_undecodable_files_are_left_out_and_counted(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:40])
-    cached = load_or_build_cache(tmp_path / "cache", "x", [garbage, good, truncated, good], 8, workers=1)
+    names = [garbage.name, good.name, truncated.name, good.name]
+    cached = load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1)
     assert cached.built and cached.kept == [1, 3]
     assert cached.kinds == {"undecodable": 2, "gray8": 2}
     assert cached.images.shape == (2, 8, 8) and (np.asarray(cached.images) == 200).all()
-    assert not load_or_build_cache(tmp_path / "cache", "x", [garbage, good, truncated, good], 8, workers=1).built
-    assert load_or_build_cache(tmp_path / "cache", "x", [good], 8, workers=1).built  # other files: rebuilt
+    assert not load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1).built
+    # other files: rebuilt
+    assert load_or_build_cache(tmp_path / "cache", "x", tmp_path, [good.name], 8, workers=1).built
     assert list((tmp_path / "cache").glob("*tmp*")) == []
 
 
@@ -71,7 +73,7 @@ def test_process_pool_gives_the_same_cache(tmp_path: Path, monkeypatch: pytest.M
     for i in range(12):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, size=(50, 60), dtype=np.uint8)).save(paths[-1])
-    serial = load_or_build_cache(tmp_path / "serial", "x", paths, 16, workers=1)
+    serial = load_or_build_cache(tmp_path / "serial", "x", tmp_path, [p.name for p in paths], 16, workers=1)
     monkeypatch.setattr(cache_module, "POOL_MIN_IMAGES", 1)
-    pooled = load_or_build_cache(tmp_path / "pooled", "x", paths, 16, workers=2)
+    pooled = load_or_build_cache(tmp_path / "pooled", "x", tmp_path, [p.name for p in paths], 16, workers=2)
     np.testing.assert_array_equal(np.asarray(pooled.images), np.asarray(serial.images))

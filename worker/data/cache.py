@@ -57,11 +57,13 @@ def cache_name(split: str, projection: str, size: int, filenames: list[str]) -> 
 
 
 def load_or_build_cache(
-    cache_dir: Path, name: str, paths: list[Path], size: int, workers: int, label: str = "images"
-) -> CachedImages:
-    """Memory-map the cache `name` if it matches `paths` and `size`; otherwise decode `paths` into it."""
+    cache_dir: Path, name: str, image_root: Path, filenames: list[str], size: int, workers: int,
+    label: str = "images",
+) -> CachedImages:  # fmt: skip
+    """Memory-map the cache `name` if it holds `filenames` (paths under `image_root`) at `size`; otherwise
+    decode them into it."""
     array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
-    filenames = [p.name for p in paths]
+    paths = [image_root / filename for filename in filenames]
     if array_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("filenames") == filenames and meta.get("size") == size:
