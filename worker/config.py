@@ -135,10 +135,16 @@ class DataConfig(_Section):
         percent = "/".join(f"{round(f * 100)}" for f in self.split_fractions)
         unit = "by study" if self.source in IU_XRAY_SOURCES else "by patient"
         drawn = f"split seed {self.split_seed}, {percent} train/val/test {unit}"
+        # An official split without test studies (CheXpert Plus's: train and valid) has its test drawn from
+        # its train by patient (worker.data.prepared._official_split).
+        test_share = round(100 * self.split_fractions[2] / ((self.split_fractions[0] + self.split_fractions[2]) or 1))
+        no_test = f"test drawn from its train by patient: {test_share}%, split seed {self.split_seed}"
+        if self.official_split and self.source == "chexpert-plus":
+            return f"{OFFICIAL_SPLIT_SOURCES[self.source]} (train, valid; {no_test})"
         if self.official_split and self.source in OFFICIAL_SPLIT_SOURCES:
             return f"{OFFICIAL_SPLIT_SOURCES[self.source]}"
         if self.official_split and self.source == "manifest":
-            return f"the manifest's split column (where it has none: {drawn})"
+            return f"the manifest's split column (without test studies: {no_test}; without the column: {drawn})"
         return drawn
 
     @field_validator("view_positions")

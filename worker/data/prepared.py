@@ -24,7 +24,14 @@ from worker.data.readers import ParsedDataset, ReadOptions, reader_for
 from worker.data.selection import select_rows
 from worker.data.sources import locate_dataset
 from worker.data.split_file import fixed_split, manifest_name
-from worker.data.splits import SPLITS, check_patient_disjoint, load_or_create_manifest, write_manifest
+from worker.data.splits import (
+    SPLITS,
+    check_patient_disjoint,
+    load_or_create_manifest,
+    manifest_path,
+    test_from_train,
+    write_manifest,
+)
 from worker.data.synthetic import PLANTED_JSON, Planted
 
 
@@ -88,7 +95,7 @@ def _split_manifest(
     if data.split_file:
         return _file_split(config, prepared_dir, parsed)
     if data.official_split and parsed.official_split:
-        return _official_split(prepared_dir, parsed)
+        return _official_split(config, prepared_dir, parsed)
     manifest, path = load_or_create_manifest(
         prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions), parsed.patients or None
     )
@@ -113,9 +120,11 @@ def _file_split(
 
 
 def _official_split(
-    prepared_dir: Path, parsed: ParsedDataset
+    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
 ) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
-    """The dataset's own split, checked to keep each patient on one side; reports it leaves out are counted."""
+    """The dataset's own split, checked to keep each patient on one side; reports it leaves out are counted.
+    A split without test studies (CheXpert Plus's has train and valid only) gets its test split drawn from its
+    train studies by patient, with data.split_seed and the test share of data.split_fractions."""
     uids: dict[str, list[str]] = {name: [] for name in SPLITS}
     unlisted = 0
     for uid in parsed.report_uids:
@@ -125,8 +134,21 @@ def _official_split(
         else:
             unlisted += 1
     check_patient_disjoint(uids, parsed.patients, "the dataset's official split")
-    path = write_manifest(prepared_dir, "splits-official.json", {"official": True, "uids": uids})
-    return uids, path, {}, {"studies_not_in_official_split": unlisted}
+    counts = {"studies_not_in_official_split": unlisted}
+    content: dict = {"official": True, "uids": uids}
+    name = "splits-official.json"
+    if uids["train"] and not uids["test"]:
+        data = config.data
+        uids["train"], uids["test"] = test_from_train(
+            uids["train"], parsed.patients, data.split_seed, tuple(data.split_fractions)
+        )
+        counts["official_split_test_drawn_from_train"] = len(uids["test"])
+        content["test_drawn_from_train"] = {"seed": data.split_seed, "fractions": list(data.split_fractions)}
+        name = manifest_path(prepared_dir, data.split_seed, tuple(data.split_fractions)).name.replace(
+            "splits-", "splits-official-test-"
+        )
+    path = write_manifest(prepared_dir, name, content)
+    return uids, path, {}, counts
 
 
 def load_prepared(config: RunConfig) -> PreparedData:

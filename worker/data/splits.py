@@ -74,6 +74,16 @@ def assign_splits_by_patient(
     return {name: sorted(part, key=_uid_order) for name, part in cuts.items()}
 
 
+def test_from_train(
+    train: list[str], patients: Mapping[str, str], seed: int, fractions: tuple[float, float, float]
+) -> tuple[list[str], list[str]]:
+    """A dataset split's train studies cut into train and test by patient, the test taking the share
+    ``fractions[2] / (fractions[0] + fractions[2])`` of them (for an official split that has no test)."""
+    share = fractions[2] / (fractions[0] + fractions[2])
+    cut = assign_splits_by_patient(train, patients, seed, (1.0 - share, 0.0, share))
+    return cut["train"], cut["val"] + cut["test"]
+
+
 def check_patient_disjoint(splits: Mapping[str, list[str]], patients: Mapping[str, str], what: str) -> None:
     """Raise ConfigError, naming a patient and the splits, if a patient's studies are in two splits."""
     seen: dict[str, str] = {}
