@@ -49,7 +49,9 @@ def _dataset(config: RunConfig) -> str:
         "synthetic": "synthetic IU-Xray (built locally, Kaggle layout)",
         "kaggle": f"IU-Xray, Kaggle `{data.kaggle_dataset}`",
         "local": "IU-Xray, a local copy in the Kaggle layout",
-    }[data.source]
+        "chexpert-plus": "CheXpert Plus (Stanford AIMI), a local copy of its report CSV and PNG images",
+        "manifest": "the user's own chest X-ray images and reports, listed in a manifest file",
+    }.get(data.source, data.source)
 
 
 def _revision(config: RunConfig, field: str) -> str:
