@@ -14,18 +14,38 @@ from worker.result import StageResult
 logger = logging.getLogger(__name__)
 
 
+# Each layout's reasons for skipping a row or an image (worker.data.readers) and the view selection's, in the
+# order the log lists them; a layout reports the ones it has.
+SKIP_WORDS = (
+    ("rows_unknown_uid", "rows without a report"),
+    ("rows_bad_path", "rows whose path names no study"),
+    ("rows_unknown_projection", "rows without a projection"),
+    ("rows_without_study_id", "manifest rows without a study id"),
+    ("rows_without_image", "manifest rows without an image"),
+    ("images_unknown_view", "images of an unknown view"),
+    ("rows_missing_file", "rows with a missing image file"),
+    ("images_missing_file", "images with a missing file"),
+    ("rows_without_target", "rows without the target section"),
+    ("images_without_target", "images without the target section"),
+    ("images_undecodable", "undecodable images"),
+    ("rows_other_projection", "rows of the other view"),
+    ("rows_other_view", "rows of other view positions"),
+    ("rows_beyond_one_per_study", "rows beyond one per study"),
+    ("pngs_not_in_csv", "PNGs not in the CSV"),
+    ("studies_not_in_official_split", "studies in no split of the dataset's own"),
+)
+
+
 def summarize(prepared: PreparedData, target: str) -> str:
     """One line for the log: what was kept, per split, and each kind of skip."""
     c = prepared.counts
+    skips = ", ".join(f"{c[name]} {words}" for name, words in SKIP_WORDS if name in c)
     return (
         f"kept {c['studies_kept']} studies / {c['images_kept']} images "
         f"(train {c['train_images']}, val {c['val_images']}, test {c['test_images']}); "
-        f"skipped: {c['studies_without_target']} reports without {target}, "
-        f"{c['rows_missing_file']} rows with a missing PNG, {c['images_undecodable']} undecodable PNGs, "
-        f"{c['rows_unknown_uid']} rows without a report, {c['rows_other_projection']} rows of the other view; "
-        f"{c['pngs_not_in_csv']} PNGs not in the CSV; converted {c['images_16bit_converted']} 16-bit and "
-        f"{c['images_rgb_converted']} RGB PNGs; {c['studies_frontal_only']} frontal-only and "
-        f"{c['studies_lateral_only']} lateral-only studies"
+        f"skipped: {c.get('studies_without_target', 0)} reports without {target}, {skips}; "
+        f"converted {c.get('images_16bit_converted', 0)} 16-bit and {c.get('images_rgb_converted', 0)} RGB images; "
+        f"{c.get('studies_frontal_only', 0)} frontal-only and {c.get('studies_lateral_only', 0)} lateral-only studies"
     )
 
 
