@@ -230,3 +230,25 @@ def test_smoke_models_train_and_evaluate_on_a_manifest(smoke_config: RunConfig, 
     scored = {json.loads(line)["uid"] for line in Path(result.artifacts["predictions"]).read_text().splitlines()}
     assert scored and scored <= set(prepared.split("test").uids)
     assert result.metrics["train_overlap"] == 0 and 0.0 <= result.metrics["bleu1"] <= 1.0
+
+
+def test_the_prepare_data_stage_reports_a_manifests_counts(
+    smoke_config: RunConfig, dataset: tuple[Path, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from worker.data.stage import prepare_data
+
+    root, truth = dataset
+    with caplog.at_level(logging.INFO, logger="worker.data.stage"):
+        result = prepare_data(_config(smoke_config, root / "manifest.csv"), MemoryRecorder())
+    assert result.status == "succeeded" and result.metrics["reports"] == len(truth["studies"])
+    summary = " ".join(record.getMessage() for record in caplog.records)
+    assert f"{result.metrics['images_missing_file']} images with a missing file" in summary
+
+
+def test_a_job_naming_a_missing_manifest_is_refused_before_it_runs(smoke_config: RunConfig, tmp_path: Path) -> None:
+    from jobs.core.locations import missing_input
+
+    problem = missing_input(_config(smoke_config, tmp_path / "nowhere.csv"), {})
+    assert problem and problem.startswith("data.data_dir:") and "does not exist" in problem
