@@ -20,6 +20,7 @@ from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
 from worker.data.layout import PROJECTIONS
 from worker.data.parsing import ParsedDataset, images_dir, parse_dataset
+from worker.data.rows import RowView, pick_rows
 from worker.data.sources import locate_dataset
 from worker.data.split_file import fixed_split, manifest_name
 from worker.data.splits import SPLITS, load_or_create_manifest, write_manifest
@@ -36,14 +37,15 @@ class SplitData:
     projections: list[str]
     texts: list[str]
     """Cleaned target text (impression, or findings per config.data.target)."""
-    images: np.ndarray
-    """uint8 [N, S, S] grayscale, memory-mapped from the cache."""
+    images: np.ndarray | RowView
+    """uint8 [N, S, S] grayscale, memory-mapped from the cache (or a view of some of its rows)."""
 
     def __len__(self) -> int:
         return len(self.filenames)
 
     def without(self, uids: Collection[str]) -> SplitData:
-        """This split without the rows of the given studies (their images copied out of the cache)."""
+        """This split without the rows of the given studies; its images are a view of the cache's rows, read
+        on access (nothing is copied out of the cache)."""
         keep = [i for i, uid in enumerate(self.uids) if uid not in uids]
         if len(keep) == len(self.uids):
             return self
@@ -53,7 +55,7 @@ class SplitData:
             filenames=[self.filenames[i] for i in keep],
             projections=[self.projections[i] for i in keep],
             texts=[self.texts[i] for i in keep],
-            images=self.images[keep],
+            images=pick_rows(self.images, keep),
         )
 
 
