@@ -102,6 +102,18 @@ def _split_manifest(
     return fixed.uids, path, fixed.missing, counts
 
 
+def shared_cache_prefix(config: RunConfig, prepared_dir: Path) -> str | None:
+    """Where this dataset's image caches go in a shared store (worker/data/shared.py): the prepared folder's
+    place under the var folder, the same on every host with the same data settings (a local copy's folder
+    name holds a digest of its path: hosts share its caches when they mount it at the same path). The cache's
+    own name adds the split, view, size and a digest of its file list. None outside the var folder."""
+    try:
+        relative = prepared_dir.resolve().relative_to(config.var_path().resolve())
+    except ValueError:
+        return None
+    return f"{relative.as_posix()}/cache"
+
+
 def load_prepared(config: RunConfig) -> PreparedData:
     """Build whatever is missing (dataset, tiny models, manifest, caches) and return the splits."""
     artifacts: dict[str, str] = {}
@@ -125,13 +137,15 @@ def load_prepared(config: RunConfig) -> PreparedData:
 
     splits: dict[str, SplitData] = {}
     kinds: Counter[str] = Counter()
+    shared_prefix = shared_cache_prefix(config, location.prepared_dir)
     for name in SPLITS:
         rows = [row for row in parsed.rows if split_of.get(row.uid) == name]
         paths = [images_dir(location.root) / row.filename for row in rows]
         key = cache_name(name, data.projection, data.image_size, [row.filename for row in rows])
         cache = load_or_build_cache(
-            location.prepared_dir / "cache", key, paths, data.image_size, data.cache_workers, label=f"{name} images"
-        )
+            location.prepared_dir / "cache", key, paths, data.image_size, data.cache_workers, label=f"{name} images",
+            shared_prefix=shared_prefix,
+        )  # fmt: skip
         kinds.update(cache.kinds)
         kept = [rows[i] for i in cache.kept]
         splits[name] = SplitData(
