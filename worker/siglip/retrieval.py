@@ -80,9 +80,10 @@ def retrieval_metrics(
                     hits[f"{direction}_recall@{k}_strict"] += (top == query[:, None]).any(dim=1).sum().item()
                 if direction == "i2t":
                     positives[rows] = scores[torch.arange(len(query)), query]
-                    different = ids[query, None] != ids[None, :]
-                    negative_sum += scores[different].double().sum().item()
-                    negative_count += int(different.sum())
+                    # All pairs less those that share a text (few): no copy of the chunk's scores.
+                    same = ids[query, None] == ids[None, :]
+                    negative_sum += (scores.sum(dtype=torch.float64) - scores[same].sum(dtype=torch.float64)).item()
+                    negative_count += same.numel() - int(same.sum())
                 advance(len(query))
 
     metrics: dict[str, float] = {}
