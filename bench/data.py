@@ -84,14 +84,14 @@ class OneSplit:
 def synthetic_rows(studies: int) -> tuple[list[Path], list[str]]:
     """The smoke preset's synthetic dataset (generated once under var/data): frontal image paths, texts."""
     from worker.config import load_config
-    from worker.data.parsing import images_dir, parse_dataset
+    from worker.data.readers import ReadOptions, reader_for
     from worker.data.sources import locate_dataset
 
     config = load_config("smoke", {"data.synthetic_studies": studies})
     location = locate_dataset(config)
-    parsed = parse_dataset(location.root, "impression", {"Frontal"})
-    rows = [r for r in parsed.rows if (images_dir(location.root) / r.filename).is_file()]
-    return [images_dir(location.root) / r.filename for r in rows], [r.text for r in rows]
+    parsed = reader_for(config.data.source).parse(location.root, ReadOptions("impression"))
+    rows = [r for r in parsed.rows if r.projection == "Frontal" and (parsed.image_root / r.filename).is_file()]
+    return [parsed.image_root / r.filename for r in rows], [r.text for r in rows]
 
 
 def full_size_copies(paths: list[Path], count: int) -> list[Path]:
@@ -158,8 +158,8 @@ def build_cache(paths: list[Path], size: int, workers: int) -> tuple[Any, float]
     folder = WORK_DIR / "cache"
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
-    cache = load_or_build_cache(folder, cache_name("bench", "Frontal", size, [p.name for p in paths]), paths, size,
-                                workers)
+    names = [str(p) for p in paths]  # absolute: joined to the root "/" they stay themselves
+    cache = load_or_build_cache(folder, cache_name("bench", "Frontal", size, names), Path("/"), names, size, workers)
     return cache, time.perf_counter() - started
 
 

@@ -55,12 +55,14 @@ def test_undecodable_files_are_left_out_and_counted(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:40])
-    cached = load_or_build_cache(tmp_path / "cache", "x", [garbage, good, truncated, good], 8, workers=1)
+    names = [garbage.name, good.name, truncated.name, good.name]
+    cached = load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1)
     assert cached.built and cached.kept == [1, 3]
     assert cached.kinds == {"undecodable": 2, "gray8": 2}
     assert cached.images.shape == (2, 8, 8) and (np.asarray(cached.images) == 200).all()
-    assert not load_or_build_cache(tmp_path / "cache", "x", [garbage, good, truncated, good], 8, workers=1).built
-    assert load_or_build_cache(tmp_path / "cache", "x", [good], 8, workers=1).built  # other files: rebuilt
+    assert not load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1).built
+    # other files: rebuilt
+    assert load_or_build_cache(tmp_path / "cache", "x", tmp_path, [good.name], 8, workers=1).built
     assert list((tmp_path / "cache").glob("*tmp*")) == []
 
 
@@ -71,10 +73,15 @@ def test_process_pool_gives_the_same_cache(tmp_path: Path, monkeypatch: pytest.M
     for i in range(12):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, size=(50, 60), dtype=np.uint8)).save(paths[-1])
-    serial = load_or_build_cache(tmp_path / "serial", "x", paths, 16, workers=1)
+    serial = load_or_build_cache(tmp_path / "serial", "x", tmp_path, [p.name for p in paths], 16, workers=1)
     monkeypatch.setattr(cache_module, "POOL_MIN_IMAGES", 1)
-    pooled = load_or_build_cache(tmp_path / "pooled", "x", paths, 16, workers=2)
+    pooled = load_or_build_cache(tmp_path / "pooled", "x", tmp_path, [p.name for p in paths], 16, workers=2)
     np.testing.assert_array_equal(np.asarray(pooled.images), np.asarray(serial.images))
+
+
+def _names(paths: list[Path]) -> tuple[Path, list[str]]:
+    """The image root and the file names under it, as load_or_build_cache takes them."""
+    return paths[0].parent, [p.name for p in paths]
 
 
 def _pngs(folder: Path, count: int, broken: set[int]) -> list[Path]:
@@ -95,7 +102,7 @@ def test_a_cache_with_undecodable_files_is_cut_short_in_place(tmp_path: Path) ->
     """The kept images stay where they were decoded; the .npy's header says the shorter shape and the file
     ends after them: a plain np.load reads exactly the decoded images, and the sidecar names no file."""
     paths = _pngs(tmp_path / "png", 30, broken={0, 7, 8, 29})
-    cached = load_or_build_cache(tmp_path / "cache", "x", paths, 16, workers=1)
+    cached = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
     assert cached.kept == [i for i in range(30) if i not in {0, 7, 8, 29}]
     whole = np.load(cached.path)  # not memory-mapped: the file itself is checked
     assert whole.shape == (26, 16, 16)
@@ -111,11 +118,11 @@ def test_a_cache_with_the_earlier_sidecar_is_still_read(tmp_path: Path) -> None:
     import json
 
     paths = _pngs(tmp_path / "png", 5, broken={2})
-    first = load_or_build_cache(tmp_path / "cache", "x", paths, 16, workers=1)
+    first = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
     sidecar = tmp_path / "cache" / "x.json"
     earlier = {"size": 16, "filenames": [p.name for p in paths], "kept": first.kept, "kinds": first.kinds}
     sidecar.write_text(json.dumps(earlier))
-    again = load_or_build_cache(tmp_path / "cache", "x", paths, 16, workers=1)
+    again = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
     assert not again.built and again.kept == [0, 1, 3, 4]
 
 
@@ -155,28 +162,29 @@ def test_a_cache_decoded_on_one_host_is_copied_by_another(tmp_path: Path, monkey
     paths = _pngs(tmp_path / "png", 9, broken={4})
     store = MemoryStore()
     with shared.sharing(store):
-        built = load_or_build_cache(tmp_path / "a", "x", paths, 16, workers=1, shared_prefix="p/cache")
+        built = load_or_build_cache(tmp_path / "a", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
         assert built.built and set(store.objects) == {"p/cache/x.npy", "p/cache/x.json"}
         with monkeypatch.context() as patch:
             _no_decoding(patch)
-            copied = load_or_build_cache(tmp_path / "b", "x", paths, 16, workers=1, shared_prefix="p/cache")
+            copied = load_or_build_cache(tmp_path / "b", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
             assert copied.downloaded and not copied.built and copied.kept == built.kept
             np.testing.assert_array_equal(np.asarray(copied.images), np.asarray(built.images))
             assert isinstance(copied.images, np.memmap)
             # Whole in its folder: the next load reads it there, nothing downloaded again.
-            assert not load_or_build_cache(tmp_path / "b", "x", paths, 16, workers=1, shared_prefix="p/cache").built
+            again = load_or_build_cache(tmp_path / "b", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
+            assert not again.built and not again.downloaded
             assert len(store.downloads) == 2
         assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.json", "x.npy"]
 
         # Other files under the same name (a stale object): decoded here, never read from the store.
-        other = load_or_build_cache(tmp_path / "c", "x", paths[:5], 16, workers=1, shared_prefix="p/cache")
+        other = load_or_build_cache(tmp_path / "c", "x", *_names(paths[:5]), 16, workers=1, shared_prefix="p/cache")
         assert other.built and not other.downloaded and other.images.shape[0] == 4
         assert len(store.downloads) == 3  # its sidecar only: the array was not fetched
         assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["x.json", "x.npy"]
 
         # A store that is away: decoded here, the stage goes on.
         store.fail = True
-        away = load_or_build_cache(tmp_path / "d", "x", paths, 16, workers=1, shared_prefix="p/cache")
+        away = load_or_build_cache(tmp_path / "d", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
         assert away.built and away.kept == built.kept
     # Without a store installed nothing is shared.
-    assert load_or_build_cache(tmp_path / "e", "x", paths, 16, workers=1, shared_prefix="p/cache").built
+    assert load_or_build_cache(tmp_path / "e", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache").built

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from worker.config import DataConfig
 from worker.data.layout import PROJECTIONS_CSV, REPORTS_CSV
-from worker.data.parsing import DataLayoutError, parse_dataset
+from worker.data.readers import DataLayoutError, ParsedDataset, ReadOptions, reader_for
+from worker.data.selection import select_rows
 
 HEADER = "uid,MeSH,Problems,image,indication,comparison,findings,impression"
 
@@ -22,6 +24,15 @@ def _write_dataset(root: Path, reports: list[str], projections: list[str], pngs:
     images.mkdir(parents=True)
     for name in pngs:
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / name)
+
+
+def parse_dataset(root: Path, target: str, projections: set[str], protocol: str = "native") -> ParsedDataset:
+    """The IU-Xray reader followed by the projection filter, as the data stage runs them."""
+    parsed = reader_for("local").parse(root, ReadOptions(target, protocol))
+    projection = "both" if len(projections) == 2 else next(iter(projections))
+    parsed.rows, selected = select_rows(parsed.rows, DataConfig(projection=projection))
+    parsed.counts |= selected
+    return parsed
 
 
 @pytest.fixture
@@ -108,3 +119,12 @@ def test_missing_layout_and_columns_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(DataLayoutError, match="missing column\\(s\\) filename, projection") as info:
         parse_dataset(tmp_path, "impression", {"Frontal"})
     assert "\n" not in str(info.value)
+
+
+def test_both_sections_join_findings_then_impression(quirky: Path) -> None:
+    parsed = parse_dataset(quirky, "both", {"Frontal", "Lateral"})
+    texts = {r.uid: r.text for r in parsed.rows}
+    assert texts["1"] == "the lungs are clear. no acute disease. stable."
+    assert texts["2"] == "no active disease."  # impression only
+    assert texts["3"] == "heart normal."  # findings only
+    assert parsed.counts["studies_without_target"] == 0

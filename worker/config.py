@@ -56,12 +56,25 @@ def _names(kind: str) -> dict[str, str]:
 DEFAULT_SPLIT_SEED = 42
 
 
+IU_XRAY_SOURCES = ("synthetic", "kaggle", "local")
+"""Sources in the Kaggle IU-Xray layout; the others each have a reader of their own (worker/data/readers)."""
+OFFICIAL_SPLIT_SOURCES = {
+    "mimic-cxr": "MIMIC-CXR's official split (mimic-cxr-2.0.0-split.csv)",
+    "chexpert-plus": "CheXpert Plus's split column",
+}
+"""Sources whose datasets ship a split of their own, and how a report names it."""
+
+
 class DataConfig(_Section):
-    source: Literal["synthetic", "kaggle", "local"] = Field(
-        "synthetic", description="Where the IU-Xray files come from: generated, Kaggle download, or data_dir."
+    source: Literal["synthetic", "kaggle", "local", "mimic-cxr", "chexpert-plus", "manifest"] = Field(
+        "synthetic",
+        description="Where the data comes from: generated IU-Xray, a Kaggle IU-Xray download, or data_dir read as "
+        "IU-Xray (local), MIMIC-CXR-JPG (mimic-cxr), CheXpert Plus (chexpert-plus) or your own manifest file.",
     )
     data_dir: str | None = Field(
-        None, description="A local copy in the Kaggle layout (source=local).", json_schema_extra=_names("path")
+        None,
+        description="The dataset folder (or, for source=manifest, the manifest file) that data.source reads.",
+        json_schema_extra=_names("path"),
     )
     kaggle_dataset: str = Field(
         "raddar/chest-xrays-indiana-university",
@@ -76,8 +89,25 @@ class DataConfig(_Section):
     projection: Literal["Frontal", "Lateral", "both"] = Field(
         "Frontal", description="Which views to keep: Frontal, Lateral, or both."
     )
-    target: Literal["impression", "findings"] = Field(
-        "impression", description="Report section used as the text of each image."
+    view_positions: list[str] | None = Field(
+        None,
+        max_length=8,
+        description="Finer than projection, for datasets that record it: the view positions to keep "
+        "(e.g. [PA] or [PA, AP]; MIMIC-CXR's ViewPosition, CheXpert Plus's and a manifest's view). None keeps all.",
+    )
+    images_per_study: Literal["all", "one"] = Field(
+        "all",
+        description="Every kept image of a study, or one (frontal before lateral, PA before AP, then file order).",
+    )
+    target: Literal["impression", "findings", "both"] = Field(
+        "impression",
+        description="Report section used as the text of each image; both: findings then impression, either "
+        "alone where a report has one section only.",
+    )
+    official_split: bool = Field(
+        True,
+        description="Use the dataset's own split where it has one (MIMIC-CXR's split CSV, CheXpert Plus's split "
+        "column, a manifest's split column); false draws one by patient with split_seed and split_fractions.",
     )
     image_size: int = Field(224, ge=16, le=1024, description="Side of the square cached images, in pixels.")
     split_seed: int = Field(
@@ -103,7 +133,24 @@ class DataConfig(_Section):
         if self.split_file:
             return f"split file {self.split_file}"
         percent = "/".join(f"{round(f * 100)}" for f in self.split_fractions)
-        return f"split seed {self.split_seed}, {percent} train/val/test by study"
+        unit = "by study" if self.source in IU_XRAY_SOURCES else "by patient"
+        drawn = f"split seed {self.split_seed}, {percent} train/val/test {unit}"
+        if self.official_split and self.source in OFFICIAL_SPLIT_SOURCES:
+            return f"{OFFICIAL_SPLIT_SOURCES[self.source]}"
+        if self.official_split and self.source == "manifest":
+            return f"the manifest's split column (where it has none: {drawn})"
+        return drawn
+
+    @field_validator("view_positions", mode="before")
+    @classmethod
+    def _view_positions_upper_case(cls, value: Any) -> Any:
+        # "PA,AP" from a --set is the list [PA, AP]; datasets spell them in capitals (PA, AP, LATERAL, LL), and a
+        # user's "pa" means the same.
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(v).strip().upper() for v in value if str(v).strip()] or None
+        return value
 
     @model_validator(mode="after")
     def _data_dir_needs_a_source_that_reads_it(self) -> DataConfig:
@@ -438,8 +485,10 @@ def load_config(
     else:
         tree = {}
     overrides = dict(overrides or {})
-    if overrides.get(DATA_DIR_KEY) and DATA_SOURCE_KEY not in overrides:
-        # A data dir given on its own means "read this folder"; a preset's synthetic source would ignore it.
+    preset_source = (tree.get("data") or {}).get("source", "synthetic")
+    if overrides.get(DATA_DIR_KEY) and DATA_SOURCE_KEY not in overrides and preset_source in IU_XRAY_SOURCES:
+        # A data dir given on its own means "read this folder" (as IU-Xray, unless the preset names another
+        # layout, as mimic-cxr does); a preset's synthetic source would ignore it.
         overrides[DATA_SOURCE_KEY] = "local"
     for key, value in overrides.items():
         _set_dotted(tree, key, _parse_scalar(value) if isinstance(value, str) else value)

@@ -382,7 +382,7 @@ def _ensure_experiment(fence: Fence, stage: Stage, config: RunConfig, config_has
 
 def _dataset_name(config: RunConfig) -> str:
     data = config.data
-    origin = {"synthetic": "synthetic", "kaggle": data.kaggle_dataset, "local": data.data_dir or "local"}[data.source]
+    origin = {"synthetic": "synthetic", "kaggle": data.kaggle_dataset}.get(data.source) or data.data_dir or data.source
     return f"{origin} ({data.projection}, {data.target})"
 
 

@@ -106,17 +106,18 @@ def _read_matching(array_path: Path, meta_path: Path, filenames: list[str], size
 def load_or_build_cache(
     cache_dir: Path,
     name: str,
-    paths: list[Path],
+    image_root: Path,
+    filenames: list[str],
     size: int,
     workers: int,
     label: str = "images",
     shared_prefix: str | None = None,
 ) -> CachedImages:
-    """Memory-map the cache `name` if it matches `paths` and `size`; otherwise copy it from the shared store
-    (with `shared_prefix`, when one is installed: worker/data/shared.py), or decode `paths` into it and put it
-    in the store for the other hosts."""
+    """Memory-map the cache `name` if it holds `filenames` (paths under `image_root`) at `size`; otherwise copy
+    it from the shared store (with `shared_prefix`, when one is installed: worker/data/shared.py), or decode
+    them into it and put it in the store for the other hosts."""
     array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
-    filenames = [p.name for p in paths]
+    paths = [image_root / filename for filename in filenames]
     if (cached := _read_matching(array_path, meta_path, filenames, size)) is not None:
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.checkpoint_info import RUN_CONFIG_KEY, read_header
-from worker.config import DEFAULT_SPLIT_SEED, ConfigError, DataConfig, RunConfig
-from worker.data.layout import PROJECTIONS_CSV, REPORTS_CSV
+from worker.config import DEFAULT_SPLIT_SEED, IU_XRAY_SOURCES, ConfigError, DataConfig, RunConfig
+from worker.data.readers import reader_for
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,26 @@ READING_FIELDS = ("num_workers", "cache_workers")
 IDENTITY_FIELDS = tuple(name for name in DataConfig.model_fields if name not in READING_FIELDS)
 
 
-def dataset_fingerprint(root: str | Path) -> str:
-    """sha256 of the dataset's reports and projections CSVs: the same studies and texts wherever the folder lies."""
+def dataset_fingerprint(root: str | Path, source: str = "local") -> str:
+    """sha256 of the files that hold the dataset's studies and texts (its reader's ``identity_files``): the
+    same for every copy of the dataset, wherever it lies."""
     digest = hashlib.sha256()
-    for name in (REPORTS_CSV, PROJECTIONS_CSV):
-        digest.update(name.encode() + b"\0" + (Path(root) / name).read_bytes())
+    root = Path(root)
+    for path in reader_for(source).identity_files(root):
+        name = path.relative_to(root) if path != root else Path(path.name)
+        digest.update(str(name).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+def _same_layout_files(folder: Path, source: str) -> bool:
+    """Whether ``folder`` holds the identity files ``source``'s reader expects (so it can be fingerprinted)."""
+    try:
+        return all(path.is_file() for path in reader_for(source).identity_files(folder))
+    except ConfigError:
+        return False
 
 
 def data_identity(config: RunConfig, root: str | Path, train_uids: Iterable[str]) -> dict[str, Any]:
@@ -45,7 +59,7 @@ def data_identity(config: RunConfig, root: str | Path, train_uids: Iterable[str]
     return {
         "data": config.data.model_dump(mode="json", include=set(IDENTITY_FIELDS)),
         "root": str(root),
-        "fingerprint": dataset_fingerprint(root),
+        "fingerprint": dataset_fingerprint(root, config.data.source),
         "train_uids": sorted(set(train_uids)),
     }
 
@@ -126,7 +140,10 @@ def scoring_plan(config: RunConfig, checkpoint: str | Path) -> ScoringPlan:
     own = with_data(config, trained.data)
     if not _names_other_dataset(config, own, trained):
         return ScoringPlan(own, own, False, trained.train_uids)
-    other = {**trained.data, "source": "local", "data_dir": config.data.data_dir}
+    # The other dataset is read in the checkpoint's layout: an IU-Xray checkpoint scores a local IU-Xray copy.
+    layout = trained.data.get("source", "local")
+    source = "local" if layout in IU_XRAY_SOURCES else layout
+    other = {**trained.data, "source": source, "data_dir": config.data.data_dir}
     logger.info("scoring %s with the split settings of checkpoint %s; its training studies are left out",
                 config.data.data_dir, checkpoint)  # fmt: skip
     return ScoringPlan(own, with_data(config, other), True, trained.train_uids)
@@ -139,6 +156,7 @@ def _names_other_dataset(config: RunConfig, own: RunConfig, trained: TrainedData
     recorded = trained.root or (str(own.local_path(own.data.data_dir)) if own.data.data_dir else None)
     if recorded and folder.resolve() == Path(recorded).resolve():
         return False
-    if trained.fingerprint and (folder / REPORTS_CSV).is_file():
-        return dataset_fingerprint(folder) != trained.fingerprint
+    source = own.data.source
+    if trained.fingerprint and _same_layout_files(folder, source):
+        return dataset_fingerprint(folder, source) != trained.fingerprint
     return True

@@ -1,9 +1,11 @@
 """``load_prepared``: everything the training stages need from the data, built once and reused.
 
 Steps, each reusing what an earlier run left: tiny model fixtures (smoke only) -> dataset folder
-(generated, downloaded or local) -> parsed and cleaned rows with quirk counts -> split manifest by uid
-(drawn, or fixed by ``data.split_file``) -> one image cache per split. A second call with the same
-config only parses the CSVs, lists the PNG folder and memory-maps the caches.
+(generated, downloaded or local) -> parsed and cleaned rows with quirk counts (the layout's reader,
+worker.data.readers) -> the views the run keeps (worker.data.selection) -> split manifest by study
+(the dataset's official split, ``data.split_file``, or drawn by patient where there are patient ids)
+-> one image cache per split. A second call with the same config only parses the dataset's files and
+memory-maps the caches.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import numpy as np
 from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
-from worker.data.layout import PROJECTIONS
-from worker.data.parsing import ParsedDataset, images_dir, parse_dataset
+from worker.data.readers import ParsedDataset, ReadOptions, reader_for
 from worker.data.rows import RowView, pick_rows
+from worker.data.selection import select_rows
 from worker.data.sources import locate_dataset
 from worker.data.split_file import fixed_split, manifest_name
-from worker.data.splits import SPLITS, load_or_create_manifest, write_manifest
+from worker.data.splits import SPLITS, check_patient_disjoint, load_or_create_manifest, write_manifest
 from worker.data.synthetic import PLANTED_JSON, Planted
 
 
@@ -64,7 +66,7 @@ class PreparedData:
     root: Path
     """The dataset folder in the Kaggle layout."""
     counts: dict[str, int]
-    """Rows, studies and images kept and skipped, by reason (see worker.data.parsing)."""
+    """Rows, studies and images kept and skipped, by reason (see worker.data.readers and worker.data.selection)."""
     splits: dict[str, SplitData]
     artifacts: dict[str, str] = field(default_factory=dict)
     """Paths of what was read or built: manifest, caches, planted ground truth, tiny models."""
@@ -85,12 +87,22 @@ def _split_manifest(
     """uids per split, the manifest's path, and with a split file the ids it names that are missing here
     and the counts of named, missing and left-out studies."""
     data = config.data
-    if not data.split_file:
-        manifest, path = load_or_create_manifest(
-            prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions)
-        )
-        return manifest, path, {}, {}
+    if data.split_file:
+        return _file_split(config, prepared_dir, parsed)
+    if data.official_split and parsed.official_split:
+        return _official_split(prepared_dir, parsed)
+    manifest, path = load_or_create_manifest(
+        prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions), parsed.patients or None
+    )
+    return manifest, path, {}, {}
+
+
+def _file_split(
+    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
+) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
+    data = config.data
     fixed = fixed_split(config.local_path(data.split_file), parsed.report_uids, parsed.filenames)
+    check_patient_disjoint(fixed.uids, parsed.patients, f"split file {data.split_file}")
     content = {"split_file": str(data.split_file), "uids": fixed.uids, "missing": fixed.missing}
     path = write_manifest(prepared_dir, manifest_name(data.split_file), content)
     counts = {
@@ -100,6 +112,23 @@ def _split_manifest(
     }
     counts |= {f"split_file_missing_{name}": len(ids) for name, ids in fixed.missing.items()}
     return fixed.uids, path, fixed.missing, counts
+
+
+def _official_split(
+    prepared_dir: Path, parsed: ParsedDataset
+) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
+    """The dataset's own split, checked to keep each patient on one side; reports it leaves out are counted."""
+    uids: dict[str, list[str]] = {name: [] for name in SPLITS}
+    unlisted = 0
+    for uid in parsed.report_uids:
+        name = parsed.official_split.get(uid)
+        if name in uids:
+            uids[name].append(uid)
+        else:
+            unlisted += 1
+    check_patient_disjoint(uids, parsed.patients, "the dataset's official split")
+    path = write_manifest(prepared_dir, "splits-official.json", {"official": True, "uids": uids})
+    return uids, path, {}, {"studies_not_in_official_split": unlisted}
 
 
 def shared_cache_prefix(config: RunConfig, prepared_dir: Path) -> str | None:
@@ -125,10 +154,10 @@ def load_prepared(config: RunConfig) -> PreparedData:
         artifacts["biogpt_model"] = base_dir(config, "biogpt")
     data = config.data
     location = locate_dataset(config)
-    projections = set(PROJECTIONS) if data.projection == "both" else {data.projection}
-    parsed = parse_dataset(location.root, data.target, projections, config.eval.protocol)
+    parsed = reader_for(data.source).parse(location.root, ReadOptions(data.target, config.eval.protocol))
+    selected, selection_counts = select_rows(parsed.rows, data)
     manifest, manifest_file, missing, split_counts = _split_manifest(config, location.prepared_dir, parsed)
-    counts = parsed.counts | split_counts
+    counts = parsed.counts | selection_counts | split_counts
     split_of = {uid: name for name, uids in manifest.items() for uid in uids}
     artifacts.update(dataset_root=str(location.root), prepared_dir=str(location.prepared_dir))
     artifacts["split_manifest"] = str(manifest_file)
@@ -139,12 +168,12 @@ def load_prepared(config: RunConfig) -> PreparedData:
     kinds: Counter[str] = Counter()
     shared_prefix = shared_cache_prefix(config, location.prepared_dir)
     for name in SPLITS:
-        rows = [row for row in parsed.rows if split_of.get(row.uid) == name]
-        paths = [images_dir(location.root) / row.filename for row in rows]
-        key = cache_name(name, data.projection, data.image_size, [row.filename for row in rows])
+        rows = [row for row in selected if split_of.get(row.uid) == name]
+        filenames = [row.filename for row in rows]
+        key = cache_name(name, data.projection, data.image_size, filenames)
         cache = load_or_build_cache(
-            location.prepared_dir / "cache", key, paths, data.image_size, data.cache_workers, label=f"{name} images",
-            shared_prefix=shared_prefix,
+            location.prepared_dir / "cache", key, parsed.image_root, filenames, data.image_size, data.cache_workers,
+            label=f"{name} images", shared_prefix=shared_prefix,
         )  # fmt: skip
         kinds.update(cache.kinds)
         kept = [rows[i] for i in cache.kept]

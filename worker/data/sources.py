@@ -1,8 +1,8 @@
-"""Where the IU-Xray files come from: generated, downloaded from Kaggle, or a local copy.
+"""Where the dataset comes from: generated or downloaded IU-Xray, or a folder (or manifest file) the user names.
 
-Every source ends in a folder in the Kaggle layout plus a folder for what the data stage derives from
-it (split manifest, image caches). For the synthetic source that is ``prepared/`` inside the generated
-dataset; for Kaggle and local copies, which may be read-only or shared, it is
+Every source ends in a dataset in its layout (read by ``worker.data.readers``) plus a folder for what the
+data stage derives from it (split manifest, image caches). For the synthetic source that is ``prepared/``
+inside the generated dataset; for everything else, which may be read-only or shared, it is
 ``var/data/prepared/<name>`` beside the other prepared data.
 """
 
@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.config import ConfigError, RunConfig
+from worker.config import IU_XRAY_SOURCES, ConfigError, RunConfig
 from worker.data.layout import REPORTS_CSV
-from worker.data.parsing import check_layout
+from worker.data.readers import reader_for
 from worker.data.synthetic import Planted, ensure_synthetic_dataset, synthetic_dataset_name
 
 logger = logging.getLogger(__name__)
@@ -29,11 +29,19 @@ class DataSourceError(ConfigError):
 class DatasetLocation:
     source: str
     root: Path
-    """The folder in the Kaggle layout."""
+    """The dataset in its layout: a folder, or for source=manifest the manifest file."""
     prepared_dir: Path
     """Where the split manifest and the image caches go."""
     planted: Planted | None = None
     """The synthetic generator's ground truth (synthetic source only)."""
+
+
+_LOCAL_HINT = "pass --data-dir PATH of a local IU-Xray copy (a folder in the Kaggle layout)"
+_DATA_DIR_HINT = {
+    "mimic-cxr": "pass --data-dir PATH of a MIMIC-CXR-JPG folder (docs/datasets.md)",
+    "chexpert-plus": "pass --data-dir PATH of a CheXpert Plus folder (docs/datasets.md)",
+    "manifest": "pass --data-dir PATH of your manifest file (.csv, .jsonl or .parquet; docs/datasets.md)",
+}
 
 
 def locate_dataset(config: RunConfig) -> DatasetLocation:
@@ -44,18 +52,20 @@ def locate_dataset(config: RunConfig) -> DatasetLocation:
         planted = ensure_synthetic_dataset(root, data.synthetic_studies, data.synthetic_seed)
         return DatasetLocation("synthetic", root, root / "prepared", planted)
     if data.data_dir:
-        root = config.local_path(data.data_dir)  # the folder the job system checked against the roots
-        if not root.is_dir():
-            raise DataSourceError(f"data.data_dir {root} does not exist; pass --data-dir PATH of a local IU-Xray copy")
-        check_layout(root)
+        root = config.local_path(data.data_dir)  # the path the job system checked against the roots
+        if not root.exists():
+            hint = _DATA_DIR_HINT.get(data.source, _LOCAL_HINT)
+            raise DataSourceError(f"data.data_dir {root} does not exist; {hint}")
+        reader_for(data.source).check_layout(root)
         digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-        return DatasetLocation("local", root, config.var_path("data", "prepared", f"local-{root.name}-{digest}"))
-    if data.source == "local":
+        kind = "local" if data.source in IU_XRAY_SOURCES else data.source
+        return DatasetLocation(kind, root, config.var_path("data", "prepared", f"{kind}-{root.name}-{digest}"))
+    if data.source != "kaggle":
         raise DataSourceError(
-            "data.source=local needs data.data_dir: pass --data-dir PATH (a folder in the Kaggle IU-Xray layout)"
+            f"data.source={data.source} needs data.data_dir: {_DATA_DIR_HINT.get(data.source, _LOCAL_HINT)}"
         )
     root = _download_kaggle(data.kaggle_dataset)
-    check_layout(root)
+    reader_for("kaggle").check_layout(root)
     slug = data.kaggle_dataset.replace("/", "__")
     return DatasetLocation("kaggle", root, config.var_path("data", "prepared", f"kaggle-{slug}"))
 

@@ -14,19 +14,37 @@ from worker.result import StageResult
 logger = logging.getLogger(__name__)
 
 
+# Why rows and studies were left out, in the order a reader and the selection check them; a layout's own
+# reasons (counted under rows_* / studies_*_ names) follow these.
+_DROP_ORDER = (
+    "studies_without_target", "rows_unknown_uid", "rows_missing_file", "rows_without_target",
+    "images_undecodable", "rows_other_projection", "rows_other_view", "rows_beyond_one_per_study",
+    "studies_not_in_official_split", "studies_not_in_split_file",
+)  # fmt: skip
+_NOT_DROPS = {"studies_kept", "studies_frontal_only", "studies_lateral_only"}
+
+
 def summarize(prepared: PreparedData, target: str) -> str:
-    """One line for the log: what was kept, per split, and each kind of skip."""
+    """One line for the log: what was kept, per split, and each kind of skip with its count (none left out)."""
     c = prepared.counts
-    return (
+    others = sorted(
+        name for name in c
+        if name.startswith(("rows_", "studies_")) and name not in _DROP_ORDER and name not in _NOT_DROPS
+        and not name.endswith(("_images", "_studies"))
+    )  # fmt: skip
+    drops = [f"{c[name]} {name.replace('_', ' ')}" for name in (*_DROP_ORDER, *others) if c.get(name)]
+    line = (
         f"kept {c['studies_kept']} studies / {c['images_kept']} images "
         f"(train {c['train_images']}, val {c['val_images']}, test {c['test_images']}); "
-        f"skipped: {c['studies_without_target']} reports without {target}, "
-        f"{c['rows_missing_file']} rows with a missing PNG, {c['images_undecodable']} undecodable PNGs, "
-        f"{c['rows_unknown_uid']} rows without a report, {c['rows_other_projection']} rows of the other view; "
-        f"{c['pngs_not_in_csv']} PNGs not in the CSV; converted {c['images_16bit_converted']} 16-bit and "
-        f"{c['images_rgb_converted']} RGB PNGs; {c['studies_frontal_only']} frontal-only and "
-        f"{c['studies_lateral_only']} lateral-only studies"
+        f"target {target}; dropped: {', '.join(drops) or 'nothing'}"
     )
+    converted = [f"{c[key]} {label}" for key, label in (("images_16bit_converted", "16-bit"),
+                 ("images_rgb_converted", "RGB")) if c.get(key)]  # fmt: skip
+    if converted:
+        line += f"; converted {' and '.join(converted)} images to 8-bit gray"
+    if c.get("pngs_not_in_csv"):
+        line += f"; {c['pngs_not_in_csv']} image files the CSV does not name"
+    return line
 
 
 def describe_missing(missing: dict[str, list[str]], shown: int = 10) -> str:

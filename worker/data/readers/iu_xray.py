@@ -1,9 +1,10 @@
-"""Read the two IU-Xray CSVs, join them with the PNG folder, and count every quirk on the way.
+"""The Kaggle IU-Xray layout: read the two CSVs, join them with the PNG folder, count every quirk on the way.
 
-A projection row becomes an image row only if its study has a report, its PNG exists, its report has
-the target section, and its view passes the projection filter; each row is counted under the first
-check it fails (``rows_unknown_uid``, ``rows_missing_file``, ``rows_without_target``,
-``rows_other_projection``). Whether the PNG decodes is checked later, by the image cache.
+A projection row becomes an image row only if its study has a report, its PNG exists and its report has
+the target section; each row is counted under the first check it fails (``rows_unknown_uid``,
+``rows_missing_file``, ``rows_without_target``). Which views are kept is decided later
+(worker.data.selection), whether the PNG decodes by the image cache. IU-Xray has no patient ids and no
+split of its own: its studies are split by uid.
 """
 
 from __future__ import annotations
@@ -11,36 +12,11 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.config import ConfigError
-from worker.data.cleaning import clean_target, has_list_numbering, has_xxxx
+from worker.data.cleaning import has_list_numbering, has_xxxx
 from worker.data.layout import IMAGES_DIR, PROJECTION_COLUMNS, PROJECTIONS_CSV, REPORT_COLUMNS, REPORTS_CSV
-
-
-class DataLayoutError(ConfigError):
-    """The data folder is not in the Kaggle IU-Xray layout; the message names what is missing."""
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    uid: str
-    filename: str
-    projection: str
-    text: str
-    """The cleaned target section of the study's report."""
-
-
-@dataclass
-class ParsedDataset:
-    rows: list[ImageRow]
-    """Usable image rows, in CSV order (decoding not checked yet)."""
-    report_uids: list[str]
-    """Every report's uid, in CSV order: what the split manifest divides."""
-    filenames: dict[str, list[str]] = field(default_factory=dict)
-    """uid -> every image file name the projections CSV gives the study (present or not)."""
-    counts: dict[str, int] = field(default_factory=dict)
+from worker.data.readers.base import DataLayoutError, ImageRow, ParsedDataset, ReadOptions, target_text
 
 
 def images_dir(root: Path) -> Path:
@@ -77,9 +53,9 @@ def _read_csv(path: Path, required: tuple[str, ...], counts: dict[str, int]) -> 
         return [{key: (value or "").strip() for key, value in row.items() if key} for row in reader]
 
 
-def parse_dataset(root: Path, target: str, projections: set[str], protocol: str = "native") -> ParsedDataset:
-    """Join reports, projections and PNG files; keep rows of the wanted views whose study has `target` text,
-    cleaned as the eval protocol says (worker.data.cleaning.clean_target)."""
+def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
+    """Join reports, projections and PNG files; keep rows whose study has target text, cleaned as the
+    eval protocol says (worker.data.readers.base.target_text)."""
     check_layout(root)
     counts: dict[str, int] = defaultdict(int)
     reports = _read_csv(root / REPORTS_CSV, REPORT_COLUMNS, counts)
@@ -90,7 +66,7 @@ def parse_dataset(root: Path, target: str, projections: set[str], protocol: str 
     for report in reports:
         counts["reports_with_xxxx"] += has_xxxx(report["findings"]) or has_xxxx(report["impression"])
         counts["impressions_numbered"] += has_list_numbering(report["impression"])
-        texts.setdefault(report["uid"], clean_target(report[target], protocol))
+        texts.setdefault(report["uid"], target_text(report["findings"], report["impression"], options))
     counts["reports"] = len(reports)
     counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
 
@@ -108,8 +84,6 @@ def parse_dataset(root: Path, target: str, projections: set[str], protocol: str 
             counts["rows_missing_file"] += 1
         elif not texts[uid]:
             counts["rows_without_target"] += 1
-        elif projection not in projections:
-            counts["rows_other_projection"] += 1
         else:
             rows.append(ImageRow(uid, filename, projection, texts[uid]))
     counts["projection_rows"] = len(projection_rows)
@@ -118,6 +92,25 @@ def parse_dataset(root: Path, target: str, projections: set[str], protocol: str 
     counts["studies_without_images"] = sum(1 for uid in texts if uid not in views)
     counts["studies_frontal_only"] = sum(1 for v in views.values() if v == {"Frontal"})
     counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
-    for name in ("rows_unknown_uid", "rows_missing_file", "rows_without_target", "rows_other_projection"):
+    for name in ("rows_unknown_uid", "rows_missing_file", "rows_without_target"):
         counts.setdefault(name, 0)
-    return ParsedDataset(rows=rows, report_uids=list(texts), filenames=dict(filenames), counts=dict(counts))
+    return ParsedDataset(
+        rows=rows, report_uids=list(texts), image_root=images_dir(root), filenames=dict(filenames),
+        counts=dict(counts),
+    )  # fmt: skip
+
+
+class IuXrayReader:
+    layout = f"the Kaggle IU-Xray layout: {REPORTS_CSV}, {PROJECTIONS_CSV}, {'/'.join(IMAGES_DIR)}/"
+
+    def check_layout(self, root: Path) -> None:
+        check_layout(root)
+
+    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
+        return parse_dataset(root, options)
+
+    def identity_files(self, root: Path) -> list[Path]:
+        return [root / REPORTS_CSV, root / PROJECTIONS_CSV]
+
+
+IU_XRAY = IuXrayReader()
