@@ -77,3 +77,114 @@ def test_process_pool_gives_the_same_cache(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(cache_module, "POOL_MIN_IMAGES", 1)
     pooled = load_or_build_cache(tmp_path / "pooled", "x", tmp_path, [p.name for p in paths], 16, workers=2)
     np.testing.assert_array_equal(np.asarray(pooled.images), np.asarray(serial.images))
+
+
+def _names(paths: list[Path]) -> tuple[Path, list[str]]:
+    """The image root and the file names under it, as load_or_build_cache takes them."""
+    return paths[0].parent, [p.name for p in paths]
+
+
+def _pngs(folder: Path, count: int, broken: set[int]) -> list[Path]:
+    """`count` PNGs of distinct random pixels; the indices in `broken` are not images at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"{i:03d}.png")
+        if i in broken:
+            paths[-1].write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+        else:
+            Image.fromarray(rng.integers(0, 256, size=(24, 20), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_a_cache_with_undecodable_files_is_cut_short_in_place(tmp_path: Path) -> None:
+    """The kept images stay where they were decoded; the .npy's header says the shorter shape and the file
+    ends after them: a plain np.load reads exactly the decoded images, and the sidecar names no file."""
+    paths = _pngs(tmp_path / "png", 30, broken={0, 7, 8, 29})
+    cached = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
+    assert cached.kept == [i for i in range(30) if i not in {0, 7, 8, 29}]
+    whole = np.load(cached.path)  # not memory-mapped: the file itself is checked
+    assert whole.shape == (26, 16, 16)
+    for row, index in enumerate(cached.kept):
+        np.testing.assert_array_equal(whole[row], decode_image(str(paths[index]), 16)[0])
+    header = cached.path.stat().st_size - whole.nbytes
+    assert header in (128, 192)  # the .npy header, and nothing after the images
+    sidecar = (tmp_path / "cache" / "x.json").read_text()
+    assert "000.png" not in sidecar and len(sidecar) < 300
+
+
+def test_a_cache_with_the_earlier_sidecar_is_still_read(tmp_path: Path) -> None:
+    import json
+
+    paths = _pngs(tmp_path / "png", 5, broken={2})
+    first = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
+    sidecar = tmp_path / "cache" / "x.json"
+    earlier = {"size": 16, "filenames": [p.name for p in paths], "kept": first.kept, "kinds": first.kinds}
+    sidecar.write_text(json.dumps(earlier))
+    again = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
+    assert not again.built and again.kept == [0, 1, 3, 4]
+
+
+class MemoryStore:
+    """A shared store in memory (worker/data/shared.py), counting what went in and out."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.downloads: list[str] = []
+        self.fail = False
+
+    def download(self, key: str, target: Path) -> bool:
+        if self.fail:
+            raise OSError("the store is away")
+        if key not in self.objects:
+            return False
+        self.downloads.append(key)
+        target.write_bytes(self.objects[key])
+        return True
+
+    def upload(self, source: Path, key: str) -> None:
+        if self.fail:
+            raise OSError("the store is away")
+        self.objects[key] = source.read_bytes()
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(cache_module, "decode_image", refuse)
+
+
+def test_a_cache_decoded_on_one_host_is_copied_by_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.data import shared
+
+    paths = _pngs(tmp_path / "png", 9, broken={4})
+    store = MemoryStore()
+    with shared.sharing(store):
+        built = load_or_build_cache(tmp_path / "a", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
+        assert built.built and set(store.objects) == {"p/cache/x.npy", "p/cache/x.json"}
+        with monkeypatch.context() as patch:
+            _no_decoding(patch)
+            copied = load_or_build_cache(tmp_path / "b", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
+            assert copied.downloaded and not copied.built and copied.kept == built.kept
+            np.testing.assert_array_equal(np.asarray(copied.images), np.asarray(built.images))
+            assert isinstance(copied.images, np.memmap)
+            # Whole in its folder: the next load reads it there, nothing downloaded again.
+            again = load_or_build_cache(tmp_path / "b", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
+            assert not again.built and not again.downloaded
+            assert len(store.downloads) == 2
+        assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.json", "x.npy"]
+
+        # Other files under the same name (a stale object): decoded here, never read from the store.
+        other = load_or_build_cache(tmp_path / "c", "x", *_names(paths[:5]), 16, workers=1, shared_prefix="p/cache")
+        assert other.built and not other.downloaded and other.images.shape[0] == 4
+        assert len(store.downloads) == 3  # its sidecar only: the array was not fetched
+        assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["x.json", "x.npy"]
+
+        # A store that is away: decoded here, the stage goes on.
+        store.fail = True
+        away = load_or_build_cache(tmp_path / "d", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
+        assert away.built and away.kept == built.kept
+    # Without a store installed nothing is shared.
+    assert load_or_build_cache(tmp_path / "e", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache").built

@@ -244,7 +244,8 @@ def test_the_prepare_data_stage_reports_a_manifests_counts(
         result = prepare_data(_config(smoke_config, root / "manifest.csv"), MemoryRecorder())
     assert result.status == "succeeded" and result.metrics["reports"] == len(truth["studies"])
     summary = " ".join(record.getMessage() for record in caplog.records)
-    assert f"{result.metrics['images_missing_file']} images with a missing file" in summary
+    assert f"{result.metrics['images_missing_file']} images missing file" in summary
+    assert "studies in manifest split" not in summary
 
 
 def test_a_job_naming_a_missing_manifest_is_refused_before_it_runs(smoke_config: RunConfig, tmp_path: Path) -> None:

@@ -31,4 +31,8 @@ def test_stage_result_holds_counts_sizes_and_paths(
         assert Path(payload["artifacts"][name]).exists(), name
     assert recorder.series("studies_kept", split="data") == [float(metrics["studies_kept"])]
     summary = " ".join(r.getMessage() for r in caplog.records)
-    assert f"kept {metrics['studies_kept']} studies" in summary and "undecodable" in summary
+    assert f"kept {metrics['studies_kept']} studies" in summary
+    # Every drop reason with a count, and none without one.
+    for name in ("images_undecodable", "rows_missing_file", "rows_other_projection", "studies_without_target"):
+        assert metrics[name] > 0 and f"{metrics[name]} {name.replace('_', ' ')}" in summary, name
+    assert "rows other view" not in summary  # IU-Xray: none (no view positions)

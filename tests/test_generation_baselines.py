@@ -42,3 +42,17 @@ def test_the_nearest_text_is_the_one_of_the_highest_cosine():
 def test_a_gallery_that_does_not_match_its_texts_is_refused():
     with pytest.raises(ValueError, match="3 gallery embeddings for 2 texts"):
         nearest_texts(torch.eye(3), torch.eye(3), ["a", "b"])
+
+
+@pytest.mark.parametrize("budget", [1, 9, 10**9])
+def test_a_chunked_search_picks_the_same_text_as_the_whole_matrix_ties_included(budget):
+    """Small-integer embeddings (exact cosines) with repeated gallery rows: argmax over the whole matrix gives
+    the first of the tied rows, and so must a search a few queries at a time."""
+    rng = np.random.default_rng(3)
+    gallery = torch.from_numpy(rng.integers(-1, 2, size=(30, 3))).float()
+    gallery[15:] = gallery[:15].clone()  # every best row has a tie later in the gallery
+    queries = torch.from_numpy(rng.integers(-1, 2, size=(17, 3))).float()
+    texts = [f"report {i}" for i in range(30)]
+    expected = [texts[i] for i in (queries @ gallery.t()).argmax(dim=1).tolist()]
+    assert all(int(t.split()[1]) < 15 for t in expected)  # the first of each tie
+    assert nearest_texts(queries, gallery, texts, budget=budget) == expected

@@ -73,3 +73,24 @@ def test_folders_expand_to_their_image_files(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in collect_paths([str(tmp_path), str(tmp_path / "notes.txt")])]
     assert found == ["a.JPG", "b.png", "sub/IM0001", "sub/c.dcm", "notes.txt"]
+
+
+@pytest.mark.parametrize("budget", [1, 11, 10**9])
+def test_the_similar_reports_of_a_chunked_search_are_those_of_the_whole_matrix_ties_included(budget):
+    """predict's top-k over the training texts, a few images at a time: the same texts in the same order as
+    topk over the whole matrix, on small-integer embeddings (exact cosines) with tied texts."""
+    import torch
+
+    from worker.inference.stage import most_similar
+
+    rng = np.random.default_rng(5)
+    texts_emb = torch.from_numpy(rng.integers(-1, 2, size=(24, 3))).float()
+    texts_emb[12:] = texts_emb[:12].clone()  # every text has a tie
+    images = torch.from_numpy(rng.integers(-1, 2, size=(9, 3))).float()
+    texts = [f"report {i}" for i in range(24)]
+    values, indices = (images @ texts_emb.T).topk(4, dim=-1)
+    expected = [
+        [{"rank": r + 1, "report": texts[i], "cosine": float(v)} for r, (v, i) in enumerate(zip(vs, ix, strict=True))]
+        for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+    assert most_similar(images, texts_emb, texts, 4, budget=budget) == expected

@@ -74,3 +74,54 @@ def test_per_image_hits_average_to_recall_at_1():
         assert np.mean(hits[f"{direction}_hit@1"]) == pytest.approx(metrics[f"{direction}_recall@1"])
     # Image 0's best text is row 1: a hit by the duplicate-aware rule.
     assert hits_at_1(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]]), ["a"])["i2t_hit@1"] == [1.0]
+
+
+def _tied_embeddings(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Small-integer embeddings: every cosine is exact in fp32 whatever the order of the sums, so a chunked
+    computation must give the very same scores, and many of them tie (repeated rows, repeated texts)."""
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(-2, 3, size=(n, 4))).float()
+    texts_emb = torch.from_numpy(rng.integers(-2, 3, size=(n, 4))).float()
+    images[n // 2 :] = images[: n - n // 2].clone()  # the second half repeats the first: tied scores
+    texts = [f"report {i % 5}" for i in range(n)]  # five texts, each shared by several studies
+    return images, texts_emb, texts
+
+
+def _direct_metrics(image: torch.Tensor, text: torch.Tensor, texts: list[str]) -> dict[str, float]:
+    """The whole [N, N] matrix at once, as retrieval was computed before it was chunked."""
+    n = len(texts)
+    ids = torch.tensor(text_ids(texts))
+    sims, same_text = image @ text.t(), ids[:, None] == ids[None, :]
+    own = torch.eye(n, dtype=torch.bool)
+    out: dict[str, float] = {}
+    for direction, scores in (("i2t", sims), ("t2i", sims.t())):
+        for k in (1, 5, 10):
+            top = scores.topk(min(k, n), dim=1).indices
+            out[f"{direction}_recall@{k}"] = same_text.gather(1, top).any(dim=1).float().mean().item()
+            out[f"{direction}_recall@{k}_strict"] = own.gather(1, top).any(dim=1).float().mean().item()
+        out[f"{direction}_hit@1"] = same_text.gather(1, scores.topk(1, dim=1).indices).any(dim=1).float().tolist()
+    out["pos_cosine"] = sims.diagonal().mean().item()
+    out["neg_cosine"] = sims[~same_text].mean().item()
+    return out
+
+
+@pytest.mark.parametrize("budget", [1, 7, 40, 10**9])  # one query per chunk ... the whole matrix in one
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chunked_retrieval_equals_the_whole_matrix_ties_included(budget, seed):
+    image, text, texts = _tied_embeddings(23, seed)
+    expected = _direct_metrics(image, text, texts)
+    metrics = retrieval_metrics(image, text, texts, budget=budget)
+    for name, value in metrics.items():
+        if name in expected:
+            assert value == pytest.approx(expected[name], rel=1e-6, abs=1e-7), name
+    hits = hits_at_1(image, text, texts, budget=budget)
+    assert hits["i2t_hit@1"] == expected["i2t_hit@1"] and hits["t2i_hit@1"] == expected["t2i_hit@1"]
+
+
+def test_chunks_are_whole_rows_of_the_similarity_matrix():
+    from worker.siglip.retrieval import similarity_chunks
+
+    image, text, _ = _tied_embeddings(23, 0)
+    chunks = list(similarity_chunks(image, text, budget=50))  # 50 entries of rows of 23: two rows a chunk
+    assert [rows.stop - rows.start for rows, _ in chunks] == [2] * 11 + [1]
+    assert torch.equal(torch.cat([scores for _, scores in chunks]), image @ text.t())

@@ -78,6 +78,59 @@ def test_a_folder_uploaded_on_one_host_is_downloaded_on_another_once(s3: S3Serve
         there.local_of(f"{url}/artifacts/../../elsewhere")
 
 
+def test_a_prepared_dataset_is_decoded_on_one_host_and_copied_from_the_bucket_by_another(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts with var folders of their own: the first decodes the images and puts the caches in the
+    bucket's prepared/ area; the second, its data folder empty, copies them and decodes nothing."""
+    import numpy as np
+
+    from jobs.execution.artifacts import PreparedInBucket, stage_inputs
+    from worker.config import load_config
+    from worker.data import cache as cache_module
+    from worker.data import load_prepared, shared
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MEDVL_VAR_DIR", raising=False)
+    url = f"s3://{s3.new_bucket()}/medvl"
+    stores = {h: PreparedInBucket(Bucket(url, tmp_path / h / "artifacts", tmp_path / h / "logs", s3.endpoint))
+              for h in "ab"}  # fmt: skip
+    settings = {"model.build_tiny_fixtures": False, "data.synthetic_studies": 40, "data.cache_workers": 1}
+    configs = {h: load_config("smoke", {**settings, "paths.var_dir": str(tmp_path / h / "var")}) for h in "ab"}
+
+    with shared.sharing(stores["a"]):
+        first = load_prepared(configs["a"])
+    fs = stores["a"].store.fs()
+    uploaded = sorted(key.rsplit("/", 1)[1] for key in fs.find(f"{url.removeprefix('s3://')}/prepared"))
+    assert len(uploaded) == 6 and {Path(name).suffix for name in uploaded} == {".npy", ".json"}  # 3 splits
+
+    decoded: list[str] = []
+    real_decode = cache_module.decode_image
+    monkeypatch.setattr(cache_module, "decode_image", lambda *args: decoded.append(args[0]) or real_decode(*args))
+    with shared.sharing(stores["b"]):
+        second = load_prepared(configs["b"])
+    assert decoded == []  # host b decoded no image
+    assert second.counts == first.counts
+    for name, split in second.splits.items():
+        mine, theirs = Path(second.artifacts[f"cache_{name}"]), Path(first.artifacts[f"cache_{name}"])
+        assert mine.is_relative_to(tmp_path / "b") and theirs.is_relative_to(tmp_path / "a")
+        assert split.filenames == first.split(name).filenames and isinstance(split.images, np.memmap)
+        np.testing.assert_array_equal(np.asarray(split.images), np.asarray(first.split(name).images))
+    assert not [p for p in (tmp_path / "b").rglob("*") if "partial" in p.name or "download" in p.name]
+
+    # The job runner installs the bucket as the shared store for the length of every stage.
+    monkeypatch.setenv("JOBS_ARTIFACTS_URL", url)
+    monkeypatch.setenv("JOBS_S3_ENDPOINT_URL", s3.endpoint)
+    reset_settings()
+    try:
+        with stage_inputs():
+            assert isinstance(shared.current(), PreparedInBucket) and shared.current().url("k") == f"{url}/prepared/k"
+        assert shared.current() is None
+    finally:
+        reset_settings()
+
+
 def test_a_resumed_run_downloads_what_it_resumes_from_and_superseded_checkpoints_leave_the_bucket(
     job_env: JobEnv, s3: S3Server, monkeypatch
 ) -> None:

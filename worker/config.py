@@ -147,11 +147,16 @@ class DataConfig(_Section):
             return f"the manifest's split column (without test studies: {no_test}; without the column: {drawn})"
         return drawn
 
-    @field_validator("view_positions")
+    @field_validator("view_positions", mode="before")
     @classmethod
-    def _view_positions_upper_case(cls, value: list[str] | None) -> list[str] | None:
-        # Datasets spell them in capitals (PA, AP, LATERAL, LL); a user's "pa" means the same.
-        return None if value is None else [v.strip().upper() for v in value if v.strip()] or None
+    def _view_positions_upper_case(cls, value: Any) -> Any:
+        # "PA,AP" from a --set is the list [PA, AP]; datasets spell them in capitals (PA, AP, LATERAL, LL), and a
+        # user's "pa" means the same.
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(v).strip().upper() for v in value if str(v).strip()] or None
+        return value
 
     @model_validator(mode="after")
     def _data_dir_needs_a_source_that_reads_it(self) -> DataConfig:

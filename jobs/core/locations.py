@@ -106,7 +106,7 @@ def missing_input(config: RunConfig, params: Mapping[str, Any], *, images: bool 
     candidates = [(f"params.{name}", params.get(name)) for name in PATH_PARAMS]
     if images:
         candidates += [(f"params.images.{i}", value) for i, value in enumerate(params.get("images") or [])]
-    if config.data.data_dir:  # a dataset folder, or for source=manifest the manifest file
+    if config.data.source not in ("synthetic", "kaggle"):  # the sources that read data_dir (IU-Xray or another layout)
         candidates.append(("data.data_dir", config.data.data_dir))
     for key, value in candidates:
         if not isinstance(value, str) or JOB_REFERENCE.fullmatch(value) or is_url(value):

@@ -11,6 +11,10 @@ beside the mirror keeps each file's ETag, size and mtime, so a second read of an
 of a file this host uploaded, downloads nothing, and a file this host changed since is never overwritten by
 the bucket's older copy.
 
+A prepared dataset's image caches go under `s3://bucket/prefix/prepared/`, outside the mirror: a host copies
+them into its own data folder instead of decoding the images again (jobs/execution/artifacts.py,
+`PreparedInBucket`; worker/data/shared.py).
+
 Credentials and region come from the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_DEFAULT_REGION, AWS_PROFILE); `JOBS_S3_ENDPOINT_URL` names an S3-compatible server (MinIO, Ceph, R2).
 """
@@ -154,6 +158,26 @@ class Bucket:
             partial.replace(target)  # a reader of the mirror never sees half a download either
             self._remember(object_url, info, target.stat())
         return local
+
+    def download(self, url: str, target: Path, patience_s: float = PATIENCE_S) -> bool:
+        """Copy one object to the file `target`, whole or not at all; False when the bucket has no such object.
+        For objects outside the mirror (``prepared/``): no index, the caller decides where the copy goes."""
+        try:
+            self._call(lambda: self.fs().info(_key(url), refresh=True), f"listing of {url}", patience_s)
+        except FileNotFoundError:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            self._call(lambda: self.fs().get_file(_key(url), str(partial)), f"download of {url}", patience_s)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return True
+
+    def upload(self, path: Path, url: str, patience_s: float = PATIENCE_S) -> None:
+        """Store the file as `url` (an S3 object appears whole or not at all)."""
+        self._call(lambda: self.fs().put_file(str(path), _key(url)), f"upload of {path}", patience_s)
 
     def prune(
         self, folder: Path, suffix: str, patience_s: float = PATIENCE_S, *, guard: Callable[[], None] | None = None

@@ -46,16 +46,37 @@ class BucketInputs:
         return str(storage.local_copy(name))
 
 
+class PreparedInBucket:
+    """worker.data.shared.SharedStore over the bucket's ``prepared/`` area: the image caches of a prepared
+    dataset, decoded by the first host that needed them and copied by the others."""
+
+    AREA = "prepared"
+
+    def __init__(self, store: storage.Bucket):
+        self.store = store
+
+    def url(self, key: str) -> str:
+        return f"{self.store.url}/{self.AREA}/{key}"
+
+    def download(self, key: str, target: Path) -> bool:
+        return self.store.download(self.url(key), target)
+
+    def upload(self, source: Path, key: str) -> None:
+        self.store.upload(source, self.url(key))
+
+
 @contextmanager
 def stage_inputs() -> Iterator[None]:
-    """worker.inputs names files by their bucket URL for the length of a stage, when there is a bucket."""
+    """worker.inputs names files by their bucket URL for the length of a stage, and the data stage's image
+    caches are shared through the bucket (worker/data/shared.py), when there is a bucket."""
     from worker import inputs
+    from worker.data import shared
 
     store = storage.bucket()
     if store is None:
         yield
         return
-    with inputs.using(BucketInputs(store)):
+    with inputs.using(BucketInputs(store)), shared.sharing(PreparedInBucket(store)):
         yield
 
 

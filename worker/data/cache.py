@@ -3,8 +3,9 @@
 Decoding a full-size IU-Xray PNG costs tens of milliseconds, more than a GPU step per image, so each
 image is decoded and resized once, by a process pool over all cores, and stored as uint8
 ``[N, size, size]``. Later runs and every epoch memory-map the file. A JSON sidecar records which of the
-requested files it holds (the undecodable ones are left out) and how each was stored; the cache is
-reused only when the sidecar's file list equals the requested one.
+requested files it holds (the digest of their list, and the undecodable ones left out) and how each was
+stored; the cache is reused only when the sidecar's file list is the requested one. With a shared store
+(worker/data/shared.py), a cache another host decoded is copied instead of decoded again.
 
 Both files are written under temporary names and renamed into place, so an interrupted build is never
 mistaken for a finished one.
@@ -13,6 +14,7 @@ mistaken for a finished one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from itertools import repeat
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import track
 
+from worker.data import shared
 from worker.data.images import DecodeKind, decode_image
+from worker.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class CachedImages:
     """How many of the requested files were stored in each way (including "undecodable")."""
     built: bool
     """True when this call decoded the images, False when it read an existing cache."""
+    downloaded: bool = False
+    """True when this call copied the cache from the shared store (worker/data/shared.py) instead of decoding."""
 
 
 def cache_name(split: str, projection: str, size: int, filenames: list[str]) -> str:
@@ -56,25 +61,119 @@ def cache_name(split: str, projection: str, size: int, filenames: list[str]) -> 
     return f"{split}-{projection}-{size}px-{digest}"
 
 
+def _files_digest(filenames: list[str]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(filenames).encode()).hexdigest()
+
+
+def _sidecar(size: int, filenames: list[str], kept: list[int], kinds: dict[str, int]) -> dict[str, Any]:
+    """What the JSON beside the array records. The file list by its digest and count, and the files left out
+    (not the kept ones): a few hundred bytes for MIMIC-CXR's 377,110 files instead of megabytes of names."""
+    kept_set = set(kept)
+    dropped = [i for i in range(len(filenames)) if i not in kept_set]
+    return {"size": size, "files": len(filenames), "files_sha256": _files_digest(filenames), "dropped": dropped,
+            "kinds": kinds}  # fmt: skip
+
+
+def _kept_if_matching(meta: dict[str, Any], filenames: list[str], size: int) -> list[int] | None:
+    """The kept indices a sidecar records, when it describes these files at this size; else None."""
+    if meta.get("size") != size:
+        return None
+    if "filenames" in meta:  # the earlier sidecar, with every name and every kept index
+        return list(meta["kept"]) if meta["filenames"] == filenames else None
+    if meta.get("files") != len(filenames) or meta.get("files_sha256") != _files_digest(filenames):
+        return None
+    dropped = set(meta["dropped"])
+    return [i for i in range(len(filenames)) if i not in dropped]
+
+
+def _read_matching(array_path: Path, meta_path: Path, filenames: list[str], size: int) -> CachedImages | None:
+    """The cache at these paths, memory-mapped, if it is whole and describes these files at this size."""
+    if not (array_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        kept = _kept_if_matching(meta, filenames, size)
+        if kept is None:
+            return None
+        images = np.load(array_path, mmap_mode="r")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if images.shape != (len(kept), size, size) or images.dtype != np.uint8:
+        return None
+    return CachedImages(array_path, images, kept, meta["kinds"], built=False)
+
+
 def load_or_build_cache(
-    cache_dir: Path, name: str, image_root: Path, filenames: list[str], size: int, workers: int,
+    cache_dir: Path,
+    name: str,
+    image_root: Path,
+    filenames: list[str],
+    size: int,
+    workers: int,
     label: str = "images",
-) -> CachedImages:  # fmt: skip
-    """Memory-map the cache `name` if it holds `filenames` (paths under `image_root`) at `size`; otherwise
-    decode them into it."""
+    shared_prefix: str | None = None,
+) -> CachedImages:
+    """Memory-map the cache `name` if it holds `filenames` (paths under `image_root`) at `size`; otherwise copy
+    it from the shared store (with `shared_prefix`, when one is installed: worker/data/shared.py), or decode
+    them into it and put it in the store for the other hosts."""
     array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
     paths = [image_root / filename for filename in filenames]
-    if array_path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("filenames") == filenames and meta.get("size") == size:
-            images = np.load(array_path, mmap_mode="r")
-            return CachedImages(array_path, images, meta["kept"], meta["kinds"], built=False)
+    if (cached := _read_matching(array_path, meta_path, filenames, size)) is not None:
+        return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
+    store = shared.current() if shared_prefix else None
+    if store is not None and (fetched := _download(store, f"{shared_prefix}/{name}", cache_dir, name, filenames, size)):
+        return fetched
     kept, kinds = _build(array_path, paths, size, workers, label)
     meta_tmp = meta_path.with_name(f"{meta_path.name}.tmp-{os.getpid()}")
-    meta_tmp.write_text(json.dumps({"size": size, "filenames": filenames, "kept": kept, "kinds": kinds}))
+    meta_tmp.write_text(json.dumps(_sidecar(size, filenames, kept, kinds)))
     meta_tmp.replace(meta_path)
+    if store is not None:
+        _upload(store, f"{shared_prefix}/{name}", array_path, meta_path)
     return CachedImages(array_path, np.load(array_path, mmap_mode="r"), kept, kinds, built=True)
+
+
+def _download(
+    store: shared.SharedStore, key: str, cache_dir: Path, name: str, filenames: list[str], size: int
+) -> CachedImages | None:
+    """The cache copied from the store, or None (not there, not these files, or the store failed: decode)."""
+    array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
+    partial = {suffix: cache_dir / f".{name}{suffix}.download-{os.getpid()}" for suffix in (".json", ".npy")}
+    try:
+        # The sidecar first: it says whether the array is the one wanted before gigabytes are fetched.
+        if not store.download(f"{key}.json", partial[".json"]):
+            return None
+        if _kept_if_matching(json.loads(partial[".json"].read_text()), filenames, size) is None:
+            logger.warning("shared image cache %s does not match this split's files; decoding them here", key)
+            return None
+        if not store.download(f"{key}.npy", partial[".npy"]):
+            return None
+        if _read_matching(partial[".npy"], partial[".json"], filenames, size) is None:
+            logger.warning("shared image cache %s is not whole; decoding the images here", key)
+            return None
+        # The array before its sidecar: a reader that finds the sidecar finds the whole array beside it.
+        partial[".npy"].replace(array_path)
+        partial[".json"].replace(meta_path)
+    except Exception as exc:  # the store's own errors (a bucket away, denied): decoding here still works
+        logger.warning("shared image cache %s not downloaded (%s); decoding the images here", key, exc)
+        return None
+    finally:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+    cached = _read_matching(array_path, meta_path, filenames, size)
+    if cached is None:
+        return None
+    logger.info("image cache %s copied from the shared store (%d images), not decoded", name, len(cached.kept))
+    return CachedImages(cached.path, cached.images, cached.kept, cached.kinds, built=False, downloaded=True)
+
+
+def _upload(store: shared.SharedStore, key: str, array_path: Path, meta_path: Path) -> None:
+    """The array, then its sidecar (a reader takes the sidecar as the sign that the array is there)."""
+    try:
+        store.upload(array_path, f"{key}.npy")
+        store.upload(meta_path, f"{key}.json")
+    except Exception as exc:  # the local cache is whole; only the other hosts lose (they decode)
+        logger.warning("image cache %s not put in the shared store (%s); other hosts will decode it", key, exc)
 
 
 def _decode_all(paths: list[Path], size: int, workers: int) -> Iterator[tuple[np.ndarray | None, DecodeKind]]:
@@ -100,38 +199,50 @@ def _decode_all(paths: list[Path], size: int, workers: int) -> Iterator[tuple[np
 def _build(
     array_path: Path, paths: list[Path], size: int, workers: int, label: str
 ) -> tuple[list[int], dict[DecodeKind, int]]:
-    """Decode into a temporary .npy (compacted if some files fail) and rename it to `array_path`."""
+    """Decode into a temporary .npy (cut short if some files fail) and rename it to `array_path`."""
     workers = workers or os.cpu_count() or 1
     tmp = array_path.with_name(f"{array_path.stem}.tmp-{os.getpid()}.npy")
     full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
     kept: list[int] = []
     kinds: Counter[str] = Counter()
-    decoded = _decode_all(paths, size, workers)
-    # The bar goes to stderr (stdout may carry the stage's --json result), and only to a terminal.
-    console = Console(stderr=True)
-    progress = track(
-        decoded,
-        total=len(paths),
-        description=f"caching {label}",
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    for index, (pixels, kind) in enumerate(progress):
-        kinds[kind] += 1
-        if pixels is not None:
-            full[len(kept)] = pixels
-            kept.append(index)
+    with progress(f"caching {label}", len(paths), "images") as advance:
+        for index, (pixels, kind) in enumerate(_decode_all(paths, size, workers)):
+            kinds[kind] += 1
+            if pixels is not None:
+                full[len(kept)] = pixels
+                kept.append(index)
+            advance(1)
     full.flush()
-    if len(kept) < len(paths):
-        compact_tmp = tmp.with_name(f"{array_path.stem}.tmp-{os.getpid()}-compact.npy")
-        compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(len(kept), size, size))
-        compact[:] = full[: len(kept)]
-        compact.flush()
-        del compact
-        tmp.unlink()
-        tmp = compact_tmp
     del full
+    if len(kept) < len(paths):
+        _truncate(tmp, len(kept))
     tmp.replace(array_path)
     logger.debug("cached %d of %d %s at %s", len(kept), len(paths), label, array_path)
     return kept, dict(kinds)
+
+
+def _truncate(path: Path, rows: int) -> None:
+    """Keep the first `rows` rows of the .npy at `path`: its header rewritten for the new shape and the file cut
+    after them, in place. The decoded images were written from the top, so nothing moves and nothing is copied
+    (a copy of the kept images would need their size again on disk, and read every page of them)."""
+    fmt = np.lib.format
+    with path.open("r+b") as file:
+        version = fmt.read_magic(file)
+        read, write = _HEADER_IO[version]
+        shape, fortran, dtype = read(file)
+        offset = file.tell()
+        new_shape = (rows, *shape[1:])
+        header = io.BytesIO()
+        write(header, {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran, "shape": new_shape})
+        # numpy pads a header so that its first axis can change length in place; checked all the same.
+        if len(header.getvalue()) != offset:
+            raise RuntimeError(f"{path}: the .npy header for shape {new_shape} does not fit in place")
+        file.seek(0)
+        file.write(header.getvalue())
+        file.truncate(offset + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+_HEADER_IO = {
+    (1, 0): (np.lib.format.read_array_header_1_0, np.lib.format.write_array_header_1_0),
+    (2, 0): (np.lib.format.read_array_header_2_0, np.lib.format.write_array_header_2_0),
+}

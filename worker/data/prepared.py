@@ -21,6 +21,7 @@ from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
 from worker.data.readers import ParsedDataset, ReadOptions, reader_for
+from worker.data.rows import RowView, pick_rows
 from worker.data.selection import select_rows
 from worker.data.sources import locate_dataset
 from worker.data.split_file import fixed_split, manifest_name
@@ -45,14 +46,15 @@ class SplitData:
     projections: list[str]
     texts: list[str]
     """Cleaned target text (impression, or findings per config.data.target)."""
-    images: np.ndarray
-    """uint8 [N, S, S] grayscale, memory-mapped from the cache."""
+    images: np.ndarray | RowView
+    """uint8 [N, S, S] grayscale, memory-mapped from the cache (or a view of some of its rows)."""
 
     def __len__(self) -> int:
         return len(self.filenames)
 
     def without(self, uids: Collection[str]) -> SplitData:
-        """This split without the rows of the given studies (their images copied out of the cache)."""
+        """This split without the rows of the given studies; its images are a view of the cache's rows, read
+        on access (nothing is copied out of the cache)."""
         keep = [i for i, uid in enumerate(self.uids) if uid not in uids]
         if len(keep) == len(self.uids):
             return self
@@ -62,7 +64,7 @@ class SplitData:
             filenames=[self.filenames[i] for i in keep],
             projections=[self.projections[i] for i in keep],
             texts=[self.texts[i] for i in keep],
-            images=self.images[keep],
+            images=pick_rows(self.images, keep),
         )
 
 
@@ -151,6 +153,18 @@ def _official_split(
     return uids, path, {}, counts
 
 
+def shared_cache_prefix(config: RunConfig, prepared_dir: Path) -> str | None:
+    """Where this dataset's image caches go in a shared store (worker/data/shared.py): the prepared folder's
+    place under the var folder, the same on every host with the same data settings (a local copy's folder
+    name holds a digest of its path: hosts share its caches when they mount it at the same path). The cache's
+    own name adds the split, view, size and a digest of its file list. None outside the var folder."""
+    try:
+        relative = prepared_dir.resolve().relative_to(config.var_path().resolve())
+    except ValueError:
+        return None
+    return f"{relative.as_posix()}/cache"
+
+
 def load_prepared(config: RunConfig) -> PreparedData:
     """Build whatever is missing (dataset, tiny models, manifest, caches) and return the splits."""
     artifacts: dict[str, str] = {}
@@ -174,13 +188,14 @@ def load_prepared(config: RunConfig) -> PreparedData:
 
     splits: dict[str, SplitData] = {}
     kinds: Counter[str] = Counter()
+    shared_prefix = shared_cache_prefix(config, location.prepared_dir)
     for name in SPLITS:
         rows = [row for row in selected if split_of.get(row.uid) == name]
         filenames = [row.filename for row in rows]
         key = cache_name(name, data.projection, data.image_size, filenames)
         cache = load_or_build_cache(
             location.prepared_dir / "cache", key, parsed.image_root, filenames, data.image_size, data.cache_workers,
-            label=f"{name} images",
+            label=f"{name} images", shared_prefix=shared_prefix,
         )  # fmt: skip
         kinds.update(cache.kinds)
         kept = [rows[i] for i in cache.kept]

@@ -14,39 +14,41 @@ from worker.result import StageResult
 logger = logging.getLogger(__name__)
 
 
-# Each layout's reasons for skipping a row or an image (worker.data.readers) and the view selection's, in the
-# order the log lists them; a layout reports the ones it has.
-SKIP_WORDS = (
-    ("rows_unknown_uid", "rows without a report"),
-    ("rows_bad_path", "rows whose path names no study"),
-    ("rows_unknown_projection", "rows without a projection"),
-    ("rows_without_study_id", "manifest rows without a study id"),
-    ("rows_without_image", "manifest rows without an image"),
-    ("images_unknown_view", "images of an unknown view"),
-    ("rows_missing_file", "rows with a missing image file"),
-    ("images_missing_file", "images with a missing file"),
-    ("rows_without_target", "rows without the target section"),
-    ("images_without_target", "images without the target section"),
-    ("images_undecodable", "undecodable images"),
-    ("rows_other_projection", "rows of the other view"),
-    ("rows_other_view", "rows of other view positions"),
-    ("rows_beyond_one_per_study", "rows beyond one per study"),
-    ("pngs_not_in_csv", "PNGs not in the CSV"),
-    ("studies_not_in_official_split", "studies in no split of the dataset's own"),
-)
+# Why rows and studies were left out, in the order a reader and the selection check them (a manifest counts its
+# images: images_*); a layout's own reasons (counted under rows_* / studies_*_ names) follow these.
+_DROP_ORDER = (
+    "studies_without_target", "rows_unknown_uid", "rows_missing_file", "rows_without_target",
+    "images_unknown_view", "images_missing_file", "images_without_target", "images_undecodable",
+    "rows_other_projection", "rows_other_view", "rows_beyond_one_per_study",
+    "studies_not_in_official_split", "studies_not_in_split_file",
+)  # fmt: skip
+_NOT_DROPS = {
+    "studies_kept", "studies_frontal_only", "studies_lateral_only", "studies_in_manifest_split",
+    "studies_without_patient",
+}  # fmt: skip
 
 
 def summarize(prepared: PreparedData, target: str) -> str:
-    """One line for the log: what was kept, per split, and each kind of skip."""
+    """One line for the log: what was kept, per split, and each kind of skip with its count (none left out)."""
     c = prepared.counts
-    skips = ", ".join(f"{c[name]} {words}" for name, words in SKIP_WORDS if name in c)
-    return (
+    others = sorted(
+        name for name in c
+        if name.startswith(("rows_", "studies_")) and name not in _DROP_ORDER and name not in _NOT_DROPS
+        and not name.endswith(("_images", "_studies"))
+    )  # fmt: skip
+    drops = [f"{c[name]} {name.replace('_', ' ')}" for name in (*_DROP_ORDER, *others) if c.get(name)]
+    line = (
         f"kept {c['studies_kept']} studies / {c['images_kept']} images "
         f"(train {c['train_images']}, val {c['val_images']}, test {c['test_images']}); "
-        f"skipped: {c.get('studies_without_target', 0)} reports without {target}, {skips}; "
-        f"converted {c.get('images_16bit_converted', 0)} 16-bit and {c.get('images_rgb_converted', 0)} RGB images; "
-        f"{c.get('studies_frontal_only', 0)} frontal-only and {c.get('studies_lateral_only', 0)} lateral-only studies"
+        f"target {target}; dropped: {', '.join(drops) or 'nothing'}"
     )
+    converted = [f"{c[key]} {label}" for key, label in (("images_16bit_converted", "16-bit"),
+                 ("images_rgb_converted", "RGB")) if c.get(key)]  # fmt: skip
+    if converted:
+        line += f"; converted {' and '.join(converted)} images to 8-bit gray"
+    if c.get("pngs_not_in_csv"):
+        line += f"; {c['pngs_not_in_csv']} image files the CSV does not name"
+    return line
 
 
 def describe_missing(missing: dict[str, list[str]], shown: int = 10) -> str:

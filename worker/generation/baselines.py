@@ -17,6 +17,7 @@ import torch
 from worker.generation.encoder import load_siglip
 from worker.generation.studies import StudySplit, select_studies
 from worker.siglip.checkpoint import FinetunedSiglip, load_base_siglip
+from worker.siglip.retrieval import SIMILARITY_BUDGET, similarity_chunks
 
 TEMPLATE, NN_FINETUNED, NN_BASE = "template", "nn_finetuned", "nn_base"
 BASELINES = (TEMPLATE, NN_FINETUNED, NN_BASE)
@@ -29,13 +30,16 @@ def most_frequent_text(texts: list[str]) -> str:
     return Counter(texts).most_common(1)[0][0]
 
 
-def nearest_texts(queries: torch.Tensor, gallery: torch.Tensor, texts: list[str]) -> list[str]:
+def nearest_texts(
+    queries: torch.Tensor, gallery: torch.Tensor, texts: list[str], *, budget: int = SIMILARITY_BUDGET
+) -> list[str]:
     """For each L2-normalised query row, the text of the gallery row with the highest cosine (the first such
-    row on a tie: torch's argmax returns the first maximum)."""
+    row on a tie: torch's argmax returns the first maximum). A chunk of queries at a time against the whole
+    gallery (``similarity_chunks``): a 200k-image training gallery never meets every query at once."""
     if gallery.shape[0] != len(texts):
         raise ValueError(f"{gallery.shape[0]} gallery embeddings for {len(texts)} texts")
-    best = (queries.float() @ gallery.float().t()).argmax(dim=1)
-    return [texts[i] for i in best.tolist()]
+    best = [scores.argmax(dim=1) for _, scores in similarity_chunks(queries, gallery, budget)]
+    return [texts[i] for i in torch.cat(best).tolist()] if best else []
 
 
 def baseline_texts(
@@ -52,6 +56,7 @@ def baseline_texts(
     }
     texts = {TEMPLATE: [most_frequent_text(studies.texts)] * len(test_images)}
     for name, siglip in encoders.items():
-        gallery = siglip.encode_images(train_images)
-        texts[name] = nearest_texts(siglip.encode_images(test_images), gallery, studies.texts)
+        gallery = siglip.encode_images(train_images, f"{name} baseline: encoding the training images")
+        queries = siglip.encode_images(test_images, f"{name} baseline: encoding the test images")
+        texts[name] = nearest_texts(queries, gallery, studies.texts)
     return texts

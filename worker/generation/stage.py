@@ -81,7 +81,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         splits = {name: prepared.split(name) for name in ("train", "val")}
         studies = {name: select_studies(split) for name, split in splits.items()}
         features = {
-            name: image_features(siglip, studies[name].images(split), gen)
+            name: image_features(siglip, studies[name].images(split), gen, f"{name} image features")
             for name, split in splits.items()
         }
         del siglip

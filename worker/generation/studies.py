@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from worker.data.rows import RowView, pick_rows
+
 
 class StudySplit(Protocol):
     """What is read from a split (worker.data.SplitData satisfies it): one row per kept image."""
@@ -28,9 +30,10 @@ class Studies:
     def __len__(self) -> int:
         return len(self.study_ids)
 
-    def images(self, split: StudySplit) -> np.ndarray:
-        """uint8 [N, S, S]: one image per study, in study order."""
-        return np.asarray(split.images[self.rows])
+    def images(self, split: StudySplit) -> np.ndarray | RowView:
+        """uint8 [N, S, S]: one image per study, in study order; a view of the split's rows, read on access
+        (a batch at a time by the encoders), not a copy of them."""
+        return pick_rows(split.images, self.rows)
 
 
 def select_studies(split: StudySplit) -> Studies:

@@ -20,6 +20,7 @@ from worker.inference.page import write_page
 from worker.recorder import Recorder
 from worker.result import StageResult
 from worker.siglip.checkpoint import FinetunedSiglip, load_finetuned_siglip
+from worker.siglip.retrieval import SIMILARITY_BUDGET, similarity_chunks
 from worker.training.device import resolve_accelerator, resolve_precision, torch_device, weights_dtype_for
 from worker.training.runs import output_dir
 
@@ -35,13 +36,17 @@ def training_reports(siglip: FinetunedSiglip, config: RunConfig, checkpoint: str
 
     trained_on = scoring_plan(config, checkpoint).trained
     texts = list(dict.fromkeys(load_prepared(trained_on).split("train").texts))
-    return texts, siglip.encode_texts(texts)
+    return texts, siglip.encode_texts(texts, "encoding the training reports")
 
 
-def most_similar(image_emb: torch.Tensor, text_emb: torch.Tensor, texts: list[str], k: int) -> list[list[dict]]:
-    """Per image: the k texts of highest cosine (embeddings are L2-normalised), best first."""
-    cosine = image_emb @ text_emb.T
-    values, indices = cosine.topk(min(k, len(texts)), dim=-1)
+def most_similar(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, texts: list[str], k: int, *, budget: int = SIMILARITY_BUDGET
+) -> list[list[dict]]:
+    """Per image: the k texts of highest cosine (embeddings are L2-normalised), best first. A chunk of images
+    at a time against every text (``similarity_chunks``): never images x 200k texts at once."""
+    chunks = [scores.topk(min(k, len(texts)), dim=-1) for _, scores in similarity_chunks(image_emb, text_emb, budget)]
+    values = torch.cat([chunk.values for chunk in chunks]) if chunks else torch.empty(0, 0)
+    indices = torch.cat([chunk.indices for chunk in chunks]) if chunks else torch.empty(0, 0, dtype=torch.long)
     return [
         [{"rank": r + 1, "report": texts[i], "cosine": float(v)} for r, (v, i) in enumerate(zip(vs, ix, strict=True))]
         for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)

@@ -18,6 +18,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 from worker.base_models import base_source, verified_base
 from worker.checkpoint_info import LORA_TARGETS_KEY, RUN_CONFIG_KEY
 from worker.config import RunConfig
+from worker.progress import progress
 from worker.safe_checkpoint import load_checkpoint
 from worker.siglip.datamodule import tokenize
 from worker.siglip.model import LoadPlan, build_peft_siglip, load_base_model
@@ -43,23 +44,32 @@ class FinetunedSiglip:
         return ImageNormalizer.for_model(self.image_processor, size)
 
     @torch.no_grad()
-    def encode_images(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 grayscale [N, S, S] -> L2-normalised image embeddings [N, D] (fp32, on the CPU)."""
+    def encode_images(self, images: np.ndarray, label: str = "encoding images") -> torch.Tensor:
+        """uint8 grayscale [N, S, S] (an array, a memory map or a view of its rows) -> L2-normalised image
+        embeddings [N, D] (fp32, on the CPU); ``label`` names the step in its progress (worker/progress.py)."""
         # Batch first, convert second: the whole split in fp32 at once is 4x its uint8 size (about 5 GB for
         # the training split at 448 px), for no gain.
-        out = [
-            self.vision_features(self.normalizer.from_uint8(images[start : start + ENCODE_BATCH]))[0].cpu()
-            for start in range(0, len(images), ENCODE_BATCH)
-        ]
-        return F.normalize(torch.cat(out).float(), dim=-1)
+        out = []
+        with progress(label, len(images), "images") as advance:
+            for start in range(0, len(images), ENCODE_BATCH):
+                batch = np.asarray(images[start : start + ENCODE_BATCH])
+                out.append(self.vision_features(self.normalizer.from_uint8(batch))[0].float().cpu())
+                advance(len(batch))
+        return F.normalize(torch.cat(out), dim=-1)
 
     @torch.no_grad()
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """Cleaned texts -> L2-normalised text embeddings [N, D] (fp32, on the CPU)."""
-        ids = tokenize(self.tokenizer, list(texts), self.config.train.max_text_length)
-        text_model = self.model.text_model
-        out = [text_model(input_ids=chunk.to(self.device)).pooler_output for chunk in ids.split(ENCODE_BATCH)]
-        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+    def encode_texts(self, texts: list[str], label: str = "encoding texts") -> torch.Tensor:
+        """Cleaned texts -> L2-normalised text embeddings [N, D] (fp32, on the CPU). Tokenized a batch at a
+        time: the token ids of a 200k-text training split are never held at once."""
+        texts, text_model = list(texts), self.model.text_model
+        length = self.config.train.max_text_length
+        out = []
+        with progress(label, len(texts), "texts") as advance:
+            for start in range(0, len(texts), ENCODE_BATCH):
+                ids = tokenize(self.tokenizer, texts[start : start + ENCODE_BATCH], length).to(self.device)
+                out.append(text_model(input_ids=ids).pooler_output.float().cpu())
+                advance(len(ids))
+        return F.normalize(torch.cat(out), dim=-1)
 
     def vision_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values [N, 3, H, W] -> (pooled [N, D], patch states [N, P, D]), on the model's device.

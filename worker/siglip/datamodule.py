@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from worker.config import RunConfig
 from worker.siglip.preprocess import ImageNormalizer, augment, to_unit_float_tensor
@@ -32,28 +32,43 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
 
 
 class PairDataset(Dataset):
-    """One item per image: its cached uint8 pixels, token ids, the id of its text (equal texts share it), its
+    """One item per image: its cached uint8 pixels, its text, the id of its text (equal texts share it), its
     index. Pixels stay uint8 and single-channel until they reach the device (SiglipDataModule.model_inputs):
     a worker then ships a twelfth of the bytes of a normalised 3-channel float image, and the float work
-    runs on the GPU (measured with bench/data.py: 8.5x the images per second at 448 px)."""
+    runs on the GPU (measured with bench/data.py: 8.5x the images per second at 448 px). Texts are tokenized
+    a batch at a time by PairCollator, so no tensor of every text's token ids is ever held."""
 
-    def __init__(self, split: PairSplit, input_ids: torch.Tensor):
+    def __init__(self, split: PairSplit):
         if len(split.texts) != len(split.images):
             raise ValueError(f"split has {len(split.images)} images but {len(split.texts)} texts")
         self.images = split.images  # memory-mapped uint8 [N, S, S]; read one row at a time
-        self.input_ids = input_ids
+        self.texts = split.texts
         self.text_ids = torch.tensor(text_ids(list(split.texts)))
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.texts)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         return {
             "pixels": torch.from_numpy(np.array(self.images[index], dtype=np.uint8)),
-            "input_ids": self.input_ids[index],
+            "text": self.texts[index],
             "text_id": self.text_ids[index],
             "index": torch.tensor(index),
         }
+
+
+class PairCollator:
+    """Stacks a batch of PairDataset items and tokenizes its texts into ``input_ids``."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        texts = [item["text"] for item in items]
+        batch = default_collate([{k: v for k, v in item.items() if k != "text"} for item in items])
+        batch["input_ids"] = tokenize(self.tokenizer, texts, self.max_length)
+        return batch
 
 
 class SiglipDataModule(L.LightningDataModule):
@@ -72,8 +87,7 @@ class SiglipDataModule(L.LightningDataModule):
             split = self.splits.split(name)
             if len(split.texts) < 2:
                 raise ValueError(f"the {name} split has {len(split.texts)} pairs; training needs at least 2")
-            ids = tokenize(self.tokenizer, list(split.texts), self.config.train.max_text_length)
-            self.datasets[name] = PairDataset(split, ids)
+            self.datasets[name] = PairDataset(split)
 
     def model_inputs(self, batch: dict[str, torch.Tensor], *, augment_images: bool) -> dict[str, torch.Tensor]:
         """uint8 `pixels` [N, S, S] -> normalised `pixel_values` [N, 3, size, size], on the batch's device."""
@@ -108,4 +122,5 @@ class SiglipDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=PairCollator(self.tokenizer, self.config.train.max_text_length),
         )
