@@ -17,16 +17,23 @@ logger = logging.getLogger(__name__)
 def summarize(prepared: PreparedData, target: str) -> str:
     """One line for the log: what was kept, per split, and each kind of skip."""
     c = prepared.counts
-    return (
+    line = (
         f"kept {c['studies_kept']} studies / {c['images_kept']} images "
         f"(train {c['train_images']}, val {c['val_images']}, test {c['test_images']}); "
         f"skipped: {c['studies_without_target']} reports without {target}, "
-        f"{c['rows_missing_file']} rows with a missing PNG, {c['images_undecodable']} undecodable PNGs, "
-        f"{c['rows_unknown_uid']} rows without a report, {c['rows_other_projection']} rows of the other view; "
-        f"{c['pngs_not_in_csv']} PNGs not in the CSV; converted {c['images_16bit_converted']} 16-bit and "
-        f"{c['images_rgb_converted']} RGB PNGs; {c['studies_frontal_only']} frontal-only and "
-        f"{c['studies_lateral_only']} lateral-only studies"
+        f"{c['rows_missing_file']} rows with a missing image file, {c['images_undecodable']} undecodable images, "
+        f"{c.get('rows_unknown_uid', 0) + c.get('rows_without_report', 0)} rows without a report, "
+        f"{c['rows_other_projection']} rows of the other view"
     )
+    # What only some layouts record (IU-Xray's stray PNGs, MIMIC-CXR's split CSV and view positions).
+    extras = {
+        "pngs_not_in_csv": "PNGs not in the CSV", "rows_not_in_split_csv": "images not in the split CSV",
+        "rows_unknown_view": "images of another view position", "rows_other_view": "rows of other view positions",
+        "images_16bit_converted": "16-bit images converted", "images_rgb_converted": "RGB images converted",
+        "studies_frontal_only": "frontal-only studies", "studies_lateral_only": "lateral-only studies",
+    }  # fmt: skip
+    shown = [f"{c[name]} {words}" for name, words in extras.items() if name in c]
+    return line + ("; " + ", ".join(shown) if shown else "")
 
 
 def describe_missing(missing: dict[str, list[str]], shown: int = 10) -> str:

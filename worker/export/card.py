@@ -49,7 +49,8 @@ def _dataset(config: RunConfig) -> str:
         "synthetic": "synthetic IU-Xray (built locally, Kaggle layout)",
         "kaggle": f"IU-Xray, Kaggle `{data.kaggle_dataset}`",
         "local": "IU-Xray, a local copy in the Kaggle layout",
-    }[data.source]
+        "mimic-cxr": "MIMIC-CXR-JPG 2.x (PhysioNet), a local copy",
+    }.get(data.source, f"a local `{data.source}` dataset")
 
 
 def _revision(config: RunConfig, field: str) -> str:
