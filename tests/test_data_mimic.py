@@ -240,6 +240,16 @@ def test_r2gen_protocol_text_is_r2gens_mimic_cleaning(text: str) -> None:
     assert clean_target(r2gen_mimic_prepare(text), "r2gen") == _r2gen_mimic(text)
 
 
+def test_the_presets_read_a_mimic_folder_named_with_data_dir() -> None:
+    base = load_config("mimic-cxr", {"data.data_dir": "/data/mimic-cxr-jpg"})
+    r2gen = load_config("mimic-cxr-r2gen", {"data.data_dir": "/data/mimic-cxr-jpg"})
+    assert base.data.source == r2gen.data.source == "mimic-cxr"  # --data-dir alone keeps the preset's layout
+    assert (base.data.target, base.eval.protocol, base.data.view_positions) == ("findings", "native", ["PA", "AP"])
+    assert (r2gen.data.target, r2gen.eval.protocol, r2gen.data.projection) == ("findings", "r2gen", "both")
+    assert base.model == load_config("iu-xray").model and base.data.official_split and r2gen.data.official_split
+    assert r2gen.data.view_positions is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_train_and_evaluate_on_the_smoke_models(folders, form: str, tmp_path: Path) -> None:
