@@ -42,7 +42,8 @@ def test_bad_overrides_name_the_key(overrides, fragment):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ConfigError, match="allowed values: iu-xray, iu-xray-r2gen, medsiglip, smoke"):
+    allowed = "iu-xray, iu-xray-r2gen, medsiglip, mimic-cxr, mimic-cxr-r2gen, smoke"
+    with pytest.raises(ConfigError, match=f"allowed values: {allowed}"):
         load_config("nope")
 
 

@@ -101,3 +101,17 @@ def clean_target(text: str | None, protocol: str) -> str:
     if protocol == "r2gen":
         return "" if _is_missing(text) or not str(text).strip() else r2gen_tokens_text(str(text))
     return clean_text(text)
+
+
+# R2Gen's ``clean_report_mimic_cxr`` (cuhksz-nlp/R2Gen, ``modules/tokenizers.py``) is its IU-Xray cleaner run on
+# text first normalised as below: newlines become spaces, runs of underscores (MIMIC's "___" de-identification)
+# and of spaces shrink (seven and six passes), and runs of periods get five passes more (eight in all).
+_R2GEN_MIMIC_STEPS = (("\n", " "),) + (("__", "_"),) * 7 + (("  ", " "),) * 6 + (("..", "."),) * 5
+
+
+def r2gen_mimic_prepare(report: str) -> str:
+    """The steps R2Gen's MIMIC-CXR cleaner adds to its IU-Xray one: ``clean_target(r2gen_mimic_prepare(t),
+    "r2gen")`` is R2Gen's ``clean_report_mimic_cxr(t)`` tokens joined by single spaces."""
+    for old, new in _R2GEN_MIMIC_STEPS:
+        report = report.replace(old, new)
+    return report

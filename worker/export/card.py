@@ -51,7 +51,8 @@ def _dataset(config: RunConfig) -> str:
         "local": "IU-Xray, a local copy in the Kaggle layout",
         "chexpert-plus": "CheXpert Plus (Stanford AIMI), a local copy of its report CSV and PNG images",
         "manifest": "the user's own chest X-ray images and reports, listed in a manifest file",
-    }.get(data.source, data.source)
+        "mimic-cxr": "MIMIC-CXR-JPG 2.x (PhysioNet), a local copy",
+    }.get(data.source, f"a local `{data.source}` dataset")
 
 
 def _revision(config: RunConfig, field: str) -> str:

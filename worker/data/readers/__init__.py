@@ -7,6 +7,7 @@ from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, P
 from worker.data.readers.chexpert_plus import CHEXPERT_PLUS
 from worker.data.readers.iu_xray import IU_XRAY
 from worker.data.readers.manifest import MANIFEST
+from worker.data.readers.mimic_cxr import MIMIC_CXR
 
 __all__ = ["DataLayoutError", "DatasetReader", "ImageRow", "ParsedDataset", "ReadOptions", "reader_for"]
 
@@ -19,4 +20,6 @@ def reader_for(source: str) -> DatasetReader:
         return CHEXPERT_PLUS
     if source == "manifest":
         return MANIFEST
+    if source == "mimic-cxr":
+        return MIMIC_CXR
     raise DataLayoutError(f"data.source={source} has no reader yet")

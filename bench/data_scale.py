@@ -1,0 +1,225 @@
+"""Data at MIMIC-CXR scale: the data stage, the loader and a smoke training on 10k to 377,110 images.
+
+On synthetic MIMIC-CXR-JPG folders (``worker.data.synthetic_mimic``: small stand-in JPGs, report files,
+planted defects) of 10,000, 100,000 and 377,110 images, each measured in a fresh child process so that its
+peak RSS is its own:
+
+- ``prepare``: the data stage (``load_prepared``: the mimic-cxr reader over the CSVs and report files, view
+  selection, the official split, the image caches decoded by the stage's process pool), from nothing: wall
+  time, the prepared folder's size on disk, the peak RSS of the stage's process and of its largest child;
+- ``loader``: the product's training DataLoader (``SiglipDataModule`` over the prepared caches, the smoke
+  preset's batch, ``--loader-workers`` workers): images/s over ``--batches`` batches after the first;
+- ``train``: one epoch of the smoke preset's SigLIP training (tiny random-init model, CPU) on the prepared
+  data, capped at ``--train-batches`` batches (0: the whole epoch): wall time and peak RSS.
+
+The smoke preset's settings (64 px cache, Frontal views, the findings section, batch 16) with
+``data.source=mimic-cxr``. Targets: the data stage's time growing no worse than linearly (its time per image
+at the largest size at most that at the smallest) and its peak RSS at the largest size at most 1.5x that at
+the smallest; the same RSS ratio is reported for training.
+
+Run: ``.venv/bin/python -m bench.data_scale [--sizes 10000,100000,377110]``. The folders are generated once
+under var/bench/data_scale/ (the 377,110-image one takes minutes and about 2.5 GB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import REPO, check, parser, print_checks, print_table, write_results
+
+WORK_DIR = REPO / "var" / "bench" / "data_scale"
+RSS_RATIO = 1.5
+MB = 2**20
+
+
+def dataset(images: int, workers: int) -> Path:
+    """The synthetic folder of ``images`` images (generated once, reused while its planted.json says so)."""
+    from worker.data.synthetic_mimic import PLANTED_JSON, generate_mimic
+
+    root = WORK_DIR / f"mimic-n{images}"
+    planted = root / PLANTED_JSON
+    if not (planted.is_file() and json.loads(planted.read_text()).get("images") == images):
+        started = time.perf_counter()
+        generate_mimic(root, images, size=32, workers=workers, record_studies=False, quiet=False)
+        print(f"generated {root} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return root
+
+
+def _config(root: Path, var: Path, **extra: Any):
+    from worker.config import load_config
+
+    overrides = {"paths.var_dir": str(var), "data.source": "mimic-cxr", "data.data_dir": str(root),
+                 "data.target": "findings", **{k: str(v) for k, v in extra.items()}}  # fmt: skip
+    return load_config("smoke", overrides)
+
+
+def _peaks() -> dict[str, float]:
+    """Peak RSS of this process (VmHWM, and ru_maxrss) and of its largest child process, in MB."""
+    hwm = None
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    return {
+        "peak_rss_mb": round(hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "children_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+
+
+def _disk_bytes(folder: Path) -> int:
+    """Bytes the folder takes on disk (allocated blocks)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def child_fixtures(root: Path, var: Path) -> dict[str, Any]:
+    """Build the smoke preset's tiny models once, outside the timed children."""
+    from worker.fixtures.tiny_models import ensure_tiny_models
+
+    ensure_tiny_models(_config(root, var))
+    return {}
+
+
+def child_prepare(root: Path, var: Path, cache_workers: int) -> dict[str, Any]:
+    from worker.data.prepared import load_prepared
+
+    config = _config(root, var, **{"model.build_tiny_fixtures": "false", "data.cache_workers": cache_workers})
+    started = time.perf_counter()
+    prepared = load_prepared(config)
+    wall = time.perf_counter() - started
+    folder = Path(prepared.artifacts["prepared_dir"])
+    counts = prepared.counts
+    return {"wall_s": round(wall, 2), "prepared_mb": round(_disk_bytes(folder) / MB, 1), "prepared_dir": str(folder),
+            "images_kept": counts["images_kept"], "studies_kept": counts["studies_kept"],
+            "train_images": counts["train_images"], **_peaks()}  # fmt: skip
+
+
+def child_loader(root: Path, var: Path, batches: int, workers: int) -> dict[str, Any]:
+    from bench.data import RandomTokenizer, images_per_second
+    from worker.data.prepared import load_prepared
+    from worker.siglip.datamodule import SiglipDataModule
+    from worker.siglip.preprocess import ImageNormalizer
+
+    config = _config(root, var, **{"model.build_tiny_fixtures": "false", "data.num_workers": workers})
+    prepared = load_prepared(config)  # the caches exist: memory-mapped
+    normalizer = ImageNormalizer(config.data.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    module = SiglipDataModule(config, prepared, RandomTokenizer(), normalizer)
+    module.setup("fit")
+    rate, count = images_per_second(module.train_dataloader(), batches)
+    return {"images_per_s": round(rate, 1), "images_timed": count, "batch": config.train.batch_size,
+            "workers": workers, **_peaks()}  # fmt: skip
+
+
+def child_train(root: Path, var: Path, train_batches: int) -> dict[str, Any]:
+    from worker.recorder import MemoryRecorder
+    from worker.siglip.stage import train_siglip
+
+    extra: dict[str, Any] = {"train.epochs": 1}
+    if train_batches:
+        extra["train.limit_train_batches"] = train_batches
+    config = _config(root, var, **extra)
+    started = time.perf_counter()
+    result = train_siglip(config, MemoryRecorder())
+    return {"wall_s": round(time.perf_counter() - started, 2), "status": result.status,
+            "train_batches": train_batches or "epoch", **_peaks()}  # fmt: skip
+
+
+def run_child(kind: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.data_scale", "--child", kind, *args]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} child failed ({done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="10000,100000,377110", help="Images per synthetic folder.")
+    p.add_argument("--batches", type=int, default=200, help="Timed loader batches.")
+    p.add_argument("--loader-workers", type=int, default=2, help="DataLoader workers of the loader measurement.")
+    p.add_argument("--train-batches", type=int, default=100,
+                   help="Cap of the one-epoch training (train.limit_train_batches); 0 runs the whole epoch.")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Processes generating and caching.")
+    p.add_argument("--skip-train", action="store_true", help="Measure the data stage and the loader only.")
+    p.add_argument("--child", choices=("fixtures", "prepare", "loader", "train"), help=argparse_hidden())
+    p.add_argument("--root", type=Path, help=argparse_hidden())
+    p.add_argument("--var", type=Path, help=argparse_hidden())
+    args = p.parse_args(argv)
+    if args.child:
+        if args.child == "fixtures":
+            out = child_fixtures(args.root, args.var)
+        elif args.child == "prepare":
+            out = child_prepare(args.root, args.var, args.workers)
+        elif args.child == "loader":
+            out = child_loader(args.root, args.var, args.batches, args.loader_workers)
+        else:
+            out = child_train(args.root, args.var, args.train_batches)
+        print(json.dumps(out))
+        return out
+
+    rows = []
+    var = WORK_DIR / "var"  # one var root: the tiny models are built once, each folder's prepared data apart
+    for images in (int(size) for size in args.sizes.split(",")):
+        root = dataset(images, args.workers)
+        for old in (var / "data" / "prepared").glob(f"mimic-cxr-{root.name}-*"):
+            shutil.rmtree(old)  # the data stage from nothing
+        common = ["--root", str(root), "--var", str(var), "--workers", str(args.workers)]
+        if not args.skip_train and not rows:
+            run_child("fixtures", *common)
+        prepare = run_child("prepare", *common)
+        print(f"{images} images: prepare {prepare}", file=sys.stderr, flush=True)
+        loader = run_child("loader", *common, "--batches", str(args.batches), "--loader-workers",
+                           str(args.loader_workers))  # fmt: skip
+        print(f"{images} images: loader {loader}", file=sys.stderr, flush=True)
+        row = {"images": images, "kept": prepare["images_kept"], "train_images": prepare["train_images"],
+               "prepare_s": prepare["wall_s"], "prepare_us_per_image": round(prepare["wall_s"] / images * 1e6, 1),
+               "prepared_mb": prepare["prepared_mb"], "prepare_rss_mb": prepare["peak_rss_mb"],
+               "prepare_child_rss_mb": prepare["children_peak_rss_mb"], "loader_images_per_s": loader["images_per_s"],
+               "loader_rss_mb": loader["peak_rss_mb"]}  # fmt: skip
+        if not args.skip_train:
+            train = run_child("train", *common, "--train-batches", str(args.train_batches))
+            print(f"{images} images: train {train}", file=sys.stderr, flush=True)
+            row |= {"train_s": train["wall_s"], "train_rss_mb": train["peak_rss_mb"],
+                    "train_child_rss_mb": train["children_peak_rss_mb"], "train_batches": train["train_batches"]}
+        rows.append(row)
+
+    small, large = rows[0], rows[-1]
+    checks = [
+        check(f"data-stage time per image at {large['images']:,} <= at {small['images']:,}",
+              large["prepare_us_per_image"], small["prepare_us_per_image"], higher_is_better=False, unit="us/image"),
+        check(f"data-stage peak RSS at {large['images']:,} <= {RSS_RATIO}x at {small['images']:,}",
+              large["prepare_rss_mb"], RSS_RATIO * small["prepare_rss_mb"], higher_is_better=False, unit="MB"),
+    ]  # fmt: skip
+    if "train_rss_mb" in large:
+        checks.append(check(f"training peak RSS at {large['images']:,} <= {RSS_RATIO}x at {small['images']:,}",
+                            large["train_rss_mb"], RSS_RATIO * small["train_rss_mb"], higher_is_better=False,
+                            unit="MB"))  # fmt: skip
+    columns = ["images", "kept", "prepare_s", "prepare_us_per_image", "prepared_mb", "prepare_rss_mb",
+               "prepare_child_rss_mb", "loader_images_per_s", "loader_rss_mb", "train_s", "train_rss_mb"]  # fmt: skip
+    print_table("Data at MIMIC-CXR scale (synthetic MIMIC-CXR-JPG, smoke preset, 64 px cache)", rows, columns)
+    print_checks(checks)
+    settings = {k: v for k, v in vars(args).items() if k not in ("child", "root", "var", "out")}
+    payload = {"mode": "cpu", "settings": settings, "rows": rows, "checks": checks}
+    write_results("data_scale", payload, args.out)
+    return payload
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
