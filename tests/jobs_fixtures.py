@@ -5,7 +5,7 @@ metrics and progress, checks for cancellation between epochs, writes a checkpoin
 resumes from it when config.train.resume is set. It is steered by environment variables so that a worker
 subprocess can run it too:
   FAKE_EPOCH_S      seconds each epoch sleeps (default 0)
-  FAKE_FAIL_EPOCH   raise RuntimeError at this epoch
+  FAKE_FAIL_EPOCH   raise RuntimeError at this epoch (a ConfigError, the user's bad input, with FAKE_FAIL_AS=config)
 
 Run as a script, this module is `jobs` with the fake stage registered for `train` and `prepare-data`
 (`python tests/jobs_fixtures.py worker ...`): a worker for the fake stage.
@@ -80,6 +80,10 @@ def fake_stage(config: Any, recorder: Any) -> Any:
             log.info("fake stage: cancelled before epoch %s", epoch)
             return StageResult("train", metrics={"epochs_run": epoch}, status="cancelled")
         if fail_epoch is not None and epoch == int(fail_epoch):
+            if os.environ.get("FAKE_FAIL_AS") == "config":
+                from worker.config import ConfigError
+
+                raise ConfigError(f"fake bad input at epoch {epoch}: name the problem and the fix")
             raise RuntimeError(f"fake failure at epoch {epoch}")
         time.sleep(epoch_s)
         recorder.log_metrics({"train_loss": 1.0 / (epoch + 1)}, split="train", epoch=epoch)
@@ -258,7 +262,8 @@ def activate(root: Path, backend: dict[str, str], monkeypatch: pytest.MonkeyPatc
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    for name in ("FAKE_EPOCH_S", "FAKE_FAIL_EPOCH", *({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} - set(backend))):
+    unset = {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} - set(backend)
+    for name in ("FAKE_EPOCH_S", "FAKE_FAIL_EPOCH", "FAKE_FAIL_AS", *unset):
         monkeypatch.delenv(name, raising=False)
     reset_settings()
     dispose_engines()

@@ -290,6 +290,18 @@ def test_a_worker_never_opens_a_file_outside_the_roots_even_from_a_row_written_b
     assert f"{key}: " in error and "outside the allowed roots" in error
 
 
+def test_bad_input_found_by_a_stage_is_one_line_and_keeps_the_metrics(fake, monkeypatch):
+    # A ConfigError is the user's input named with its fix (e.g. a dataset folder not in its layout): a traceback
+    # would bury that line in the job's error, the CLI's output and `jobs status`.
+    monkeypatch.setenv("FAKE_FAIL_EPOCH", "1")
+    monkeypatch.setenv("FAKE_FAIL_AS", "config")
+    job_id = new_job(epochs=3)
+    assert execute_job(job_id, WorkerIdentity.current()).state is JobState.FAILED
+    error = service.get_job(job_id).error
+    assert error == "ConfigError: fake bad input at epoch 1: name the problem and the fix"
+    assert count(Metric, name="train_loss") == 1
+
+
 def test_a_failing_stage_ends_failed_with_the_traceback_and_keeps_its_metrics(fake, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL_EPOCH", "2")
     job_id = new_job(epochs=4)

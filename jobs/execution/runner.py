@@ -39,6 +39,7 @@ from jobs.execution.ranks import follower_launch
 from jobs.execution.recorder import DatabaseRecorder, ProgressCallback, json_safe
 from jobs.execution.refs import resolve_job_refs
 from jobs.execution.resumption import resumable_job
+from worker.config import ConfigError
 from worker.recorder import JobLost
 
 if TYPE_CHECKING:
@@ -233,8 +234,10 @@ def _time_limit_message(job_id: int) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, WorkerInputRefused):  # a setting or a path of the user's: the line says it all
-        return str(exc)
+    if isinstance(exc, WorkerInputRefused | ConfigError):
+        # A setting, a path or a dataset of the user's (e.g. a data folder not in its layout): the line names
+        # the problem and the fix, and a traceback would only bury it.
+        return f"{exc.__class__.__name__}: {exc}" if isinstance(exc, ConfigError) else str(exc)
     lines = traceback.format_exception(exc)
     tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
     message = f"{exc.__class__.__name__}: {exc}"
