@@ -149,6 +149,31 @@ def test_cancel_of_a_queued_job_ends_it_cancelled(client: TestClient) -> None:
     assert client.get(f"/jobs/{job['id']}").json()["state"] == "CANCELLED"
 
 
+def test_publish_queues_only_a_job_whose_finished_run_waits_for_its_files(client: TestClient) -> None:
+    """A job that never finished training is refused (422, one line); a FAILED job whose experiment is
+    unpublished (the bucket was away past the publish's patience) is queued again with a new message."""
+    from sqlalchemy import update
+
+    from db.models import Job
+
+    job = _submit(client)
+    refused = client.post(f"/jobs/{job['id']}/publish")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["msg"].startswith(f"job {job['id']} has no publish pending (it is QUEUED")
+
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(state="FAILED", error="publish pending: ..."))
+        session.add(Experiment(job_id=job["id"], stage="train", config_hash="abc", status="unpublished"))
+    response = client.post(f"/jobs/{job['id']}/publish")
+
+    assert response.status_code == 200, response.text
+    queued = response.json()
+    assert queued["state"] == "QUEUED" and queued["error"] is None
+    assert queued["celery_task_id"] and queued["celery_task_id"] != job["celery_task_id"]
+    again = client.post(f"/jobs/{job['id']}/publish")  # queued already: not a second message
+    assert again.status_code == 422 and "it is QUEUED" in again.text
+
+
 def test_logs_are_served_as_text_with_an_optional_tail(client: TestClient) -> None:
     job = _submit(client)
     assert client.get(f"/jobs/{job['id']}/logs").text == ""
@@ -170,6 +195,7 @@ def test_logs_are_served_as_text_with_an_optional_tail(client: TestClient) -> No
         ("get", "/jobs/999"),
         ("get", "/jobs/999/logs"),
         ("post", "/jobs/999/cancel"),
+        ("post", "/jobs/999/publish"),
         ("get", "/experiments/999/metrics"),
     ],
 )

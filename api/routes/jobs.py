@@ -70,11 +70,10 @@ def cancel_job(job_id: JobId) -> JobView:
     response_model=JobView,
     responses={
         **NOT_FOUND,
-        422: {"model": ErrorView, "description": "The job has no publish pending."},
         503: {"model": ErrorView, "description": "The artifacts bucket or the broker is still away."},
     },
 )
 def publish_job(job_id: JobId) -> JobView:
     """A job whose run finished but whose files the bucket did not take ("publish pending") is queued again to
-    upload them and record its result, without training again."""
+    upload them and record its result, without training again. Any other job is a 422."""
     return service.publish(job_id)
