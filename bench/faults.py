@@ -88,7 +88,9 @@ class Backend:
         from jobs.core.database import dispose_engines
         from jobs.core.settings import reset_settings
 
-        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_BROKER_DIR", "DATABASE_URL"):
+        # A bucket phase's settings must not outlive it: the next backend's phases keep artifacts on disk.
+        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_BROKER_DIR", "DATABASE_URL",
+                     "JOBS_ARTIFACTS_URL", "JOBS_S3_ENDPOINT_URL"):  # fmt: skip
             os.environ.pop(name, None)
         os.environ.update({**self.variables, **extra})
         dispose_engines()

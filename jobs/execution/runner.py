@@ -216,7 +216,7 @@ def _publish_pending(job_id: int) -> bool:
 
 def _waited(exc: storage.StorageError) -> str:
     patience_s = get_settings().publish_patience_s
-    return f"the bucket did not take the run's files within JOBS_PUBLISH_PATIENCE_S={patience_s:g}s ({exc})"
+    return f"the run's files were not uploaded ({exc}; uploads are retried for JOBS_PUBLISH_PATIENCE_S={patience_s:g}s)"
 
 
 def _publish_only(fence: Fence, heartbeat: Heartbeat) -> JobOutcome:
