@@ -132,6 +132,21 @@ def test_resume_while_the_earlier_job_is_queued_is_422_naming_it(client: TestCli
     assert f"earlier job {earlier['id']} with this config is QUEUED" in response.json()["detail"][0]["msg"]
 
 
+def test_resume_of_a_job_whose_publish_is_pending_is_422_naming_jobs_publish(client: TestClient) -> None:
+    """Resuming would train again (one more epoch for a run stopped early); the publish alone finishes it."""
+    from sqlalchemy import update
+
+    from db.models import Job
+
+    earlier = _submit(client, epochs=3)
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == earlier["id"]).values(state="FAILED", error="publish pending: ..."))
+        session.add(Experiment(job_id=earlier["id"], stage="train", config_hash="abc", status="unpublished"))
+    response = client.post("/jobs", json={"stage": "train", "preset": "smoke", "epochs": 3, "resume": True})
+    assert response.status_code == 422, response.text
+    assert f"`jobs publish {earlier['id']}`" in response.json()["detail"][0]["msg"]
+
+
 def test_stage_params_reach_the_job(client: TestClient, service_env: Path) -> None:
     checkpoint = service_env / "artifacts" / "run-1" / "model.ckpt"
     job = _submit(client, stage="evaluate", params={"checkpoint": str(checkpoint), "split": "val"})
