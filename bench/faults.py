@@ -88,7 +88,9 @@ class Backend:
         from jobs.core.database import dispose_engines
         from jobs.core.settings import reset_settings
 
-        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_BROKER_DIR", "DATABASE_URL"):
+        # A bucket phase's settings must not outlive it: the next backend's phases keep artifacts on disk.
+        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "JOBS_BROKER_DIR", "DATABASE_URL",
+                     "JOBS_ARTIFACTS_URL", "JOBS_S3_ENDPOINT_URL"):  # fmt: skip
             os.environ.pop(name, None)
         os.environ.update({**self.variables, **extra})
         dispose_engines()
@@ -370,10 +372,14 @@ def kill_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
         rewritten = sum(1 for key, value in before.items() if after.get(key) != value)
         resumed = job.attempts > 1 and checkpoint_epoch is not None
         redone = max(0, max(finished_before) - checkpoint_epoch) if resumed else 0
+        succeeded = job.state.value == "SUCCEEDED"
         results.append({
             "trial": trial, "killed": target, "job": job_id, "state": job.state.value, "attempts": job.attempts,
             "experiments": _experiments(job_id), "epochs_finished_at_kill": len(finished_before),
-            "epochs_redone": redone, "finished_rows_rewritten": rewritten, "error": (job.error or "")[:200],
+            "epochs_redone": redone, "finished_rows_rewritten": rewritten,
+            # One host, one folder: only the metric rows can tell the killed attempt's writes from the new one's.
+            "fenced_writes": _fenced_writes(job_id) if succeeded and job.attempts >= 2 else None,
+            "best_checkpoint_correct": succeeded and _best_is_true_best(job_id), "error": (job.error or "")[:200],
         })  # fmt: skip
         print(f"  kill {target:5} job {job_id}: {results[-1]}", flush=True)
     worker.stop()
@@ -544,7 +550,11 @@ def bucket_trials(backend: Backend, trials: int, pause_s: float = 10.0) -> dict[
                 "bucket_checkpoint_epoch": checkpoint_epoch,
                 "epochs_redone": max(0, max(finished_before) - checkpoint_epoch) if resumed else None,
                 "finished_rows_rewritten": sum(1 for key, value in before.items() if after.get(key) != value),
-                "unreadable_artifacts": _unreadable(job), "error": (job.error or "")[:200],
+                "unreadable_artifacts": _unreadable(job),
+                "fenced_writes": _fenced_writes(job_id, root / "b") if resumed and job.state.value == "SUCCEEDED"
+                else None,
+                "best_checkpoint_correct": job.state.value == "SUCCEEDED" and _best_is_true_best(job_id),
+                "error": (job.error or "")[:200],
             })  # fmt: skip
             print(f"  bucket kill job {job_id}: {kills[-1]}", flush=True)
 
@@ -562,6 +572,9 @@ def bucket_trials(backend: Backend, trials: int, pause_s: float = 10.0) -> dict[
         expected = set(range(int(job_metrics(job_id).get("epochs_run", 0)))) if succeeded else set()
         paused = {"seconds": pause_s, "state": job.state.value, "attempts": job.attempts, "worker_alive": alive,
                   "missing_epoch_rows": len(expected - epochs), "unreadable_artifacts": _unreadable(job),
+                  # One attempt, never fenced off: a takeover here would be a fault of its own (attempts > 1).
+                  "fenced_writes": _fenced_writes(job_id, root / "a") if succeeded else None,
+                  "best_checkpoint_correct": succeeded and _best_is_true_best(job_id),
                   "error": (job.error or "")[:200]}  # fmt: skip
         print(f"  bucket server frozen {pause_s:g}s: {paused}", flush=True)
     return {"kills": kills, "server_paused": paused}
@@ -622,23 +635,25 @@ def pause_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
     return results
 
 
-def _fenced_writes(job_id: int, new_owner: Path) -> int:
-    """Metric rows whose value is not the new owner's (its last.ckpt carries every epoch's metrics) plus the
-    run's bucket objects that differ from the new owner's copy."""
+def _fenced_writes(job_id: int, new_owner: Path | None = None) -> int:
+    """Metric rows whose value is not the new owner's (its last.ckpt carries every epoch's metrics) plus, with a
+    bucket, the run's bucket objects that differ from the new owner's copy (`new_owner`: its host folder).
+    Without a bucket both attempts share one run folder, so only the rows are compared."""
     import torch
 
     from jobs.core import storage
 
     job = _job(job_id)
-    store = storage.bucket()
     run_url = job.artifacts["run_dir"]
-    mirror = new_owner / "artifacts" / run_url.rsplit("/", 1)[1]
+    mirror = new_owner / "artifacts" / run_url.rsplit("/", 1)[1] if new_owner is not None else Path(run_url)
     last = next(mirror.rglob("last.ckpt"))
     states = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
     epochs = next(v["epoch_metrics"] for k, v in states.items() if k.startswith("RecorderCallback"))
     wrong_rows = sum(1 for (_split, epoch, name), (value, _at) in _rows(job_id).items()
                      if value is not None and abs(epochs[epoch].get(name, float("nan")) - value) > 1e-6)  # fmt: skip
-    fs = store.fs()
+    if new_owner is None:
+        return wrong_rows
+    fs = storage.bucket().fs()
     fs.invalidate_cache()  # listings cached while the job ran name files pruned since
     wrong_objects = 0
     for key in fs.find(storage._key(run_url), refresh=True):
@@ -648,19 +663,23 @@ def _fenced_writes(job_id: int, new_owner: Path) -> int:
 
 
 def _best_is_true_best(job_id: int) -> bool:
-    """The best checkpoint is the epoch with the lowest recorded val_loss, the only best file in the bucket."""
+    """The best checkpoint is the epoch with the lowest recorded val_loss, the one the experiment names, and the
+    only best file of the run (in the bucket, or in the run folder without one)."""
     from jobs.core import storage
 
     losses = {epoch: value for (split, epoch, name), (value, _at) in _rows(job_id).items() if name == "val_loss"}
     best = min(losses, key=losses.__getitem__)
     metrics = job_metrics(job_id)
     run_url = _job(job_id).artifacts["run_dir"]
-    fs = storage.bucket().fs()
-    fs.invalidate_cache()
-    bests = [k for k in fs.find(storage._key(run_url), refresh=True) if "/best-" in k]
+    if storage.is_url(run_url):
+        fs = storage.bucket().fs()
+        fs.invalidate_cache()
+        bests = [Path(k).name for k in fs.find(storage._key(run_url), refresh=True) if "/best-" in k]
+    else:
+        bests = [p.name for p in Path(run_url).rglob("best-*.ckpt")]
     name = f"best-epoch={best:02d}.ckpt"
     return (abs(metrics.get("best_val_loss", float("nan")) - losses[best]) < 1e-6
-            and [Path(k).name for k in bests] == [name])  # fmt: skip
+            and Path(str(metrics.get("best_checkpoint"))).name == name and bests == [name])  # fmt: skip
 
 
 def job_metrics(job_id: int) -> dict[str, Any]:
@@ -805,6 +824,10 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
                             higher_is_better=False))  # fmt: skip
         checks.append(check(f"{name}: finished epochs' metric rows rewritten",
                             sum(k["finished_rows_rewritten"] for k in kills), 0, higher_is_better=False))
+        fenced = sum(k["fenced_writes"] if k["fenced_writes"] is not None else 99 for k in kills)
+        checks.append(check(f"{name}: writes from a fenced attempt after kill -9", fenced, 0, higher_is_better=False))
+        correct = sum(k["best_checkpoint_correct"] for k in kills)
+        checks.append(check(f"{name}: best checkpoint correct after kill -9", correct, len(kills)))
     if compares := result.get("compare"):
         settled = sum(c["state"] == "SUCCEEDED" and c["report"] and c["experiments_per_child"] == [1] for c in compares)
         checks.append(check(f"{name}: comparisons settled after kill -9", settled, len(compares)))
@@ -823,9 +846,16 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
                             higher_is_better=False))  # fmt: skip
         unreadable = sum(k["unreadable_artifacts"] for k in kills) + bucket["server_paused"]["unreadable_artifacts"]
         checks.append(check(f"{name}: recorded artifacts that cannot be read", unreadable, 0, higher_is_better=False))
+        fenced = sum(k["fenced_writes"] if k["fenced_writes"] is not None else 99 for k in kills)
+        checks.append(check(f"{name}: writes from a fenced attempt after a takeover from the bucket", fenced, 0,
+                            higher_is_better=False))  # fmt: skip
+        correct = sum(k["best_checkpoint_correct"] for k in kills)
+        checks.append(check(f"{name}: best checkpoint correct after a takeover from the bucket", correct, len(kills)))
         paused = bucket["server_paused"]
         ok = paused["state"] == "SUCCEEDED" and paused["attempts"] == 1 and paused["missing_epoch_rows"] == 0
         checks.append(check(f"{name}: training through 10 s of a frozen bucket server", float(ok), 1.0))
+        checks.append(check(f"{name}: best checkpoint correct after a frozen bucket server",
+                            float(paused["best_checkpoint_correct"]), 1.0))  # fmt: skip
     if pauses := result.get("pause"):
         good = sum(t["state"] == "SUCCEEDED" and t["attempts"] == 2 and t["fenced_attempt_logged"] for t in pauses)
         checks.append(check(f"{name}: paused host A fenced off, host B finished the job", good, len(pauses)))

@@ -132,6 +132,21 @@ def test_resume_while_the_earlier_job_is_queued_is_422_naming_it(client: TestCli
     assert f"earlier job {earlier['id']} with this config is QUEUED" in response.json()["detail"][0]["msg"]
 
 
+def test_resume_of_a_job_whose_publish_is_pending_is_422_naming_jobs_publish(client: TestClient) -> None:
+    """Resuming would train again (one more epoch for a run stopped early); the publish alone finishes it."""
+    from sqlalchemy import update
+
+    from db.models import Job
+
+    earlier = _submit(client, epochs=3)
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == earlier["id"]).values(state="FAILED", error="publish pending: ..."))
+        session.add(Experiment(job_id=earlier["id"], stage="train", config_hash="abc", status="unpublished"))
+    response = client.post("/jobs", json={"stage": "train", "preset": "smoke", "epochs": 3, "resume": True})
+    assert response.status_code == 422, response.text
+    assert f"`jobs publish {earlier['id']}`" in response.json()["detail"][0]["msg"]
+
+
 def test_stage_params_reach_the_job(client: TestClient, service_env: Path) -> None:
     checkpoint = service_env / "artifacts" / "run-1" / "model.ckpt"
     job = _submit(client, stage="evaluate", params={"checkpoint": str(checkpoint), "split": "val"})
@@ -147,6 +162,31 @@ def test_cancel_of_a_queued_job_ends_it_cancelled(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.json()["state"] == "CANCELLED"
     assert client.get(f"/jobs/{job['id']}").json()["state"] == "CANCELLED"
+
+
+def test_publish_queues_only_a_job_whose_finished_run_waits_for_its_files(client: TestClient) -> None:
+    """A job that never finished training is refused (422, one line); a FAILED job whose experiment is
+    unpublished (the bucket was away past the publish's patience) is queued again with a new message."""
+    from sqlalchemy import update
+
+    from db.models import Job
+
+    job = _submit(client)
+    refused = client.post(f"/jobs/{job['id']}/publish")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["msg"].startswith(f"job {job['id']} has no publish pending (it is QUEUED")
+
+    with transaction() as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(state="FAILED", error="publish pending: ..."))
+        session.add(Experiment(job_id=job["id"], stage="train", config_hash="abc", status="unpublished"))
+    response = client.post(f"/jobs/{job['id']}/publish")
+
+    assert response.status_code == 200, response.text
+    queued = response.json()
+    assert queued["state"] == "QUEUED" and queued["error"] is None
+    assert queued["celery_task_id"] and queued["celery_task_id"] != job["celery_task_id"]
+    again = client.post(f"/jobs/{job['id']}/publish")  # queued already: not a second message
+    assert again.status_code == 422 and "it is QUEUED" in again.text
 
 
 def test_logs_are_served_as_text_with_an_optional_tail(client: TestClient) -> None:
@@ -170,6 +210,7 @@ def test_logs_are_served_as_text_with_an_optional_tail(client: TestClient) -> No
         ("get", "/jobs/999"),
         ("get", "/jobs/999/logs"),
         ("post", "/jobs/999/cancel"),
+        ("post", "/jobs/999/publish"),
         ("get", "/experiments/999/metrics"),
     ],
 )

@@ -240,6 +240,14 @@ def test_cancel_of_a_queued_job_prints_its_state(job_env):
     assert result.exit_code == 0 and "CANCELLED" in result.stdout
 
 
+def test_publish_of_a_job_without_a_publish_pending_is_refused_in_one_line(job_env):
+    job_id = invoke("submit", "train").stdout.strip()
+    result = invoke("publish", job_id)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().count("\n") == 0 and f"job {job_id} has no publish pending" in result.stderr
+    assert service.get_job(int(job_id)).state is JobState.QUEUED
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -3,7 +3,8 @@ and an artifacts bucket (moto's server) but no disk.
 
 A worker paused by the OS (SIGSTOP) past the staleness limit loses its job to the other host; woken up
 (SIGCONT), it must write nothing more: no metric row, no progress, no bucket object. A worker killed (kill -9)
-is taken over on the other host, which must continue with the run's best checkpoint as it was.
+is taken over on the other host, which must continue with the run's best checkpoint as it was. A bucket away
+past the final publish's patience leaves the finished run for a retry of the publish alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from jobs.core.schemas import JobState, SubmitRequest
 from jobs.core.settings import reset_settings
 from jobs.core.stages import Stage
 from jobs.core.storage import bucket, local_copy
+from jobs.execution.claim import WorkerIdentity
+from jobs.execution.runner import execute_job
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +41,8 @@ EPOCHS = 8
 SHORT = {"train.limit_train_batches": "4"}
 # Longer than the minute an upload used to be retried for before the run failed.
 AWAY_S = 70
+# The final publish's patience in the publish-retry test: short, so the test does not wait half an hour.
+PUBLISH_PATIENCE_S = "3"
 
 
 @pytest.fixture
@@ -233,3 +239,78 @@ def test_a_bucket_away_through_the_final_publish_for_longer_than_a_minute_does_n
     [experiment] = service.list_experiments(stage="train")
     assert {m.epoch for m in service.experiment_metrics(experiment.id) if m.name == "val_loss"} == {0, 1}
     assert experiment.checkpoint_path.startswith("s3://") and bucket().fs().exists(experiment.checkpoint_path)
+
+
+def _curve(job_id: int) -> list[tuple]:
+    return sorted((m.split, m.epoch, m.step, m.name, m.value) for m in service.job_metrics(job_id))
+
+
+def test_a_publish_that_outlasts_its_patience_is_retried_alone_without_training_again(
+    hosts: JobEnv, s3: S3Server
+) -> None:
+    """The bucket goes away once the first epoch of a run that stops early is recorded, and stays away past the
+    final publish's patience: the job ends FAILED as publish-pending, its numbers recorded and its files kept on
+    its host. `jobs publish` picked up by a host without those files says so in one line; on the run's host,
+    with the bucket back, it uploads them and the job SUCCEEDS with the same best checkpoint, no epoch trained
+    again (a run stopped early would train one more epoch if it were resumed: Lightning does not restore the
+    stop flag)."""
+    env = hosts
+    proxy = OutageProxy(s3.endpoint)
+    host_a = {"JOBS_S3_ENDPOINT_URL": proxy.endpoint, "JOBS_PUBLISH_PATIENCE_S": PUBLISH_PATIENCE_S}
+    worker = _worker(env, "a", **host_a)
+    again = None
+    try:
+        # A learning rate too small to move the weights: every val_loss is epoch 0's, so early stopping with
+        # patience 1 ends the run after epoch 1 of 4, and epoch 0 stays the best.
+        overrides = {"train.lr": "1e-12", "train.early_stopping_patience": "1"}
+        job_id = _submit(**{"train.epochs": "4", "train.limit_train_batches": "2", **overrides})
+        wait_for(lambda: _curve(job_id), 300, "epoch 0 recorded", worker)
+        proxy.down()  # epoch 1's upload may meet the outage too: that epoch then waits, and is kept all the same
+        wait_for(lambda: service.get_job(job_id).state.finished, 300, "the publish to give up", worker)
+        worker.stop()
+
+        job = service.get_job(job_id)
+        assert job.state is JobState.FAILED and job.error.startswith("publish pending: "), job.error
+        assert "\n" not in job.error and f"`jobs publish {job_id}`" in job.error, job.error
+        [experiment] = service.list_experiments(stage="train")
+        assert experiment.status == "unpublished" and experiment.checkpoint_path is None, experiment
+        curve = _curve(job_id)
+        val_losses = {epoch: value for _, epoch, _, name, value in curve if name == "val_loss"}
+        assert set(val_losses) == {0, 1} and experiment.metrics["epochs_run"] == 2  # stopped early, epochs kept
+        best_val_loss = experiment.metrics["best_val_loss"]
+        assert best_val_loss == pytest.approx(val_losses[0])
+        host, _, run_a = experiment.artifacts["unpublished_on"].partition(":")
+        assert host == socket.gethostname() and Path(run_a).is_relative_to(env.root / "a")
+        assert [p.name for p in Path(run_a).rglob("*.ckpt")], f"the finished run's checkpoints left {run_a}"
+
+        # This process is a host without the run: the retry it picks up says so in one line and changes nothing.
+        service.publish(job_id)
+        assert service.get_job(job_id).state is JobState.QUEUED
+        execute_job(job_id, WorkerIdentity.current())
+        job = service.get_job(job_id)
+        assert job.state is JobState.FAILED and job.error.startswith("publish pending: this host"), job.error
+        assert "\n" not in job.error and run_a in job.error, job.error
+        assert service.list_experiments(stage="train")[0].status == "unpublished"
+
+        # The run's host, the bucket back: the first retry's message is still queued, and runs the publish alone.
+        proxy.up()
+        service.publish(job_id)
+        again = _worker(env, "a", **host_a)
+        wait_for(lambda: service.get_job(job_id).state.finished, 300, "the publish-only retry", again)
+    finally:
+        worker.stop()
+        if again is not None:
+            again.stop()
+        proxy.down()
+    job = service.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 3, job.error
+    assert "the stage is not run again" in again.output()
+    [experiment] = service.list_experiments(stage="train")
+    assert experiment.status == "succeeded" and experiment.metrics["best_val_loss"] == best_val_loss
+    assert _curve(job_id) == curve  # no epoch trained again, no row rewritten
+    objects = _bucket_objects(job_id)
+    rows = [m for m in service.experiment_metrics(experiment.id) if m.epoch is not None and m.step is None]
+    _assert_true_best(experiment, rows, objects)
+    assert experiment.checkpoint_path.startswith("s3://") and experiment.checkpoint_path in objects
+    last = next(url for url in objects if url.endswith("/last.ckpt"))
+    assert _checkpoint_state(local_copy(last))["epoch"] == 1  # the bucket's last.ckpt is the run's, not a new one

@@ -63,3 +63,17 @@ def job_logs(
 def cancel_job(job_id: JobId) -> JobView:
     """A queued job is revoked; a running one stops at its next step, keeping the metrics recorded so far."""
     return service.cancel(job_id)
+
+
+@router.post(
+    "/{job_id}/publish",
+    response_model=JobView,
+    responses={
+        **NOT_FOUND,
+        503: {"model": ErrorView, "description": "The artifacts bucket or the broker is still away."},
+    },
+)
+def publish_job(job_id: JobId) -> JobView:
+    """A job whose run finished but whose files the bucket did not take ("publish pending") is queued again to
+    upload them and record its result, without training again. Any other job is a 422."""
+    return service.publish(job_id)

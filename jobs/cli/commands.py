@@ -1,4 +1,4 @@
-"""The commands about jobs: submit, run, status, list, logs, cancel, results, report, metrics.
+"""The commands about jobs: submit, run, status, list, logs, cancel, publish, results, report, metrics.
 
 Starts without torch: stages are imported only when `jobs run` runs one (or a worker's child does).
 """
@@ -210,6 +210,30 @@ def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
         typer.echo(f"job {job.id}: cancel requested; it stops at its next step")
     else:
         typer.echo(f"job {job.id}: {job.state.value}")
+
+
+@command()
+def publish(
+    job_id: JobIdArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it; exit non-zero unless it succeeds.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a finished run again: a job whose error says "publish pending" (the bucket was away) is queued to
+    upload its files and record its result, without training again."""
+    job = service.publish(job_id)
+    if wait:
+        job = _wait(job.id, quiet=as_json)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+        return
+    if not wait:
+        typer.echo(f"job {job.id}: queued to publish its finished run (no training); `jobs status {job.id}`")
+        return
+    typer.echo(display.job_summary_line(job))
+    if job.state is not JobState.SUCCEEDED:
+        if job.error:
+            typer.echo(job.error, err=True)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @command()

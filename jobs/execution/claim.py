@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from db.models import Job, utcnow
 from jobs.broker import queue
@@ -24,7 +25,7 @@ from jobs.core.database import retry_write, transaction
 from jobs.core.schemas import JobState
 from jobs.core.settings import Settings, get_settings
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
-from jobs.execution import lastwords
+from jobs.execution import lastwords, unpublished
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TIME_S = 24 * 3600
@@ -96,7 +97,7 @@ def claim(
         takeover = state is JobState.RUNNING
         if takeover and not _stale(job, now, settings):
             return Claim(job_id, False, f"job is running on {job.worker_id} (heartbeat is fresh)")
-        snapshot, previous_worker = _Snapshot.of(job), job.worker_id
+        snapshot, previous_worker = _Snapshot.of(job, session), job.worker_id
     stale_before = now - timedelta(seconds=settings.stale_after_s) if takeover else None
     if (settled := _settle_if_over(snapshot, settings, stale_before)) is not None:
         return Claim(job_id, False, settled)
@@ -147,9 +148,10 @@ class _Snapshot:
     config: dict[str, Any] | None
     started_at: datetime | None
     heartbeat_at: datetime | None
+    publish_pending: bool = False  # its run finished; `jobs publish` queued it again to upload the files
 
     @classmethod
-    def of(cls, job: Job) -> _Snapshot:
+    def of(cls, job: Job, session: Session) -> _Snapshot:
         return cls(
             job.id,
             JobState(job.state),
@@ -158,6 +160,7 @@ class _Snapshot:
             job.config,
             job.started_at,
             job.heartbeat_at,
+            unpublished.pending(session, job.id),
         )
 
 
@@ -177,7 +180,8 @@ def _settle_if_over(job: _Snapshot, settings: Settings, stale_before: datetime |
     elif job.state is JobState.RUNNING and _died_at_time_limit(job.started_at, job.heartbeat_at, job.config):
         state = JobState.FAILED
         error = f"time limit: the job ran longer than train.max_time_s={max_time_s(job.config)}s"
-    elif job.attempts >= settings.max_attempts:
+    elif job.attempts >= settings.max_attempts and not (job.state is JobState.QUEUED and job.publish_pending):
+        # A publish retry asked for by the user is not a worker dying again: it runs whatever the count.
         state = JobState.FAILED
         error = (
             f"worker lost: the job was started {job.attempts} times (JOBS_MAX_ATTEMPTS={settings.max_attempts}) "
@@ -271,7 +275,8 @@ def sweep_stale_jobs(settings: Settings | None = None) -> list[int]:
             )
         ).all()
         jobs = [
-            (_Snapshot.of(job), Stage(job.stage), job.delivery, (job.request or {}).get("gpu_class")) for job in stale
+            (_Snapshot.of(job, session), Stage(job.stage), job.delivery, (job.request or {}).get("gpu_class"))
+            for job in stale
         ]
     requeued = []
     for job, stage, delivery, gpu_class in jobs:

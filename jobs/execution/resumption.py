@@ -4,6 +4,9 @@ The earlier job is the latest one of the same stage whose config is the same apa
 must have ended (succeeded, failed or cancelled): a queued or running one would share its run folder, and its
 last.ckpt, with the new job, two trainers writing one checkpoint. Checked when the job is submitted (one
 line, before any row exists) and again when it starts (the earlier job may have been re-queued meanwhile).
+A job whose training finished but whose files wait for their publish (jobs/execution/unpublished.py) is not
+resumed either: `jobs publish` finishes it without training again, where a resume would train on (one more
+epoch for a run stopped early).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import select
 from db.models import Job
 from jobs.core.database import transaction
 from jobs.core.schemas import JobState
+from jobs.execution import unpublished
 
 # How many of the stage's latest jobs are compared: a config is hashed in Python, not by the database.
 LOOKBACK = 500
@@ -71,4 +75,14 @@ def resumable_job(stage: str, config: dict[str, Any], before_id: int | None = No
             f"--resume: the earlier job {earlier.job_id} with this config is {earlier.state.value}; "
             f"wait for it to end or cancel it (`jobs cancel {earlier.job_id}`), then resume"
         )
+    if earlier is not None and _publish_pending(earlier.job_id):
+        raise EarlierJobActive(
+            f"--resume: the earlier job {earlier.job_id} with this config finished training but its files are not "
+            f"in the bucket yet (publish pending); `jobs publish {earlier.job_id}` publishes them without training"
+        )
     return earlier
+
+
+def _publish_pending(job_id: int) -> bool:
+    with transaction() as session:
+        return unpublished.pending(session, job_id)

@@ -31,7 +31,7 @@ from jobs.core.schemas import JobState
 from jobs.core.settings import PROJECT_ROOT, get_settings
 from jobs.core.stages import Stage, stage_function
 from jobs.core.views import job_log_path
-from jobs.execution import artifacts, lastwords
+from jobs.execution import artifacts, lastwords, unpublished
 from jobs.execution.claim import Claim, Heartbeat, WorkerIdentity, claim, max_time_s
 from jobs.execution.fence import Fence
 from jobs.execution.joblog import capture_job_log
@@ -98,13 +98,17 @@ def execute_job(
     heartbeat = Heartbeat(job_id, worker, attempt=claimed.attempt)
     with heartbeat, capture_job_log(job_log_path(job_id), fresh=claimed.attempt == 1):
         log.info("job %s: %s by %s (attempt %s)", job_id, claimed.reason, worker.worker_id, claimed.attempt)
-        if claimed.previous_worker is not None:
+        publish_only = _publish_pending(job_id)  # the stage finished in an earlier attempt: only its publish is left
+        # A publish retry follows an attempt that ended; only a takeover fences a live one off.
+        if claimed.previous_worker is not None and (claimed.takeover or not publish_only):
             log.warning(
                 "job %s: attempt %s (%s) is fenced off: its writes are refused from now on",
                 job_id,
                 claimed.attempt - 1,
                 claimed.previous_worker,
             )
+        if publish_only:
+            return _publish_only(fence, heartbeat)
         return _run_claimed(fence, claimed, heartbeat, on_progress)
 
 
@@ -180,9 +184,13 @@ def _run_claimed(
             on_progress=on_progress,
             before_epoch=artifacts.epoch_upload(job_id, prepared.run_dir, guard=fence.check),
         )
-        result = _run_stage(fence, prepared, recorder)
-        # Uploaded before the rows name them, with the heartbeat still beating through a long upload.
-        result = artifacts.publish(result, prepared.run_dir, job_id, guard=fence.check)
+        finished = _run_stage(fence, prepared, recorder)
+        try:
+            # Uploaded before the rows name them, with the heartbeat still beating through a long upload.
+            result = artifacts.publish(finished, prepared.run_dir, job_id, guard=fence.check)
+        except storage.StorageError as exc:  # the bucket stayed away: keep the training, retry the publish alone
+            recorder.record_waiting()  # the epochs are recorded with the run's numbers; their files wait here
+            return _leave_unpublished(fence, experiment_id, heartbeat, finished, prepared.run_dir, _waited(exc))
         recorder.record_waiting()  # epochs whose upload failed: their checkpoints are in the bucket now
     except JobLost as exc:
         return _fenced_off(job_id, heartbeat, str(exc))
@@ -200,6 +208,108 @@ def _run_claimed(
     if not _finish(fence, experiment_id, heartbeat, state, result=result):
         return JobOutcome(job_id, None, ran=True, reason=_lost_message(fence))
     return JobOutcome(job_id, state, ran=True, reason=claimed.reason, result=result)
+
+
+def _publish_pending(job_id: int) -> bool:
+    with transaction() as session:
+        return unpublished.pending(session, job_id)
+
+
+def _waited(exc: storage.StorageError) -> str:
+    patience_s = get_settings().publish_patience_s
+    return f"the run's files were not uploaded ({exc}; uploads are retried for JOBS_PUBLISH_PATIENCE_S={patience_s:g}s)"
+
+
+def _publish_only(fence: Fence, heartbeat: Heartbeat) -> JobOutcome:
+    """The retry of a finished run's publish (`jobs publish`): upload the files this host kept and record the
+    result, without running the stage; no metric row is written (the run recorded its epochs)."""
+    job_id = fence.job_id
+    experiment_id = _experiment_of(job_id)
+    kept = unpublished.read(job_id)
+    if kept is None:
+        return _still_unpublished(fence, experiment_id, heartbeat, _not_here(job_id, experiment_id))
+    log.info("job %s: publishing the finished run kept in %s (the stage is not run again)", job_id, kept.run_dir)
+    try:
+        result = artifacts.publish(kept.result, kept.run_dir, job_id, guard=fence.check)
+    except JobLost as exc:
+        return _fenced_off(job_id, heartbeat, str(exc))
+    except storage.StorageError as exc:
+        return _leave_unpublished(fence, experiment_id, heartbeat, kept.result, kept.run_dir, _waited(exc))
+    except Exception as exc:  # the files stay where they are: the job stays publish-pending, to retry once fixed
+        reason = _describe(exc).splitlines()[0]
+        return _leave_unpublished(fence, experiment_id, heartbeat, kept.result, kept.run_dir, reason)
+    state = JobState.CANCELLED if result.status == "cancelled" else JobState.SUCCEEDED
+    if not _finish(fence, experiment_id, heartbeat, state, result=result):
+        return JobOutcome(job_id, None, ran=True, reason=_lost_message(fence))
+    unpublished.forget(job_id)
+    return JobOutcome(job_id, state, ran=True, reason="published", result=result)
+
+
+def _experiment_of(job_id: int) -> int | None:
+    with transaction() as session:
+        return session.scalar(select(Experiment.id).where(Experiment.job_id == job_id))
+
+
+def _not_here(job_id: int, experiment_id: int | None) -> str:
+    """One line: this host does not hold the finished run, and which host does (as its experiment row says)."""
+    where, here = None, unpublished.host()
+    if experiment_id is not None:
+        with transaction() as session:
+            kept = session.scalar(select(Experiment.artifacts).where(Experiment.id == experiment_id)) or {}
+        where = kept.get(unpublished.WAITING_ON)
+    if where and where.startswith(f"{here}:") and not Path(where.removeprefix(f"{here}:")).is_dir():
+        return f"job {job_id}'s finished run is no longer on this host ({where} is gone); it cannot be published"
+    return (
+        f"this host ({here}) does not hold job {job_id}'s finished run; its files are kept on "
+        f"{where or 'the host that ran it'}: run `jobs publish {job_id}` again while a worker runs there"
+    )
+
+
+def _leave_unpublished(
+    fence: Fence, experiment_id: int, heartbeat: Heartbeat, result: StageResult, run_dir: Path, why: str
+) -> JobOutcome:
+    """The stage finished but its files are not in the bucket: keep them and the result on this host, record
+    the run's numbers, and end the job FAILED as publish-pending (`jobs publish` retries the publish alone)."""
+    try:
+        unpublished.keep(fence.job_id, result, run_dir)
+    except OSError as exc:  # without the record no retry can publish: the job fails for good
+        return _finish_failed(fence, experiment_id, heartbeat, f"{why}; the result could not be kept either ({exc})")
+    values = _unpublished_values(result, f"{unpublished.host()}:{run_dir}")
+    return _still_unpublished(fence, experiment_id, heartbeat, why, values)
+
+
+def _still_unpublished(
+    fence: Fence,
+    experiment_id: int | None,
+    heartbeat: Heartbeat,
+    why: str,
+    experiment_values: dict[str, Any] | None = None,
+) -> JobOutcome:
+    """End the job FAILED with a one-line "publish pending" error saying how to retry; the experiment stays (or
+    becomes, with `experiment_values`) unpublished."""
+    job_id = fence.job_id
+    error = (
+        f"publish pending: {why}; once the bucket answers, `jobs publish {job_id}` uploads the run and records it "
+        "without training again"
+    )
+    values = experiment_values or {"finished_at": utcnow()}
+    if not _finish(fence, experiment_id, heartbeat, JobState.FAILED, error=error, experiment_values=values):
+        return JobOutcome(job_id, None, ran=True, reason=_lost_message(fence))
+    log.error("job %s: %s", job_id, error)
+    return JobOutcome(job_id, JobState.FAILED, ran=True, reason=error)
+
+
+def _unpublished_values(result: StageResult, where: str) -> dict[str, Any]:
+    """The experiment columns of a finished run whose files are not in the bucket: its numbers, not its files
+    (a row names a file only once it is uploaded; `unpublished_on` says where they wait)."""
+    values = _experiment_result(JobState.FAILED, result, utcnow())
+    values["metrics"] = {name: value for name, value in values["metrics"].items() if not _local_path(value)}
+    values.update(status=unpublished.UNPUBLISHED, artifacts={unpublished.WAITING_ON: where}, checkpoint_path=None)
+    return values
+
+
+def _local_path(value: Any) -> bool:
+    return isinstance(value, str) and Path(value).is_absolute()
 
 
 def _keep_waiting_epochs(recorder: DatabaseRecorder | None) -> None:
@@ -275,10 +385,14 @@ def _finish(
     *,
     error: str | None = None,
     result: StageResult | None = None,
+    experiment_values: dict[str, Any] | None = None,
 ) -> bool:
-    """Write the final state; False when the run no longer owns the job (nothing was written)."""
+    """Write the final state; False when the run no longer owns the job (nothing was written).
+    `experiment_values`: the experiment's columns as given, instead of those of `state` and `result`; the run
+    folder is then not uploaded either (a publish-pending run: the bucket just stayed away)."""
     job_id = fence.job_id
-    if state is not JobState.SUCCEEDED and storage.bucket() is not None:  # a success was published whole
+    upload = state is not JobState.SUCCEEDED and experiment_values is None  # a success was published whole
+    if upload and storage.bucket() is not None:
         try:
             artifacts.upload_quietly(job_id, _run_dir_of(job_id), guard=fence.check)
         except JobLost as exc:
@@ -294,7 +408,8 @@ def _finish(
         job_values["artifacts"] = json_safe({**result.artifacts, "log": artifacts.log_name(job_id)})
     if state is JobState.SUCCEEDED:
         job_values["progress"] = _completed_progress(job_id)
-    experiment_values = _experiment_result(state, result, now)
+    if experiment_values is None:
+        experiment_values = _experiment_result(state, result, now)
     try:
         written = _write_final(fence, experiment_id, job_values, experiment_values)
     except OperationalError:  # still failing after retries (the database's disk is full)

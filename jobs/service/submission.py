@@ -1,6 +1,6 @@
 """Submitting and cancelling: a request is validated (config, params, every file and model it names), recorded
 as a QUEUED row and sent to the broker; a comparison or a sweep becomes a parent and its children
-(jobs/pipelines/).
+(jobs/pipelines/). A finished run whose files the bucket did not take is queued again to publish them.
 
 Nothing here imports torch: configs are validated with the torch-free worker.config, and jobs run
 elsewhere (a Celery worker, or `jobs run` through jobs.execution.runner).
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from db.models import Job, utcnow
+from db.models import Experiment, Job, utcnow
 from jobs.broker import queue
 from jobs.broker.queue import BrokerUnavailable
 from jobs.core import storage
@@ -25,6 +25,7 @@ from jobs.core.schemas import JobState, JobView, SubmitRequest
 from jobs.core.stages import ORCHESTRATED_STAGES, Stage
 from jobs.core.text import unstorable_texts
 from jobs.core.views import job_view
+from jobs.execution import unpublished
 from jobs.execution.claim import max_time_s
 from jobs.execution.resumption import EarlierJobActive, resumable_job
 from jobs.pipelines.grid import GridError
@@ -236,3 +237,44 @@ def cancel(job_id: int) -> JobView:
         # No worker runs the parent itself, so nothing else would end it.
         settle_parent(job_id, JobState.CANCELLED, "cancelled")
     return get_job(job_id)
+
+
+def publish(job_id: int) -> JobView:
+    """Queue again a job whose run finished but whose files the bucket did not take (its error starts with
+    "publish pending"): the worker that claims it uploads them and records the result without training. With
+    the bucket still away this refuses at once (StorageError); any other job is refused (InvalidRequest)."""
+    if (store := storage.bucket()) is not None:
+        store.check()
+    task_id = str(uuid.uuid4())
+    stage, limit_s, gpu_class, error = _requeue_unpublished(job_id, task_id)
+    try:
+        queue.enqueue(job_id, stage, task_id, limit_s, gpu_class)
+    except BrokerUnavailable:
+        _finish_unqueued(job_id, JobState.FAILED, error)  # still publish-pending, as it was
+        raise
+    return get_job(job_id)
+
+
+@retry_write
+def _requeue_unpublished(job_id: int, task_id: str) -> tuple[Stage, int, str | None, str | None]:
+    """Flip the job row from FAILED (publish pending) to QUEUED; returns what its message needs (stage, time
+    limit, GPU class) and the error it had."""
+    with transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}; `jobs list` shows the jobs")
+        if job.state != JobState.FAILED.value or not unpublished.pending(session, job_id):
+            status = session.scalar(select(Experiment.status).where(Experiment.job_id == job_id))
+            raise InvalidRequest(
+                f"job {job_id} has no publish pending (it is {job.state}, its run {status or 'never started'}): "
+                "only a job whose error starts with 'publish pending' is published again"
+            )
+        sent = (Stage(job.stage), max_time_s(job.config), (job.request or {}).get("gpu_class"), job.error)
+        flipped = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.FAILED.value, Job.attempts == job.attempts)
+            .values(state=JobState.QUEUED.value, error=None, finished_at=None, celery_task_id=task_id)
+        ).rowcount
+        if flipped != 1:
+            raise InvalidRequest(f"job {job_id} changed while it was queued again; see `jobs status {job_id}`")
+        return sent
