@@ -58,6 +58,31 @@ def test_train_full_lowers_validation_loss(trained):
     assert Path(metrics["best_checkpoint"]).is_file()
 
 
+def test_train_full_kept_each_splits_features_in_a_file_keyed_by_its_siglip_checkpoint(
+    smoke_config, smoke_prepared, trained
+):
+    """The features train-full read a batch at a time are those its SigLIP computes in memory, in a file of
+    the prepared data's folder named by the checkpoint's bytes (another checkpoint, another file)."""
+    import numpy as np
+
+    from worker.generation.encoder import image_features, load_siglip
+    from worker.generation.features import features_key, features_path, file_digest
+
+    siglip = load_siglip(trained.siglip_checkpoint, "cpu")
+    gen = smoke_config.generation
+    folder = Path(smoke_prepared.artifacts["prepared_dir"]) / "features"
+    for name in ("train", "val"):
+        split = smoke_prepared.split(name)
+        studies = select_studies(split)
+        cache = Path(smoke_prepared.artifacts[f"cache_{name}"]).name
+        filenames = [split.filenames[row] for row in studies.rows]
+        key = features_key(file_digest(trained.siglip_checkpoint), cache, filenames, gen, "cpu")
+        written = np.load(features_path(folder, name, key))
+        assert np.array_equal(written, image_features(siglip, studies.images(split), gen).numpy())
+        other = features_key("0" * 64, cache, filenames, gen, "cpu")
+        assert not features_path(folder, name, other).exists()
+
+
 def test_evaluate_returns_every_metric_in_range(evaluated):
     metrics = evaluated.metrics
     for name in UNIT_METRICS:

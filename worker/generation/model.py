@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -41,6 +42,31 @@ def pool_patches(patches: torch.Tensor, regions: int) -> torch.Tensor:
     return nn.functional.adaptive_avg_pool1d(patches.transpose(1, 2), regions).transpose(1, 2)
 
 
+def feature_statistics(chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and sample std (n - 1, as ``Tensor.std``) over every row of every chunk
+    [n, ..., D], in one pass: each chunk's mean and sum of squared deviations, merged in float64 (Chan et al.'s
+    pairwise update), so the result does not depend on the chunking beyond rounding."""
+    count, mean, squares = 0, None, None
+    for chunk in chunks:
+        flat = chunk.reshape(-1, chunk.shape[-1]).to(torch.float64, copy=True)  # modified in place below
+        n = len(flat)
+        if n == 0:
+            continue
+        chunk_mean = flat.mean(0)
+        chunk_squares = flat.sub_(chunk_mean).square_().sum(0)
+        if mean is None:
+            count, mean, squares = n, chunk_mean, chunk_squares
+            continue
+        total = count + n
+        delta = chunk_mean - mean
+        mean = mean + delta * (n / total)
+        squares = squares + chunk_squares + delta.square() * (count * n / total)
+        count = total
+    if mean is None or squares is None:
+        raise ValueError("no feature rows to compute statistics over")
+    return mean.float(), (squares / (count - 1)).sqrt().float()
+
+
 class PrefixProjector(nn.Module):
     """SigLIP features -> [N, K, H] prefix embeddings.
 
@@ -69,11 +95,12 @@ class PrefixProjector(nn.Module):
         self.register_buffer("feature_std", torch.ones(feature_dim))
 
     @torch.no_grad()
-    def fit_normalization(self, features: torch.Tensor) -> None:
-        """Per-dimension mean and std over the training studies (and patches)."""
-        flat = features.reshape(-1, features.shape[-1]).float()
-        self.feature_mean.copy_(flat.mean(0))
-        self.feature_std.copy_(flat.std(0).clamp_min(1e-6))
+    def fit_normalization(self, features: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Per-dimension mean and std over the training studies (and patches): of one tensor, or of the
+        chunks of rows an iterable gives (a features file streamed, never all in memory at once)."""
+        mean, std = feature_statistics([features] if isinstance(features, torch.Tensor) else features)
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp_min(1e-6))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = (features - self.feature_mean) / self.feature_std

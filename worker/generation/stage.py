@@ -1,14 +1,15 @@
 """The `train-full` stage: frozen fine-tuned SigLIP -> projector -> BioGPT, trained with teacher forcing.
 
 The vision tower is frozen, so its features are computed once per split before training (no image
-augmentation: the same image always gives the same prefix) and the epochs only run BioGPT.
+augmentation: the same image always gives the same prefix), kept in a file that the epochs read a batch at a
+time (worker/generation/features.py), and the epochs only run BioGPT.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -16,14 +17,21 @@ from transformers import AutoTokenizer
 
 from worker.base_models import base_source
 from worker.checkpoint_info import read_header
-from worker.config import RunConfig
+from worker.config import GenerationConfig, RunConfig
 from worker.data.identity import data_identity, trained_data, with_data
 from worker.export.stage import write_run_outputs
 from worker.generation.datamodule import ReportDataModule, ReportDataset, TargetCollator, encode_targets
-from worker.generation.encoder import image_features, load_siglip
+from worker.generation.encoder import load_siglip
+from worker.generation.features import (
+    FeatureRows,
+    features_key,
+    features_path,
+    file_digest,
+    load_or_write_features,
+)
 from worker.generation.model import ReportCaptioner, build_captioner
 from worker.generation.module import ReportGenModule
-from worker.generation.studies import select_studies
+from worker.generation.studies import Studies, select_studies
 from worker.inputs import name_of
 from worker.recorder import Recorder
 from worker.result import StageResult
@@ -38,6 +46,9 @@ from worker.training.trainer import (
     pinned_base,
     resume_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from worker.data import PreparedData, SplitData
 
 STAGE = "train-full"
 
@@ -77,14 +88,9 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
 
     with PeakMemory() as peak:
         started = time.perf_counter()
-        siglip = load_siglip(siglip_checkpoint, device)
         splits = {name: prepared.split(name) for name in ("train", "val")}
         studies = {name: select_studies(split) for name, split in splits.items()}
-        features = {
-            name: image_features(siglip, studies[name].images(split), gen, f"{name} image features")
-            for name, split in splits.items()
-        }
-        del siglip
+        features = split_features(prepared, splits, studies, siglip_checkpoint, gen, device)
         feature_time = time.perf_counter() - started
 
         base, pinned = base_source(config, "biogpt")
@@ -92,7 +98,7 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         compute_dtype = weights_dtype_for(precision)
         feature_dim = features["train"].shape[-1]
         captioner = build_captioner(config, tokenizer, feature_dim, compute_dtype=compute_dtype, device=device)
-        captioner.projector.fit_normalization(features["train"].to(device))
+        captioner.projector.fit_normalization(features["train"].chunks())
         eos = captioner.eos_id
         datasets = {
             name: ReportDataset(features[name], encode_targets(tokenizer, group.texts, gen.max_target_tokens, eos))
@@ -126,6 +132,31 @@ def train_full(config: RunConfig, recorder: Recorder, *, siglip_checkpoint: str)
         "precision": precision,
     }
     return write_run_outputs(trainer, fit_result(STAGE, callbacks, ckpt_dir, metrics), ckpt_dir)
+
+
+def split_features(
+    prepared: PreparedData, splits: dict[str, SplitData], studies: dict[str, Studies], siglip_checkpoint: str,
+    gen: GenerationConfig, device: str,
+) -> dict[str, FeatureRows]:
+    """Each split's study features, from its file in the prepared data's folder (worker/generation/features.py)
+    or computed into it.
+
+    SigLIP is loaded even when every file is there: loading it draws from the seeded random generator, and the
+    projector's and adapters' initialisation that follows must not depend on whether the features were
+    computed or read (a resumed or repeated run starts from the same weights as the first)."""
+    folder = Path(prepared.artifacts["prepared_dir"]) / "features"
+    checkpoint_sha256 = file_digest(siglip_checkpoint)
+    siglip = load_siglip(siglip_checkpoint, device)
+    features = {}
+    for name, split in splits.items():
+        group = studies[name]
+        cache = Path(prepared.artifacts[f"cache_{name}"]).name
+        filenames = [split.filenames[row] for row in group.rows]
+        key = features_key(checkpoint_sha256, cache, filenames, gen, torch.device(device).type)
+        features[name] = load_or_write_features(
+            features_path(folder, name, key), group.images(split), gen, lambda: siglip, f"{name} image features"
+        )
+    return features
 
 
 @torch.no_grad()
