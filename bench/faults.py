@@ -387,7 +387,9 @@ def kill_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
 
 
 def compare_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
-    """kill -9 of the worker (main and child) during a comparison's second training; a new worker starts."""
+    """kill -9 of the worker (main and child) during a comparison's second training; a new worker starts.
+    Each training child gets the kill phase's columns: writes from a fenced attempt (its rows against its final
+    last.ckpt), epochs redone at the takeover and whether its best checkpoint is the true best."""
     results = []
     for trial in range(trials):
         worker = Worker(backend, "compare")
@@ -400,19 +402,46 @@ def compare_trials(backend: Backend, trials: int) -> list[dict[str, Any]]:
             )
 
         _wait(second_training_running, 300, f"comparison {parent_id}: its second training")
+        running = [c.id for c in _job(parent_id).children if c.stage == "train" and c.state.value == "RUNNING"]
+        finished_before = {child: _finished_epochs(child) for child in running}
         worker.stop()  # SIGKILL to the whole process group
+        checkpoint_epochs = {child: _last_checkpoint_epoch(child) for child in running}
         rescuer = Worker(backend, "compare-rescuer")
         parent = _wait_finished(parent_id, 400)
         children = parent.children
         rescuer.stop()
+        trainings = [_training_columns(c.id, finished_before.get(c.id), checkpoint_epochs.get(c.id))
+                     for c in children if c.stage == "train"]  # fmt: skip
         results.append({
             "trial": trial, "parent": parent_id, "state": parent.state.value,
             "children": {c.id: c.state.value for c in children},
             "experiments_per_child": sorted({_experiments(c.id) for c in children if c.stage == "train"}),
-            "report": bool(parent.artifacts.get("html")), "error": (parent.error or "")[:200],
+            "report": bool(parent.artifacts.get("html")), "trainings": trainings, "error": (parent.error or "")[:200],
         })  # fmt: skip
         print(f"  compare {parent_id}: {results[-1]}", flush=True)
     return results
+
+
+def _training_columns(job_id: int, finished_before: set[int] | None, checkpoint_epoch: int | None) -> dict[str, Any]:
+    """The kill phase's columns for one training of a comparison. `finished_before` and `checkpoint_epoch`: its
+    finished epochs right before the kill and the epoch of its last.ckpt right after (None: not running then)."""
+    job = _job(job_id)
+    succeeded = job.state.value == "SUCCEEDED"
+    taken_over = finished_before is not None and job.attempts > 1
+    redone = None
+    if taken_over and finished_before and checkpoint_epoch is not None:
+        redone = max(0, max(finished_before) - checkpoint_epoch)
+    elif taken_over and finished_before:
+        redone = len(finished_before)  # no checkpoint to resume from: every finished epoch runs again
+    return {
+        "job": job_id, "state": job.state.value, "attempts": job.attempts, "taken_over": taken_over,
+        "epochs_finished_at_kill": len(finished_before) if finished_before is not None else None,
+        "checkpoint_epoch_after_kill": checkpoint_epoch, "epochs_redone": redone,
+        # One host, one folder: the rows against the final last.ckpt (a training that finished before the kill,
+        # one attempt, is compared with its own).
+        "fenced_writes": _fenced_writes(job_id) if succeeded else None,
+        "best_checkpoint_correct": succeeded and _experiments(job_id) == 1 and _best_is_true_best(job_id),
+    }  # fmt: skip
 
 
 def broker_restart(backend: Backend, jobs: int) -> dict[str, Any]:
@@ -447,8 +476,15 @@ def database_away(backend: Backend, seconds: float) -> dict[str, Any]:
     worker.stop()
     run = job.state.value == "SUCCEEDED"
     expected = set(range(int(job_metrics(job_id).get("epochs_run", 0)))) if run else set()
+    # One attempt trains no epoch twice. A takeover is a fault of its own here (the stale limit is above the
+    # outage); its redone epochs are not measured (None), and the check counts it as failed.
+    redone = 0 if job.attempts == 1 else None
     return {"seconds": seconds, "state": job.state.value, "attempts": job.attempts, "worker_alive": alive,
             "missing_epoch_rows": len(expected - epochs), "experiments": _experiments(job_id),
+            "epochs_redone": redone,
+            # The rows written before, during (retried) and after the outage against the run's final last.ckpt.
+            "fenced_writes": _fenced_writes(job_id) if run else None,
+            "best_checkpoint_correct": run and _best_is_true_best(job_id),
             "error": (job.error or "")[:200]}  # fmt: skip
 
 
@@ -735,13 +771,19 @@ def disk_full(kind: str, root: Path, var_dir: Path) -> dict[str, Any]:
             job = _wait_finished(job_id, 120)
             again = _submit("train", {**TRAIN, "train.epochs": "2"})
             retried = _wait_finished(again, 300)
+            # The failed job is over by design (no takeover, nothing to fence or redo); the job after the space
+            # returns runs on the same worker: its rows against its last.ckpt and its best checkpoint.
+            next_ok = retried.state.value == "SUCCEEDED"
+            next_fenced = _fenced_writes(again) if next_ok else None
+            next_best = next_ok and _best_is_true_best(again)
             alive = worker.alive()
             worker.stop()
         finally:
             backend.stop_servers()
     return {"state": job.state.value, "error": (job.error or "").partition("\n")[0][:300],
             "names_the_path": str(full) in (job.error or ""), "next_job": retried.state.value,
-            "worker_alive": alive}  # fmt: skip
+            "next_job_attempts": retried.attempts, "next_job_fenced_writes": next_fenced,
+            "next_job_best_checkpoint_correct": next_best, "worker_alive": alive}  # fmt: skip
 
 
 def loaded_demo(runs: int) -> list[dict[str, Any]]:
@@ -831,12 +873,33 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
     if compares := result.get("compare"):
         settled = sum(c["state"] == "SUCCEEDED" and c["report"] and c["experiments_per_child"] == [1] for c in compares)
         checks.append(check(f"{name}: comparisons settled after kill -9", settled, len(compares)))
+        trainings = [t for c in compares for t in c.get("trainings", [])]
+        if trainings:
+            taken = [t for t in trainings if t["taken_over"]]
+            fenced = sum(t["fenced_writes"] if t["fenced_writes"] is not None else 99 for t in trainings)
+            checks.append(check(f"{name}: writes from a fenced attempt in a comparison", fenced, 0,
+                                higher_is_better=False))  # fmt: skip
+            redone = sum(t["epochs_redone"] if t["epochs_redone"] is not None else 99 for t in taken)
+            checks.append(check(f"{name}: epochs redone after kill -9 in a comparison", redone, 0,
+                                higher_is_better=False))  # fmt: skip
+            correct = sum(t["best_checkpoint_correct"] for t in trainings)
+            checks.append(check(f"{name}: comparison trainings with the true best checkpoint", correct,
+                                len(trainings)))  # fmt: skip
     if broker := result.get("broker_restart"):
         checks.append(check(f"{name}: queued jobs that survived a broker restart", broker["succeeded"], broker["jobs"]))
         checks.append(check(f"{name}: jobs run twice", broker["ran_twice"], 0, higher_is_better=False))
     if away := result.get("database_away"):
         ok = away["state"] == "SUCCEEDED" and away["worker_alive"] and away["missing_epoch_rows"] == 0
         checks.append(check(f"{name}: training through 10 s without the database", float(ok), 1.0))
+        if "best_checkpoint_correct" in away:
+            fenced = away["fenced_writes"] if away["fenced_writes"] is not None else 99
+            checks.append(check(f"{name}: writes from a fenced attempt around a database outage", fenced, 0,
+                                higher_is_better=False))  # fmt: skip
+            redone = away["epochs_redone"] if away["epochs_redone"] is not None else 99
+            checks.append(check(f"{name}: epochs redone around a database outage", redone, 0,
+                                higher_is_better=False))  # fmt: skip
+            checks.append(check(f"{name}: best checkpoint correct after a database outage",
+                                float(away["best_checkpoint_correct"]), 1.0))  # fmt: skip
     if bucket := result.get("bucket"):
         kills = bucket["kills"]
         good = sum(k["state"] == "SUCCEEDED" and k["experiments"] == 1 and k["attempts"] == 2 for k in kills)
@@ -870,6 +933,12 @@ def checks_for(result: dict[str, Any]) -> list[dict[str, Any]]:
     if (disk := result.get("disk_full")) and "skipped" not in disk:
         ok = disk["state"] == "FAILED" and disk["names_the_path"] and disk["next_job"] == "SUCCEEDED"
         checks.append(check(f"{name}: disk full -> FAILED naming the path, then SUCCEEDED", float(ok), 1.0))
+        if "next_job_best_checkpoint_correct" in disk:
+            fenced = disk["next_job_fenced_writes"] if disk["next_job_fenced_writes"] is not None else 99
+            checks.append(check(f"{name}: writes from a fenced attempt in the job after a full disk", fenced, 0,
+                                higher_is_better=False))  # fmt: skip
+            checks.append(check(f"{name}: best checkpoint correct in the job after a full disk",
+                                float(disk["next_job_best_checkpoint_correct"]), 1.0))  # fmt: skip
     return checks
 
 

@@ -85,3 +85,46 @@ def test_train_step_cpu_mode_times_the_product_and_a_reference_loop(tmp_path: Pa
     assert rows["product-lora"]["settings"]["lora_dropout"] == 0.0
     assert rows["plain-lora"]["settings"]["lora_dropout"] == train_step.PLAIN_DROPOUT
     assert result["targets"] and all(t["passed"] is None for t in result["targets"])
+
+
+def test_faults_checks_the_fencing_columns_of_compare_database_and_disk() -> None:
+    from bench.faults import checks_for
+
+    def training(taken_over: bool, redone: int | None, fenced: int | None, best: bool) -> dict:
+        return {"taken_over": taken_over, "epochs_redone": redone, "fenced_writes": fenced,
+                "best_checkpoint_correct": best}
+
+    clean = {"backend": "b",
+             "compare": [{"state": "SUCCEEDED", "report": True, "experiments_per_child": [1],
+                          "trainings": [training(False, None, 0, True), training(True, 0, 0, True)]}],
+             "database_away": {"state": "SUCCEEDED", "worker_alive": True, "missing_epoch_rows": 0,
+                               "attempts": 1, "epochs_redone": 0, "fenced_writes": 0,
+                               "best_checkpoint_correct": True},
+             "disk_full": {"state": "FAILED", "names_the_path": True, "next_job": "SUCCEEDED",
+                           "next_job_fenced_writes": 0, "next_job_best_checkpoint_correct": True}}
+    checks = {c["target"]: c for c in checks_for(clean)}
+    for name in ("writes from a fenced attempt in a comparison", "epochs redone after kill -9 in a comparison",
+                 "comparison trainings with the true best checkpoint",
+                 "writes from a fenced attempt around a database outage", "epochs redone around a database outage",
+                 "best checkpoint correct after a database outage",
+                 "writes from a fenced attempt in the job after a full disk",
+                 "best checkpoint correct in the job after a full disk"):
+        assert checks[f"b: {name}"]["passed"] is True, name
+    assert checks["b: comparison trainings with the true best checkpoint"]["measured"] == 2
+
+    # A fenced write, a redone epoch, a wrong best or a figure that could not be measured fails its check.
+    bad = json.loads(json.dumps(clean))
+    bad["compare"][0]["trainings"] = [training(False, None, 1, True), training(True, None, 0, False)]
+    bad["database_away"].update(attempts=2, epochs_redone=None, best_checkpoint_correct=False)
+    bad["disk_full"]["next_job_fenced_writes"] = None
+    failed = {c["target"] for c in checks_for(bad) if c["passed"] is False}
+    assert {"b: writes from a fenced attempt in a comparison", "b: epochs redone after kill -9 in a comparison",
+            "b: comparison trainings with the true best checkpoint", "b: epochs redone around a database outage",
+            "b: best checkpoint correct after a database outage",
+            "b: writes from a fenced attempt in the job after a full disk"} <= failed
+
+    # Results written before these columns existed still check as before.
+    old = {"backend": "b", "compare": [{"state": "SUCCEEDED", "report": True, "experiments_per_child": [1]}],
+           "database_away": {"state": "SUCCEEDED", "worker_alive": True, "missing_epoch_rows": 0}}
+    assert [c["target"] for c in checks_for(old)] == ["b: comparisons settled after kill -9",
+                                                      "b: training through 10 s without the database"]
