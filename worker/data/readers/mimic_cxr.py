@@ -36,9 +36,8 @@ sorted array of fixed-width bytes (about 50 bytes an image, where a set of strin
 is held as its path (which holds its dicom_id); a subject's id and identical report texts are held once; each
 report file is read once and only its two sections are kept; the report files and images are read by a thread
 pool in batches (a network file system answers many requests at once); progress is logged every 15 seconds.
-The 227,835 report files are not hashed into a checkpoint's
-record of its data (reading them all again would take minutes): ``identity_files`` are the two CSVs and, in
-R2Gen's form, annotation.json.
+The 227,835 report files are not hashed into a checkpoint's record of its data (reading them all again would
+take minutes): ``identity_files`` are the two CSVs and, in R2Gen's form, annotation.json.
 """
 
 from __future__ import annotations
