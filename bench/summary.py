@@ -15,8 +15,9 @@ COLUMNS = {
     "train_step": ["model", "variant", "batch", "step_ms", "samples_per_s", "peak_alloc_mb", "peak_reserved_mb",
                    "weight_mb", "trainable_params"],
     "data": ["what", "batch", "workers", "images", "seconds", "images_per_s"],
-    "data_scale": ["images", "kept", "prepare_s", "prepare_us_per_image", "prepared_mb", "prepare_rss_mb",
-                   "prepare_child_rss_mb", "loader_images_per_s", "loader_rss_mb", "train_s", "train_rss_mb"],
+    "data_scale": ["images", "kept", "prepare_s", "prepare_us_per_image", "prepared_mb", "prepare_anon_mb",
+                   "prepare_hwm_mb", "prepare_tree_anon_mb", "loader_images_per_s", "loader_anon_mb", "train_s",
+                   "train_anon_mb", "train_hwm_mb"],
     "generate": ["what", "batch", "studies", "seconds", "reports_per_s", "tokens_per_report"],
     "fits": ["model", "method", "cap_gb", "preset_batch", "fits", "peak_alloc_mb", "step_ms", "largest_batch"],
 }

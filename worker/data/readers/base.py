@@ -25,7 +25,7 @@ class DataLayoutError(ConfigError):
     """The data folder is not in the reader's layout; the message names what is missing."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRow:
     uid: str
     """The study's id: all images of a study share its report and its split."""

@@ -31,11 +31,13 @@ removed under ours as IU-Xray's ``XXXX`` is), ``rows_unknown_view`` (a ViewPosit
 lateral, LATERAL/LL, or none at all; each position is counted in ``view_position_*``). The patient is the
 subject_id; the official split is the split CSV's (the annotation's own split in R2Gen's form).
 
-Scale: the CSVs are streamed, each report file is read once and only its two sections are kept, and the
-report files and images are read by a thread pool in batches (a network file system answers many requests at
-once); progress is logged every 15 seconds. The 227,835 report files are not hashed into a checkpoint's
-record of its data (reading them all again would take minutes): ``identity_files`` are the two CSVs and, in
-R2Gen's form, annotation.json.
+Scale: the CSVs are streamed; the split CSV's dicom_ids (and, in R2Gen's form, the metadata's) are held as a
+sorted array of fixed-width bytes (about 50 bytes an image, where a set of strings takes about 130); an image
+is held as its path (which holds its dicom_id); a subject's id and identical report texts are held once; each
+report file is read once and only its two sections are kept; the report files and images are read by a thread
+pool in batches (a network file system answers many requests at once); progress is logged every 15 seconds.
+The 227,835 report files are not hashed into a checkpoint's record of its data (reading them all again would
+take minutes): ``identity_files`` are the two CSVs and, in R2Gen's form, annotation.json.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from worker.config import ConfigError
 from worker.data.cleaning import r2gen_mimic_prepare
@@ -221,21 +224,48 @@ class _Progress:
 # ---- parsing ----
 
 
-def _read_split(root: Path) -> tuple[set[str], dict[str, str]]:
-    """The dicom_ids the split CSV lists and each study's split (the first of its rows)."""
+def _id_array(ids: Iterator[str]) -> np.ndarray:
+    """Ids as a sorted array of fixed-width ASCII bytes (dicom_ids are 44 characters: about 50 bytes an image,
+    where a set of the strings takes about 130), built in chunks so the strings never pile up."""
+    chunks: list[np.ndarray] = []
+    chunk: list[bytes] = []
+    for value in ids:
+        chunk.append(value.encode())
+        if len(chunk) == 65_536:
+            chunks.append(np.array(chunk))
+            chunk = []
+    chunks.append(np.array(chunk, dtype="S1") if not chunk else np.array(chunk))
+    width = max(array.dtype.itemsize for array in chunks)
+    return np.concatenate([array.astype(f"S{width}") for array in chunks])
+
+
+def _read_split(root: Path) -> tuple[np.ndarray, dict[str, str]]:
+    """The dicom_ids the split CSV lists (sorted, as ``_id_array``) and each study's split (its first row's)."""
     path = _csv_path(root, SPLIT_CSV)
     assert path is not None
-    listed: set[str] = set()
     study_split: dict[str, str] = {}
-    for dicom, study, _subject, split in _csv_rows(path, ("dicom_id", "study_id", "subject_id", "split")):
-        listed.add(dicom)
-        study_split.setdefault(study, SPLIT_NAMES.get(split.lower(), split))
+
+    def dicoms() -> Iterator[str]:
+        for dicom, study, _subject, split in _csv_rows(path, ("dicom_id", "study_id", "subject_id", "split")):
+            if study not in study_split:
+                study_split[study] = SPLIT_NAMES.get(split.lower(), split)
+            yield dicom
+
+    listed = np.sort(_id_array(dicoms()))
     return listed, study_split
 
 
-def _view_counts(views: Iterator[str], counts: dict[str, int]) -> None:
-    for view in views:
-        counts["view_position_" + (re.sub(r"[^a-z0-9]+", "_", view.lower()).strip("_") or "none")] += 1
+def _find(keys: np.ndarray, dicom: str) -> int:
+    """The index of ``dicom`` in the sorted id array ``keys``, or -1."""
+    key = dicom.encode()
+    if len(key) > keys.dtype.itemsize:
+        return -1
+    index = int(np.searchsorted(keys, key))
+    return index if index < len(keys) and keys[index] == key else -1
+
+
+def _view_count_name(view: str) -> str:
+    return "view_position_" + (re.sub(r"[^a-z0-9]+", "_", view.lower()).strip("_") or "none")
 
 
 def _read_study(args: tuple[Path | None, list[Path]]) -> tuple[str | None, str | None, bool, list[bool]]:
@@ -269,19 +299,25 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     listed, study_split = _read_split(root)
     metadata = _csv_path(root, METADATA_CSV)
     assert metadata is not None
-    # The metadata rows, grouped by study in the order studies first appear: study -> (subject, [(dicom, view)]).
-    studies: dict[str, tuple[str, list[tuple[str, str]]]] = {}
-    view_names: dict[str, str] = {}
+    # The metadata rows, grouped by study in the order studies first appear: study -> (subject, [(image name,
+    # view, listed in the split CSV)]); the dicom_id itself is not kept (the name holds it).
+    studies: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {}
+    shared: dict[str, str] = {}  # one string object per subject and per view position
+    rows_read = 0
     for dicom, subject, study, view in _csv_rows(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
-        view = view_names.setdefault(view.upper(), sys.intern(view.upper()))
+        view = view.upper()
+        counts[_view_count_name(view)] += 1
+        view = shared.setdefault(view, view)
         entry = studies.get(study)
         if entry is None:
+            subject = shared.setdefault(subject, subject)
             entry = studies[study] = (subject, [])
-        entry[1].append((dicom, view))
-    counts["metadata_rows"] = sum(len(images) for _, images in studies.values())
+        entry[1].append((_image_name(entry[0], study, dicom), view, _find(listed, dicom) >= 0))
+        rows_read += 1
+    counts["metadata_rows"] = rows_read
     counts["split_csv_rows"] = len(listed)
     counts["studies"] = len(studies)
-    _view_counts((view for _, images in studies.values() for _, view in images), counts)
+    del shared
 
     image_root = root / FILES_DIR
     rows: list[ImageRow] = []
@@ -289,20 +325,20 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     filenames: dict[str, list[str]] = {}
     patients: dict[str, str] = {}
     official: dict[str, str] = {}
+    texts: dict[str, str] = {}
     progress = _Progress("studies read", len(studies))
     order = list(studies)
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         for start in range(0, len(order), _BATCH):
             batch = [(study, *studies.pop(study)) for study in order[start : start + _BATCH]]
-            names = [[_image_name(subject, study, dicom) for dicom, _ in images] for study, subject, images in batch]
             jobs = [
-                (_report_path(root, subject, study), [image_root / name for name in study_names])
-                for (study, subject, _), study_names in zip(batch, names, strict=True)
+                (_report_path(root, subject, study), [image_root / name for name, _, _ in images])
+                for study, subject, images in batch
             ]
-            for (study, subject, images), study_names, (findings, impression, has_report, present) in zip(
-                batch, names, pool.map(_read_study, jobs), strict=True
+            for (study, subject, images), (findings, impression, has_report, present) in zip(
+                batch, pool.map(_read_study, jobs), strict=True
             ):
-                filenames[study] = study_names
+                filenames[study] = [name for name, _, _ in images]
                 patients[study] = subject
                 if study in study_split:
                     official[study] = study_split[study]
@@ -313,11 +349,12 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
                     counts["reports_without_findings"] += findings is None
                     counts["reports_without_impression"] += impression is None
                     text = _target(findings, impression, options)
+                    text = texts.setdefault(text, text)  # identical texts (frequent in real reports) held once
                     counts["studies_without_target"] += not text
                 else:
                     counts["studies_without_report"] += 1
-                for (dicom, view), name, exists in zip(images, study_names, present, strict=True):
-                    _add_row(rows, counts, study, subject, name, view, text, dicom in listed, has_report, exists)
+                for (name, view, in_split), exists in zip(images, present, strict=True):
+                    _add_row(rows, counts, study, subject, name, view, text, in_split, has_report, exists)
             progress.update(start + len(batch))
     return _finish(rows, report_uids, image_root, filenames, patients, official, counts)
 
@@ -368,11 +405,27 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
     listed, study_split = _read_split(root)
     metadata = _csv_path(root, METADATA_CSV)
     assert metadata is not None
-    views: dict[str, str] = {}
-    view_names: dict[str, str] = {}
-    for dicom, view in _csv_rows(metadata, ("dicom_id", "ViewPosition")):
-        views[dicom] = view_names.setdefault(view.upper(), sys.intern(view.upper()))
-    counts["metadata_rows"] = len(views)
+    # Each image's view position, looked up by its dicom_id in a sorted id array: not a dict of strings.
+    positions: dict[str, int] = {}
+    codes: list[int] = []
+
+    def dicoms() -> Iterator[str]:
+        for dicom, view in _csv_rows(metadata, ("dicom_id", "ViewPosition")):
+            codes.append(positions.setdefault(view.upper(), len(positions)))
+            yield dicom
+
+    ids = _id_array(dicoms())
+    order = np.argsort(ids, kind="stable")
+    view_keys, view_codes = ids[order], np.array(codes, dtype=np.int16)[order]
+    names_of = [name for name, _ in sorted(positions.items(), key=lambda item: item[1])]
+    del ids, order
+    codes.clear()
+
+    def view_of(dicom: str) -> str:
+        index = _find(view_keys, dicom)
+        return names_of[int(view_codes[index])] if index >= 0 else ""
+
+    counts["metadata_rows"] = len(view_keys)
     counts["split_csv_rows"] = len(listed)
 
     image_root = root / FILES_DIR
@@ -380,7 +433,8 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
     filenames: dict[str, list[str]] = defaultdict(list)
     patients: dict[str, str] = {}
     official: dict[str, str] = {}
-    pending: list[tuple[str, str, str, str]] = []  # study, subject, image name, dicom
+    unique: dict[str, str] = {}
+    pending: list[tuple[str, str, str]] = []  # study, subject, image name
     path = root / ANNOTATION_JSON
     for key, entry in _annotation_entries(path):
         try:
@@ -393,29 +447,33 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
             ) from None
         counts["annotation_entries"] += 1
         if study not in texts:
-            texts[study] = _target(report or None, None, options)
-            patients[study] = subject
+            text = _target(report or None, None, options)
+            texts[study] = unique.setdefault(text, text)  # identical texts held once
+            patients[study] = subject = unique.setdefault(subject, subject)
             split = str(entry.get("split") or key).lower()
             official[study] = SPLIT_NAMES.get(split, split)
             counts["studies_split_differs_from_csv"] += study in study_split and study_split[study] != official[study]
         for image in images if isinstance(images, list) else [images]:
             name = str(image).removeprefix(f"{FILES_DIR}/")
             filenames[study].append(name)
-            pending.append((study, subject, name, Path(name).stem))
+            pending.append((study, patients[study], name))
     counts["reports"] = len(texts)
     counts["studies"] = len(texts)
     counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
-    _view_counts((views.get(dicom, "") for *_, dicom in pending), counts)
+    del unique
 
     rows: list[ImageRow] = []
     progress = _Progress("images checked", len(pending))
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         for start in range(0, len(pending), _BATCH * 4):
             batch = pending[start : start + _BATCH * 4]
-            present = pool.map(os.path.exists, [image_root / name for _, _, name, _ in batch])
-            for (study, subject, name, dicom), exists in zip(batch, present, strict=True):
-                view = views.get(dicom, "")
-                _add_row(rows, counts, study, subject, name, view, texts[study], dicom in listed, True, exists)
+            present = pool.map(os.path.exists, [image_root / name for _, _, name in batch])
+            for (study, subject, name), exists in zip(batch, present, strict=True):
+                dicom = name.rsplit("/", 1)[-1].removesuffix(".jpg")
+                view = view_of(dicom)
+                counts[_view_count_name(view)] += 1
+                in_split = _find(listed, dicom) >= 0
+                _add_row(rows, counts, study, subject, name, view, texts[study], in_split, True, exists)
             progress.update(start + len(batch))
     return _finish(rows, list(texts), image_root, dict(filenames), patients, official, counts)
 
