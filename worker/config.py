@@ -140,11 +140,11 @@ class DataConfig(_Section):
         test_share = round(100 * self.split_fractions[2] / ((self.split_fractions[0] + self.split_fractions[2]) or 1))
         no_test = f"test drawn from its train by patient: {test_share}%, split seed {self.split_seed}"
         if self.official_split and self.source == "chexpert-plus":
-            return f"{OFFICIAL_SPLIT_SOURCES[self.source]} (train, valid; {no_test})"
+            return f"{OFFICIAL_SPLIT_SOURCES[self.source]}: train, valid; {no_test}"
         if self.official_split and self.source in OFFICIAL_SPLIT_SOURCES:
             return f"{OFFICIAL_SPLIT_SOURCES[self.source]}"
         if self.official_split and self.source == "manifest":
-            return f"the manifest's split column (without test studies: {no_test}; without the column: {drawn})"
+            return f"the manifest's split column; without test studies, {no_test}; without the column, {drawn}"
         return drawn
 
     @field_validator("view_positions", mode="before")

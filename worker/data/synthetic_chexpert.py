@@ -16,6 +16,7 @@ frontal_lateral, impressions that start with a newline; patients are either all 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -144,3 +145,22 @@ def _row(
         "sex": "Female" if rng.random() < 0.5 else "Male", "race": "", "ethnicity": "", "interpreter_needed": "",
         "insurance_type": "", "recent_bmi": "", "deceased": "", "split": split,
     }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.data.synthetic_chexpert",
+        description="Write a synthetic CheXpert Plus folder (report CSV, PNG images, planted defects) "
+        "(to try the product without data of your own).",
+    )
+    parser.add_argument("out", type=Path, help="the folder to write (kept if a complete one is there)")
+    parser.add_argument("--patients", type=int, default=60, help="patients (each with one or more studies)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    ensure_synthetic_chexpert(args.out.resolve(), args.patients, args.seed)
+    print(f"wrote {args.out}: pass it with --source chexpert-plus --data-dir FOLDER")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

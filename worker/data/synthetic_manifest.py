@@ -18,6 +18,7 @@ split spellings (valid, validate, VAL) and patients with no split; a patient's s
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -164,3 +165,22 @@ def _write_parquet(path: Path, records: list[dict]) -> None:
         for r in records
     ])  # fmt: skip
     pq.write_table(table, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.data.synthetic_manifest",
+        description="Write a synthetic dataset with the same studies as CSV, JSONL and Parquet manifests "
+        "(to try the product without data of your own).",
+    )
+    parser.add_argument("out", type=Path, help="the folder to write (kept if a complete one is there)")
+    parser.add_argument("--patients", type=int, default=60, help="patients (each with one or more studies)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    ensure_synthetic_manifest(args.out.resolve(), args.patients, args.seed)
+    print(f"wrote {args.out}: manifest.csv, manifest.jsonl and manifest.parquet (--source manifest --data-dir FILE)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
