@@ -13,9 +13,9 @@ layout it expected) when the folder is not in its layout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from worker.config import ConfigError
 from worker.data.cleaning import clean_target
@@ -66,18 +66,18 @@ class ReadOptions:
     """The evaluation protocol whose cleaning the target text gets (worker.data.cleaning.clean_target)."""
 
 
-class DatasetReader(Protocol):
+@dataclass(frozen=True)
+class DatasetReader:
+    """One layout's reader: its module's functions under the names the data stage calls."""
+
     layout: str
     """The layout in a few words, for error messages ("the Kaggle IU-Xray layout: ...")."""
-
-    def check_layout(self, root: Path) -> None:
-        """Raise DataLayoutError unless ``root`` holds what ``parse`` reads."""
-
-    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
-        """The dataset's usable image rows and the counts of what was dropped."""
-
-    def identity_files(self, root: Path) -> list[Path]:
-        """The files whose bytes identify the dataset's studies and texts (hashed into a checkpoint's record)."""
+    check_layout: Callable[[Path], None]
+    """Raise DataLayoutError unless the folder (or file) holds what ``parse`` reads."""
+    parse: Callable[[Path, ReadOptions], ParsedDataset]
+    """The dataset's usable image rows and the counts of what was dropped."""
+    identity_files: Callable[[Path], list[Path]]
+    """The files whose bytes identify the dataset's studies and texts (hashed into a checkpoint's record)."""
 
 
 def target_text(findings: str | None, impression: str | None, options: ReadOptions) -> str:

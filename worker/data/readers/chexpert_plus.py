@@ -30,7 +30,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
-from worker.data.readers.base import DataLayoutError, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
 
 CHEXPERT_PLUS_CSV = "df_chexpert_plus_240401.csv"
 """The report CSV of the 2024-04-01 release; a later ``df_chexpert_plus_*.csv`` alone in the folder is read too."""
@@ -180,17 +180,6 @@ def _parse(root: Path, path: Path, header: list[str], options: ReadOptions) -> P
     )  # fmt: skip
 
 
-class CheXpertPlusReader:
-    layout = LAYOUT
-
-    def check_layout(self, root: Path) -> None:
-        check_layout(root)
-
-    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
-        return parse_dataset(root, options)
-
-    def identity_files(self, root: Path) -> list[Path]:
-        return [report_csv(root)]
-
-
-CHEXPERT_PLUS = CheXpertPlusReader()
+CHEXPERT_PLUS = DatasetReader(
+    layout=LAYOUT, check_layout=check_layout, parse=parse_dataset, identity_files=lambda root: [report_csv(root)]
+)

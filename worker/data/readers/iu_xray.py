@@ -16,7 +16,7 @@ from pathlib import Path
 
 from worker.data.cleaning import has_list_numbering, has_xxxx
 from worker.data.layout import IMAGES_DIR, PROJECTION_COLUMNS, PROJECTIONS_CSV, REPORT_COLUMNS, REPORTS_CSV
-from worker.data.readers.base import DataLayoutError, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
 
 
 def images_dir(root: Path) -> Path:
@@ -100,17 +100,9 @@ def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
     )  # fmt: skip
 
 
-class IuXrayReader:
-    layout = f"the Kaggle IU-Xray layout: {REPORTS_CSV}, {PROJECTIONS_CSV}, {'/'.join(IMAGES_DIR)}/"
-
-    def check_layout(self, root: Path) -> None:
-        check_layout(root)
-
-    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
-        return parse_dataset(root, options)
-
-    def identity_files(self, root: Path) -> list[Path]:
-        return [root / REPORTS_CSV, root / PROJECTIONS_CSV]
-
-
-IU_XRAY = IuXrayReader()
+IU_XRAY = DatasetReader(
+    layout=f"the Kaggle IU-Xray layout: {REPORTS_CSV}, {PROJECTIONS_CSV}, {'/'.join(IMAGES_DIR)}/",
+    check_layout=check_layout,
+    parse=parse_dataset,
+    identity_files=lambda root: [root / REPORTS_CSV, root / PROJECTIONS_CSV],
+)

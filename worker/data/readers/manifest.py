@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker.data.readers.base import DataLayoutError, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 IMAGE_COLUMNS = ("image_path", "image_paths")
@@ -308,18 +308,12 @@ def parse_manifest(path: Path, options: ReadOptions) -> ParsedDataset:
     )  # fmt: skip
 
 
-class ManifestReader:
-    layout = LAYOUT
-
-    def check_layout(self, root: Path) -> None:
-        header, _ = _records(root)
-        _check_columns(root, header)
-
-    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
-        return parse_manifest(root, options)
-
-    def identity_files(self, root: Path) -> list[Path]:
-        return [root]
+def check_manifest(path: Path) -> None:
+    """DataLayoutError unless the manifest reads and has the required columns."""
+    header, _ = _records(path)
+    _check_columns(path, header)
 
 
-MANIFEST = ManifestReader()
+MANIFEST = DatasetReader(
+    layout=LAYOUT, check_layout=check_manifest, parse=parse_manifest, identity_files=lambda path: [path]
+)

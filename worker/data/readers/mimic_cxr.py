@@ -59,7 +59,7 @@ import numpy as np
 
 from worker.config import ConfigError
 from worker.data.cleaning import r2gen_mimic_prepare
-from worker.data.readers.base import DataLayoutError, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
 
 logger = logging.getLogger(__name__)
 
@@ -517,22 +517,15 @@ def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
     return parsed
 
 
-class MimicCxrReader:
-    layout = LAYOUT
-
-    def check_layout(self, root: Path) -> None:
-        check_layout(root)
-
-    def parse(self, root: Path, options: ReadOptions) -> ParsedDataset:
-        return parse_dataset(root, options)
-
-    def identity_files(self, root: Path) -> list[Path]:
-        """The two CSVs and, in R2Gen's form, annotation.json (hashing the 227,835 report files would take
-        minutes each time a checkpoint's data is checked)."""
-        files = [_csv_path(root, SPLIT_CSV) or root / SPLIT_CSV, _csv_path(root, METADATA_CSV) or root / METADATA_CSV]
-        if (root / ANNOTATION_JSON).is_file():
-            files.append(root / ANNOTATION_JSON)
-        return files
+def identity_files(root: Path) -> list[Path]:
+    """The two CSVs and, in R2Gen's form, annotation.json (hashing the 227,835 report files would take
+    minutes each time a checkpoint's data is checked)."""
+    files = [_csv_path(root, SPLIT_CSV) or root / SPLIT_CSV, _csv_path(root, METADATA_CSV) or root / METADATA_CSV]
+    if (root / ANNOTATION_JSON).is_file():
+        files.append(root / ANNOTATION_JSON)
+    return files
 
 
-MIMIC_CXR = MimicCxrReader()
+MIMIC_CXR = DatasetReader(
+    layout=LAYOUT, check_layout=check_layout, parse=parse_dataset, identity_files=identity_files
+)
