@@ -21,8 +21,10 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -34,6 +36,7 @@ from worker.data.synthetic_reports import draw_conditions, write_report
 GENERATOR_VERSION = 2
 """Bump when the generated data changes, so old datasets under var/ are not reused."""
 PLANTED_JSON = "planted.json"
+T = TypeVar("T")
 _MISSING_FILES = 3
 _CORRUPT_FILES = 2
 _ORPHAN_FILES = 2
@@ -135,15 +138,21 @@ def ensure_synthetic_dataset(root: Path, num_studies: int, seed: int) -> Planted
     planted_path = root / PLANTED_JSON
     if planted_path.is_file():
         return Planted.load(planted_path)
+    return build_beside(root, lambda tmp: generate_synthetic_dataset(tmp, num_studies, seed))
+
+
+def build_beside(root: Path, build: Callable[[Path], T]) -> T:
+    """``build(folder)`` into a temporary sibling of ``root``, then renamed to ``root``: an interrupted build
+    never leaves a half-written dataset that a later run would trust. Returns what ``build`` returned."""
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    planted = generate_synthetic_dataset(tmp, num_studies, seed)
+    result = build(tmp)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(root)
     except OSError:  # another process finished first; its dataset is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    return planted
+    return result
 
 
 def _quirk_slices(num_studies: int) -> dict[str, int]:

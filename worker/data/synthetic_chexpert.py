@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from worker.data.readers.chexpert_plus import CHEXPERT_PLUS_CSV
+from worker.data.synthetic import build_beside
 from worker.data.synthetic_images import draw_frontal, draw_lateral
 from worker.data.synthetic_reports import draw_conditions, write_report
 
@@ -51,15 +50,7 @@ def ensure_synthetic_chexpert(root: Path, num_patients: int = 60, seed: int = 0)
     planted = root / PLANTED_JSON
     if planted.is_file():
         return json.loads(planted.read_text())
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    truth = generate_synthetic_chexpert(tmp, num_patients, seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished first; its dataset is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-    return truth
+    return build_beside(root, lambda tmp: generate_synthetic_chexpert(tmp, num_patients, seed))
 
 
 def _image(projection: str, conditions: tuple[str, ...], sides: dict[str, str], rng: np.random.Generator) -> np.ndarray:
