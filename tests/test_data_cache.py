@@ -57,7 +57,7 @@ def test_undecodable_files_are_left_out_and_counted(tmp_path: Path) -> None:
     truncated.write_bytes(good.read_bytes()[:40])
     names = [garbage.name, good.name, truncated.name, good.name]
     cached = load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1)
-    assert cached.built and cached.kept == [1, 3]
+    assert cached.built and cached.kept.tolist() == [1, 3]
     assert cached.kinds == {"undecodable": 2, "gray8": 2}
     assert cached.images.shape == (2, 8, 8) and (np.asarray(cached.images) == 200).all()
     assert not load_or_build_cache(tmp_path / "cache", "x", tmp_path, names, 8, workers=1).built
@@ -103,7 +103,7 @@ def test_a_cache_with_undecodable_files_is_cut_short_in_place(tmp_path: Path) ->
     ends after them: a plain np.load reads exactly the decoded images, and the sidecar names no file."""
     paths = _pngs(tmp_path / "png", 30, broken={0, 7, 8, 29})
     cached = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
-    assert cached.kept == [i for i in range(30) if i not in {0, 7, 8, 29}]
+    assert cached.kept.tolist() == [i for i in range(30) if i not in {0, 7, 8, 29}]
     whole = np.load(cached.path)  # not memory-mapped: the file itself is checked
     assert whole.shape == (26, 16, 16)
     for row, index in enumerate(cached.kept):
@@ -120,10 +120,10 @@ def test_a_cache_with_the_earlier_sidecar_is_still_read(tmp_path: Path) -> None:
     paths = _pngs(tmp_path / "png", 5, broken={2})
     first = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
     sidecar = tmp_path / "cache" / "x.json"
-    earlier = {"size": 16, "filenames": [p.name for p in paths], "kept": first.kept, "kinds": first.kinds}
+    earlier = {"size": 16, "filenames": [p.name for p in paths], "kept": first.kept.tolist(), "kinds": first.kinds}
     sidecar.write_text(json.dumps(earlier))
     again = load_or_build_cache(tmp_path / "cache", "x", *_names(paths), 16, workers=1)
-    assert not again.built and again.kept == [0, 1, 3, 4]
+    assert not again.built and again.kept.tolist() == [0, 1, 3, 4]
 
 
 class MemoryStore:
@@ -167,7 +167,7 @@ def test_a_cache_decoded_on_one_host_is_copied_by_another(tmp_path: Path, monkey
         with monkeypatch.context() as patch:
             _no_decoding(patch)
             copied = load_or_build_cache(tmp_path / "b", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
-            assert copied.downloaded and not copied.built and copied.kept == built.kept
+            assert copied.downloaded and not copied.built and copied.kept.tolist() == built.kept.tolist()
             np.testing.assert_array_equal(np.asarray(copied.images), np.asarray(built.images))
             assert isinstance(copied.images, np.memmap)
             # Whole in its folder: the next load reads it there, nothing downloaded again.
@@ -185,6 +185,6 @@ def test_a_cache_decoded_on_one_host_is_copied_by_another(tmp_path: Path, monkey
         # A store that is away: decoded here, the stage goes on.
         store.fail = True
         away = load_or_build_cache(tmp_path / "d", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache")
-        assert away.built and away.kept == built.kept
+        assert away.built and away.kept.tolist() == built.kept.tolist()
     # Without a store installed nothing is shared.
     assert load_or_build_cache(tmp_path / "e", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache").built

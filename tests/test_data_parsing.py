@@ -11,7 +11,7 @@ from PIL import Image
 from worker.config import DataConfig
 from worker.data.layout import PROJECTIONS_CSV, REPORTS_CSV
 from worker.data.readers import DataLayoutError, ParsedDataset, ReadOptions, reader_for
-from worker.data.selection import select_rows
+from worker.data.selection import select_images
 
 HEADER = "uid,MeSH,Problems,image,indication,comparison,findings,impression"
 
@@ -30,7 +30,8 @@ def parse_dataset(root: Path, target: str, projections: set[str], protocol: str 
     """The IU-Xray reader followed by the projection filter, as the data stage runs them."""
     parsed = reader_for("local").parse(root, ReadOptions(target, protocol))
     projection = "both" if len(projections) == 2 else next(iter(projections))
-    parsed.rows, selected = select_rows(parsed.rows, DataConfig(projection=projection))
+    kept, selected = select_images(parsed.images, DataConfig(projection=projection))
+    parsed.images = parsed.images.take(kept)
     parsed.counts |= selected
     return parsed
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker.config import ConfigError, DataConfig
-from worker.data.readers import ImageRow
-from worker.data.selection import select_rows
+from worker.data.readers import ImageRow, ParsedDataset
+from worker.data.selection import select_images
 from worker.data.splits import assign_splits_by_patient, check_patient_disjoint
+
+
+def select_rows(rows: list[ImageRow], data: DataConfig) -> tuple[list[ImageRow], dict[str, int]]:
+    """``select_images`` on the columns of these rows, the kept ones as rows."""
+    kept, counts = select_images(ParsedDataset.from_rows(rows, [], Path(".")).images, data)
+    return [rows[i] for i in kept.tolist()], counts
 
 
 def _row(uid: str, name: str, projection: str, view: str = "", patient: str = "") -> ImageRow:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from worker.data.columns import StringColumn
 from worker.siglip.retrieval import _chance_recall, hits_at_1, retrieval_metrics, text_ids
 
 
@@ -55,7 +56,12 @@ def test_chance_matches_brute_force_over_all_rankings():
 
 
 def test_text_ids_share_an_id_for_equal_texts():
-    assert text_ids(["a", "b", "a", "c"]) == [0, 1, 0, 2]
+    assert text_ids(["a", "b", "a", "c"]).tolist() == [0, 1, 0, 2]
+    # A column compares its stored values: equal texts stored apart (two studies' identical reports) share an id.
+    column = StringColumn.from_strings(["x", "x", "a", "b", "a", "x"])
+    assert column.n_values == 5
+    assert text_ids(column).tolist() == [0, 0, 1, 2, 1, 0]
+    assert text_ids(column.take([3, 5, 0])).tolist() == [0, 1, 1]
 
 
 def test_mismatched_lengths_are_refused():

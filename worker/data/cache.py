@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -45,8 +45,8 @@ class CachedImages:
     path: Path
     images: np.ndarray
     """uint8 [len(kept), size, size], memory-mapped."""
-    kept: list[int]
-    """Indices into the requested files of the images that decoded, in order."""
+    kept: np.ndarray
+    """int64: indices into the requested files of the images that decoded, in order."""
     kinds: dict[DecodeKind, int]
     """How many of the requested files were stored in each way (including "undecodable")."""
     built: bool
@@ -55,38 +55,46 @@ class CachedImages:
     """True when this call copied the cache from the shared store (worker/data/shared.py) instead of decoding."""
 
 
-def cache_name(split: str, projection: str, size: int, filenames: list[str]) -> str:
+def _joined_digest(algorithm: str, filenames: Sequence[str]) -> str:
+    """The hex digest of the names joined by newlines, hashed name by name (the list is never joined whole)."""
+    digest = hashlib.new(algorithm)
+    for index, name in enumerate(filenames):
+        digest.update(f"\n{name}".encode() if index else name.encode())
+    return digest.hexdigest()
+
+
+def cache_name(split: str, projection: str, size: int, filenames: Sequence[str]) -> str:
     """Readable prefix plus a digest of the file list: a changed split or filter never reads a stale cache."""
-    digest = hashlib.sha1("\n".join(filenames).encode()).hexdigest()[:10]
-    return f"{split}-{projection}-{size}px-{digest}"
+    return f"{split}-{projection}-{size}px-{_joined_digest('sha1', filenames)[:10]}"
 
 
-def _files_digest(filenames: list[str]) -> str:
-    return "sha256:" + hashlib.sha256("\n".join(filenames).encode()).hexdigest()
+def _files_digest(filenames: Sequence[str]) -> str:
+    return "sha256:" + _joined_digest("sha256", filenames)
 
 
-def _sidecar(size: int, filenames: list[str], kept: list[int], kinds: dict[str, int]) -> dict[str, Any]:
+def _sidecar(size: int, filenames: Sequence[str], kept: np.ndarray, kinds: dict[str, int]) -> dict[str, Any]:
     """What the JSON beside the array records. The file list by its digest and count, and the files left out
     (not the kept ones): a few hundred bytes for MIMIC-CXR's 377,110 files instead of megabytes of names."""
-    kept_set = set(kept)
-    dropped = [i for i in range(len(filenames)) if i not in kept_set]
+    dropped = np.setdiff1d(np.arange(len(filenames)), kept).tolist()
     return {"size": size, "files": len(filenames), "files_sha256": _files_digest(filenames), "dropped": dropped,
             "kinds": kinds}  # fmt: skip
 
 
-def _kept_if_matching(meta: dict[str, Any], filenames: list[str], size: int) -> list[int] | None:
+def _kept_if_matching(meta: dict[str, Any], filenames: Sequence[str], size: int) -> np.ndarray | None:
     """The kept indices a sidecar records, when it describes these files at this size; else None."""
     if meta.get("size") != size:
         return None
     if "filenames" in meta:  # the earlier sidecar, with every name and every kept index
-        return list(meta["kept"]) if meta["filenames"] == filenames else None
+        same = len(meta["filenames"]) == len(filenames) and all(
+            a == b for a, b in zip(meta["filenames"], filenames, strict=True)
+        )
+        return np.asarray(meta["kept"], dtype=np.int64) if same else None
     if meta.get("files") != len(filenames) or meta.get("files_sha256") != _files_digest(filenames):
         return None
-    dropped = set(meta["dropped"])
-    return [i for i in range(len(filenames)) if i not in dropped]
+    return np.setdiff1d(np.arange(len(filenames)), np.asarray(meta["dropped"], dtype=np.int64))
 
 
-def _read_matching(array_path: Path, meta_path: Path, filenames: list[str], size: int) -> CachedImages | None:
+def _read_matching(array_path: Path, meta_path: Path, filenames: Sequence[str], size: int) -> CachedImages | None:
     """The cache at these paths, memory-mapped, if it is whole and describes these files at this size."""
     if not (array_path.is_file() and meta_path.is_file()):
         return None
@@ -107,7 +115,7 @@ def load_or_build_cache(
     cache_dir: Path,
     name: str,
     image_root: Path,
-    filenames: list[str],
+    filenames: Sequence[str],
     size: int,
     workers: int,
     label: str = "images",
@@ -117,14 +125,13 @@ def load_or_build_cache(
     it from the shared store (with `shared_prefix`, when one is installed: worker/data/shared.py), or decode
     them into it and put it in the store for the other hosts."""
     array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
-    paths = [image_root / filename for filename in filenames]
     if (cached := _read_matching(array_path, meta_path, filenames, size)) is not None:
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = shared.current() if shared_prefix else None
     if store is not None and (fetched := _download(store, f"{shared_prefix}/{name}", cache_dir, name, filenames, size)):
         return fetched
-    kept, kinds = _build(array_path, paths, size, workers, label)
+    kept, kinds = _build(array_path, image_root, filenames, size, workers, label)
     meta_tmp = meta_path.with_name(f"{meta_path.name}.tmp-{os.getpid()}")
     meta_tmp.write_text(json.dumps(_sidecar(size, filenames, kept, kinds)))
     meta_tmp.replace(meta_path)
@@ -134,7 +141,7 @@ def load_or_build_cache(
 
 
 def _download(
-    store: shared.SharedStore, key: str, cache_dir: Path, name: str, filenames: list[str], size: int
+    store: shared.SharedStore, key: str, cache_dir: Path, name: str, filenames: Sequence[str], size: int
 ) -> CachedImages | None:
     """The cache copied from the store, or None (not there, not these files, or the store failed: decode)."""
     array_path, meta_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
@@ -176,49 +183,65 @@ def _upload(store: shared.SharedStore, key: str, array_path: Path, meta_path: Pa
         logger.warning("image cache %s not put in the shared store (%s); other hosts will decode it", key, exc)
 
 
-def _decode_all(paths: list[Path], size: int, workers: int) -> Iterator[tuple[np.ndarray | None, DecodeKind]]:
-    names = [str(p) for p in paths]
-    if workers <= 1 or len(names) < POOL_MIN_IMAGES:
-        yield from (decode_image(name, size) for name in names)
+_POOL_BATCH = 4096
+"""Images handed to the decoding pool at a time (their paths are made per batch, never all at once)."""
+
+
+def _decode_all(
+    image_root: Path, filenames: Sequence[str], size: int, workers: int
+) -> Iterator[tuple[np.ndarray | None, DecodeKind]]:
+    def paths(start: int, stop: int) -> list[str]:
+        return [str(image_root / filenames[i]) for i in range(start, stop)]
+
+    total = len(filenames)
+    if workers <= 1 or total < POOL_MIN_IMAGES:
+        for start in range(0, total, _POOL_BATCH):
+            yield from (decode_image(name, size) for name in paths(start, min(total, start + _POOL_BATCH)))
         return
     done = 0
     try:
         # spawn, not fork: the parent may hold torch and its thread pools, which do not survive a fork.
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            chunk = max(1, min(64, len(names) // (workers * 8)))
-            for result in pool.map(decode_image, names, repeat(size), chunksize=chunk):
-                yield result
-                done += 1
+            chunk = max(1, min(64, total // (workers * 8)))
+            for start in range(0, total, _POOL_BATCH):
+                names = paths(start, min(total, start + _POOL_BATCH))
+                for result in pool.map(decode_image, names, repeat(size), chunksize=chunk):
+                    yield result
+                    done += 1
     except BrokenProcessPool as exc:
         # A spawned child re-imports the parent's __main__; a script without an `if __name__ == "__main__":`
         # guard (or a child killed for memory) breaks the pool. Slower is better than failing.
         logger.warning("image decoding pool failed (%s); decoding the remaining images in this process", exc)
-        yield from (decode_image(name, size) for name in names[done:])
+        for start in range(done, total, _POOL_BATCH):
+            yield from (decode_image(name, size) for name in paths(start, min(total, start + _POOL_BATCH)))
 
 
 def _build(
-    array_path: Path, paths: list[Path], size: int, workers: int, label: str
-) -> tuple[list[int], dict[DecodeKind, int]]:
+    array_path: Path, image_root: Path, filenames: Sequence[str], size: int, workers: int, label: str
+) -> tuple[np.ndarray, dict[DecodeKind, int]]:
     """Decode into a temporary .npy (cut short if some files fail) and rename it to `array_path`."""
     workers = workers or os.cpu_count() or 1
+    total = len(filenames)
     tmp = array_path.with_name(f"{array_path.stem}.tmp-{os.getpid()}.npy")
-    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
-    kept: list[int] = []
+    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size))
+    decoded = np.zeros(total, dtype=bool)
     kinds: Counter[str] = Counter()
-    with progress(f"caching {label}", len(paths), "images") as advance:
-        for index, (pixels, kind) in enumerate(_decode_all(paths, size, workers)):
+    stored = 0
+    with progress(f"caching {label}", total, "images") as advance:
+        for index, (pixels, kind) in enumerate(_decode_all(image_root, filenames, size, workers)):
             kinds[kind] += 1
             if pixels is not None:
-                full[len(kept)] = pixels
-                kept.append(index)
+                full[stored] = pixels
+                stored += 1
+                decoded[index] = True
             advance(1)
     full.flush()
     del full
-    if len(kept) < len(paths):
-        _truncate(tmp, len(kept))
+    if stored < total:
+        _truncate(tmp, stored)
     tmp.replace(array_path)
-    logger.debug("cached %d of %d %s at %s", len(kept), len(paths), label, array_path)
-    return kept, dict(kinds)
+    logger.debug("cached %d of %d %s at %s", stored, total, label, array_path)
+    return np.flatnonzero(decoded), dict(kinds)
 
 
 def _truncate(path: Path, rows: int) -> None:

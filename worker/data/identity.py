@@ -127,7 +127,6 @@ class ScoringPlan:
         return frozenset(load_prepared(self.trained).split("train").uids)
 
 
-
 def scoring_plan(config: RunConfig, checkpoint: str | Path) -> ScoringPlan:
     """The data an evaluation of ``checkpoint`` reads: the checkpoint's own, unless ``config.data.data_dir``
     names a dataset folder that is neither the checkpoint's nor a copy of it (same CSVs)."""

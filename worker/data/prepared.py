@@ -1,15 +1,19 @@
 """``load_prepared``: everything the training stages need from the data, built once and reused.
 
 Steps, each reusing what an earlier run left: tiny model fixtures (smoke only) -> dataset folder
-(generated, downloaded or local) -> parsed and cleaned rows with quirk counts (the layout's reader,
-worker.data.readers) -> the views the run keeps (worker.data.selection) -> split manifest by study
-(the dataset's official split, ``data.split_file``, or drawn by patient where there are patient ids)
--> one image cache per split. A second call with the same config only parses the dataset's files and
-memory-maps the caches.
+(generated, downloaded or local) -> the dataset's studies and images as columns, with counts of what was
+dropped (the layout's reader, worker.data.readers) -> the views the run keeps (worker.data.selection) ->
+split manifest by study (the dataset's official split, ``data.split_file``, or drawn by patient where there
+are patient ids) -> one image cache per split -> the splits' columns written as the prepared index
+(worker.data.prepared_index). A later call with the same settings on the same dataset files memory-maps the
+index and the caches and reads nothing else: no process after the data stage holds an object per image.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -20,52 +24,62 @@ import numpy as np
 from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
+from worker.data.columns import StringColumn
+from worker.data.prepared_index import index_folder, load_index, save_index
 from worker.data.readers import ParsedDataset, ReadOptions, reader_for
+from worker.data.readers.base import PROJECTION_CODES
 from worker.data.rows import RowView, pick_rows
-from worker.data.selection import select_rows
+from worker.data.selection import select_images
 from worker.data.sources import locate_dataset
 from worker.data.split_file import fixed_split, manifest_name
 from worker.data.splits import (
     SPLITS,
     check_patient_disjoint,
-    load_or_create_manifest,
+    check_patient_disjoint_codes,
+    load_or_create_split,
     manifest_path,
+    split_lists,
     test_from_train,
     write_manifest,
 )
 from worker.data.synthetic import PLANTED_JSON, Planted
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, eq=False)
 class SplitData:
-    """One split's images and texts, row-aligned: row i of every list belongs to images[i]."""
+    """One split's images and texts, row-aligned: row i of every column belongs to images[i]. The columns read
+    like lists of strings (worker.data.columns.StringColumn) and are memory-mapped from the prepared index."""
 
     name: str
-    uids: list[str]
-    filenames: list[str]
-    projections: list[str]
-    texts: list[str]
+    uids: StringColumn
+    filenames: StringColumn
+    projections: StringColumn
+    texts: StringColumn
     """Cleaned target text (impression, or findings per config.data.target)."""
     images: np.ndarray | RowView
     """uint8 [N, S, S] grayscale, memory-mapped from the cache (or a view of some of its rows)."""
 
+    def __post_init__(self) -> None:
+        for column in ("uids", "filenames", "projections", "texts"):  # lists (tests, small data) become columns
+            if not isinstance(values := getattr(self, column), StringColumn):
+                object.__setattr__(self, column, StringColumn.from_strings(values))
+
     def __len__(self) -> int:
         return len(self.filenames)
 
-    def without(self, uids: Collection[str]) -> SplitData:
-        """This split without the rows of the given studies; its images are a view of the cache's rows, read
-        on access (nothing is copied out of the cache)."""
-        keep = [i for i, uid in enumerate(self.uids) if uid not in uids]
-        if len(keep) == len(self.uids):
-            return self
+    def take(self, rows: np.ndarray) -> SplitData:
+        """These rows of the split; its images are a view of the cache's rows, read on access."""
         return SplitData(
-            name=self.name,
-            uids=[self.uids[i] for i in keep],
-            filenames=[self.filenames[i] for i in keep],
-            projections=[self.projections[i] for i in keep],
-            texts=[self.texts[i] for i in keep],
-            images=pick_rows(self.images, keep),
-        )
+            name=self.name, uids=self.uids.take(rows), filenames=self.filenames.take(rows),
+            projections=self.projections.take(rows), texts=self.texts.take(rows), images=pick_rows(self.images, rows),
+        )  # fmt: skip
+
+    def without(self, uids: Collection[str]) -> SplitData:
+        """This split without the rows of the given studies (nothing is copied out of the cache)."""
+        drop = self.uids.rows_in(uids)
+        return self.take(np.flatnonzero(~drop)) if drop.any() else self
 
 
 @dataclass
@@ -88,25 +102,32 @@ class PreparedData:
         return self.splits[name]
 
 
-def _split_manifest(
-    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
-) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
-    """uids per split, the manifest's path, and with a split file the ids it names that are missing here
-    and the counts of named, missing and left-out studies."""
+_SplitCodes = tuple[np.ndarray, Path, dict[str, list[str]], dict[str, int]]
+"""Each study's split code (-1: in none), the manifest's path, with a split file the ids it names that are
+missing here, and the split's counts."""
+
+
+def _split_codes(config: RunConfig, prepared_dir: Path, parsed: ParsedDataset) -> _SplitCodes:
     data = config.data
     if data.split_file:
         return _file_split(config, prepared_dir, parsed)
-    if data.official_split and parsed.official_split:
+    studies = parsed.studies
+    if data.official_split and (studies.official >= 0).any():
         return _official_split(config, prepared_dir, parsed)
-    manifest, path = load_or_create_manifest(
-        prepared_dir, parsed.report_uids, data.split_seed, tuple(data.split_fractions), parsed.patients or None
-    )
-    return manifest, path, {}, {}
+    reported = np.flatnonzero(studies.has_report)
+    uids = studies.uid.take(reported)
+    patients = studies.patient.take(reported) if any(studies.patient.values()) else None
+    codes, path = load_or_create_split(prepared_dir, uids, data.split_seed, tuple(data.split_fractions), patients)
+    return _per_study(len(studies), reported, codes), path, {}, {}
 
 
-def _file_split(
-    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
-) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
+def _per_study(total: int, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    out = np.full(total, -1, dtype=np.int8)
+    out[rows] = codes
+    return out
+
+
+def _file_split(config: RunConfig, prepared_dir: Path, parsed: ParsedDataset) -> _SplitCodes:
     data = config.data
     fixed = fixed_split(config.local_path(data.split_file), parsed.report_uids, parsed.filenames)
     check_patient_disjoint(fixed.uids, parsed.patients, f"split file {data.split_file}")
@@ -118,39 +139,34 @@ def _file_split(
         "studies_not_in_split_file": fixed.unlisted,
     }
     counts |= {f"split_file_missing_{name}": len(ids) for name, ids in fixed.missing.items()}
-    return fixed.uids, path, fixed.missing, counts
+    code_of = {uid: SPLITS.index(name) for name, part in fixed.uids.items() for uid in part}
+    uids = parsed.studies.uid
+    codes = np.fromiter((code_of.get(uid, -1) for uid in uids), dtype=np.int8, count=len(uids))
+    return codes, path, fixed.missing, counts
 
 
-def _official_split(
-    config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
-) -> tuple[dict[str, list[str]], Path, dict[str, list[str]], dict[str, int]]:
+def _official_split(config: RunConfig, prepared_dir: Path, parsed: ParsedDataset) -> _SplitCodes:
     """The dataset's own split, checked to keep each patient on one side; reports it leaves out are counted.
     A split without test studies (CheXpert Plus's has train and valid only) gets its test split drawn from its
     train studies by patient, with data.split_seed and the test share of data.split_fractions."""
-    uids: dict[str, list[str]] = {name: [] for name in SPLITS}
-    unlisted = 0
-    for uid in parsed.report_uids:
-        name = parsed.official_split.get(uid)
-        if name in uids:
-            uids[name].append(uid)
-        else:
-            unlisted += 1
-    check_patient_disjoint(uids, parsed.patients, "the dataset's official split")
-    counts = {"studies_not_in_official_split": unlisted}
-    content: dict = {"official": True, "uids": uids}
+    studies = parsed.studies
+    codes = np.where(studies.has_report, studies.official, -1).astype(np.int8)
+    counts = {"studies_not_in_official_split": int((studies.has_report & (studies.official < 0)).sum())}
+    check_patient_disjoint_codes(studies.patient, codes, "the dataset's official split")
+    content: dict = {"official": True}
     name = "splits-official.json"
-    if uids["train"] and not uids["test"]:
+    train = np.flatnonzero(codes == 0)
+    if len(train) and not (codes == 2).any():
         data = config.data
-        uids["train"], uids["test"] = test_from_train(
-            uids["train"], parsed.patients, data.split_seed, tuple(data.split_fractions)
-        )
-        counts["official_split_test_drawn_from_train"] = len(uids["test"])
+        test = test_from_train(studies.uid, studies.patient, train, data.split_seed, tuple(data.split_fractions))
+        codes[test] = 2
+        counts["official_split_test_drawn_from_train"] = len(test)
         content["test_drawn_from_train"] = {"seed": data.split_seed, "fractions": list(data.split_fractions)}
         name = manifest_path(prepared_dir, data.split_seed, tuple(data.split_fractions)).name.replace(
             "splits-", "splits-official-test-"
         )
-    path = write_manifest(prepared_dir, name, content)
-    return uids, path, {}, counts
+    path = write_manifest(prepared_dir, name, content | {"uids": split_lists(studies.uid, codes)})
+    return codes, path, {}, counts
 
 
 def shared_cache_prefix(config: RunConfig, prepared_dir: Path) -> str | None:
@@ -166,7 +182,7 @@ def shared_cache_prefix(config: RunConfig, prepared_dir: Path) -> str | None:
 
 
 def load_prepared(config: RunConfig) -> PreparedData:
-    """Build whatever is missing (dataset, tiny models, manifest, caches) and return the splits."""
+    """Build whatever is missing (dataset, tiny models, manifest, caches, index) and return the splits."""
     artifacts: dict[str, str] = {}
     if config.model.build_tiny_fixtures:
         from worker.fixtures.tiny_models import ensure_tiny_models  # pulls in torch: only when asked
@@ -174,50 +190,70 @@ def load_prepared(config: RunConfig) -> PreparedData:
         ensure_tiny_models(config)
         artifacts["siglip_model"] = base_dir(config, "siglip")
         artifacts["biogpt_model"] = base_dir(config, "biogpt")
-    data = config.data
     location = locate_dataset(config)
-    parsed = reader_for(data.source).parse(location.root, ReadOptions(data.target, config.eval.protocol))
-    selected, selection_counts = select_rows(parsed.rows, data)
-    manifest, manifest_file, missing, split_counts = _split_manifest(config, location.prepared_dir, parsed)
-    counts = parsed.counts | selection_counts | split_counts
-    split_of = {uid: name for name, uids in manifest.items() for uid in uids}
-    artifacts.update(dataset_root=str(location.root), prepared_dir=str(location.prepared_dir))
-    artifacts["split_manifest"] = str(manifest_file)
+    folder = index_folder(config, location.root, location.prepared_dir)
+    if (stored := load_index(folder)) is None:
+        scratch = location.prepared_dir / f".parse-{folder.name}-{os.getpid()}"
+        try:
+            save_index(folder, *_prepare(config, location.root, location.prepared_dir, scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if (stored := load_index(folder)) is None:  # memory-mapped from the index, not from the scratch folder
+            raise RuntimeError(f"the prepared index {folder} was written but cannot be read back")
+    splits, counts, saved, missing = stored
+    artifacts |= saved
+    artifacts["prepared_index"] = str(folder)
     if location.planted is not None:
         artifacts["planted"] = str(location.root / PLANTED_JSON)
+    return PreparedData(
+        root=location.root, counts=counts, splits=splits, artifacts=artifacts, planted=location.planted,
+        missing_studies=missing,
+    )  # fmt: skip
 
+
+def _prepare(
+    config: RunConfig, root: Path, prepared_dir: Path, scratch: Path
+) -> tuple[dict[str, SplitData], dict[str, int], dict[str, str], dict[str, list[str]], Path]:
+    """Read the dataset, select, split and cache: the splits (their strings in ``scratch``), counts, artifacts,
+    the studies a split file names that are missing, and the folder the images were read from."""
+    data = config.data
+    parsed = reader_for(data.source).parse(root, ReadOptions(data.target, config.eval.protocol, scratch))
+    kept, selection_counts = select_images(parsed.images, data)
+    study_codes, manifest_file, missing, split_counts = _split_codes(config, prepared_dir, parsed)
+    counts = parsed.counts | selection_counts | split_counts
+    artifacts = {"dataset_root": str(root), "prepared_dir": str(prepared_dir), "split_manifest": str(manifest_file)}
+
+    images, studies = parsed.images, parsed.studies
+    split_of_image = study_codes[images.study[kept]]
     splits: dict[str, SplitData] = {}
+    studies_per_split: dict[str, int] = {}
     kinds: Counter[str] = Counter()
-    shared_prefix = shared_cache_prefix(config, location.prepared_dir)
-    for name in SPLITS:
-        rows = [row for row in selected if split_of.get(row.uid) == name]
-        filenames = [row.filename for row in rows]
+    shared_prefix = shared_cache_prefix(config, prepared_dir)
+    for code, name in enumerate(SPLITS):
+        rows = kept[split_of_image == code]
+        filenames = images.filename.take(rows)
         key = cache_name(name, data.projection, data.image_size, filenames)
         cache = load_or_build_cache(
-            location.prepared_dir / "cache", key, parsed.image_root, filenames, data.image_size, data.cache_workers,
+            prepared_dir / "cache", key, parsed.image_root, filenames, data.image_size, data.cache_workers,
             label=f"{name} images", shared_prefix=shared_prefix,
         )  # fmt: skip
         kinds.update(cache.kinds)
-        kept = [rows[i] for i in cache.kept]
+        rows = rows[cache.kept]
+        study = images.study[rows]
         splits[name] = SplitData(
-            name=name,
-            uids=[row.uid for row in kept],
-            filenames=[row.filename for row in kept],
-            projections=[row.projection for row in kept],
-            texts=[row.text for row in kept],
-            images=cache.images,
-        )
+            name=name, uids=studies.uid.take(study), filenames=images.filename.take(rows),
+            projections=StringColumn.from_values(PROJECTION_CODES, images.projection[rows]),
+            texts=studies.text.take(study), images=cache.images,
+        )  # fmt: skip
         artifacts[f"cache_{name}"] = str(cache.path)
+        studies_per_split[name] = len(np.unique(study))
 
     counts["images_undecodable"] = kinds["undecodable"]
     counts["images_16bit_converted"] = kinds["16bit"]
     counts["images_rgb_converted"] = kinds["rgb"]
     counts["images_kept"] = sum(len(split) for split in splits.values())
-    counts["studies_kept"] = len({uid for split in splits.values() for uid in split.uids})
+    counts["studies_kept"] = sum(studies_per_split.values())  # a study is in one split
     for name, split in splits.items():
         counts[f"{name}_images"] = len(split)
-        counts[f"{name}_studies"] = len(set(split.uids))
-    return PreparedData(
-        root=location.root, counts=counts, splits=splits, artifacts=artifacts, planted=location.planted,
-        missing_studies=missing,
-    )  # fmt: skip
+        counts[f"{name}_studies"] = studies_per_split[name]
+    return splits, counts, artifacts, missing, parsed.image_root

@@ -1,50 +1,54 @@
 """Which of a dataset's usable images a run keeps: projection, view positions, one image per study or all.
 
 The same for every layout, after its reader: each dropped row is counted under the first setting it fails
-(``rows_other_projection``, ``rows_other_view``, ``rows_beyond_one_per_study``).
+(``rows_other_projection``, ``rows_other_view``, ``rows_beyond_one_per_study``). Works on the image table's
+columns (a few arrays at MIMIC-CXR size, no object per image).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from worker.config import ConfigError, DataConfig
 from worker.data.layout import PROJECTIONS
-from worker.data.readers.base import ImageRow
+from worker.data.readers.base import PROJECTION_CODES, ImageTable
 
 # With one image per study: frontal before lateral, and among frontal films PA (the standard erect view)
 # before AP (portable, often supine, lower quality), then the dataset's order.
 _VIEW_RANK = {"PA": 0, "AP": 1}
 
 
-def _preference(row: ImageRow) -> tuple[int, int]:
-    return (0 if row.projection == "Frontal" else 1, _VIEW_RANK.get(row.view, 2))
-
-
-def select_rows(rows: list[ImageRow], data: DataConfig) -> tuple[list[ImageRow], dict[str, int]]:
-    """The rows ``data`` keeps, in the dataset's order, and the counts of the ones it drops."""
-    projections = set(PROJECTIONS) if data.projection == "both" else {data.projection}
+def select_images(images: ImageTable, data: DataConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows of ``images`` that ``data`` keeps (indices, in the dataset's order) and the counts of the ones
+    it drops."""
+    wanted = set(PROJECTIONS) if data.projection == "both" else {data.projection}
     views = set(data.view_positions or ())
-    if views and rows and not any(row.view for row in rows):
+    view_values = list(images.view.values())
+    if views and len(images) and not any(view_values):
         raise ConfigError(
             f"data.view_positions={sorted(views)} but this dataset (source={data.source}) records no view "
             "positions: choose views with data.projection (Frontal, Lateral, both) instead"
         )
-    counts = {"rows_other_projection": 0, "rows_other_view": 0, "rows_beyond_one_per_study": 0}
-    kept: list[ImageRow] = []
-    for row in rows:
-        if row.projection not in projections:
-            counts["rows_other_projection"] += 1
-        elif views and row.view not in views:
-            counts["rows_other_view"] += 1
-        else:
-            kept.append(row)
-    if data.images_per_study == "one":
-        best: dict[str, int] = {}
-        for index, row in enumerate(kept):
-            current = best.get(row.uid)
-            if current is None or _preference(row) < _preference(kept[current]):
-                best[row.uid] = index
-        chosen = set(best.values())
+    view_codes = images.view.row_codes()
+    projection_ok = np.isin(images.projection, [PROJECTION_CODES.index(p) for p in wanted])
+    view_ok = np.ones(len(images), dtype=bool)
+    if views:
+        view_ok = np.isin(view_codes, [code for code, value in enumerate(view_values) if value in views])
+    counts = {
+        "rows_other_projection": int((~projection_ok).sum()),
+        "rows_other_view": int((projection_ok & ~view_ok).sum()),
+        "rows_beyond_one_per_study": 0,
+    }
+    kept = np.flatnonzero(projection_ok & view_ok)
+    if data.images_per_study == "one" and len(kept):
+        rank = np.array([_VIEW_RANK.get(value, 2) for value in view_values] or [2], dtype=np.int8)
+        study, order = images.study[kept], np.arange(len(kept))
+        # Sorted by study, then preference (projection, view rank), then the dataset's order: the first row of
+        # each study is the one kept.
+        ranked = np.lexsort((order, rank[view_codes[kept]], images.projection[kept], study))
+        first = np.ones(len(ranked), dtype=bool)
+        first[1:] = study[ranked][1:] != study[ranked][:-1]
+        chosen = np.sort(ranked[first])
         counts["rows_beyond_one_per_study"] = len(kept) - len(chosen)
-        kept = [row for index, row in enumerate(kept) if index in chosen]
+        kept = kept[chosen]
     return kept, counts
-

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,71 +36,190 @@ def _uid_order(uid: str) -> tuple[int, str]:
     return (int(uid), "") if uid.isdigit() else (2**63, uid)
 
 
-def assign_splits(uids: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[str]]:
-    """Shuffle the uids with `seed` and cut them by `fractions`; each split's uids come back sorted."""
-    ordered = sorted(set(uids), key=_uid_order)
-    shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+def _int_key(value: str) -> int:
+    """The value as an int64 sort key, -1 where it is not a number of at most 18 digits."""
+    return int(value) if value.isdigit() and len(value) <= 18 else -1
+
+
+def uid_order(values: Sequence[str]) -> np.ndarray:
+    """Indices of ``values`` in ``_uid_order`` (numbers by value, then the rest as text; ties in input order),
+    without a Python object per value where they are numbers (MIMIC-CXR's 227,827 study ids)."""
+    ints = np.fromiter((_int_key(value) for value in values), dtype=np.int64, count=len(values))
+    numeric = np.flatnonzero(ints >= 0)
+    numeric = numeric[np.argsort(ints[numeric], kind="stable")]
+    other = np.flatnonzero(ints < 0).tolist()
+    other.sort(key=lambda i: _uid_order(values[i]))
+    return np.concatenate([numeric, np.asarray(other, dtype=np.int64)])
+
+
+def _groups(keys: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Each key's group (equal keys, one group), groups numbered in ``_uid_order`` of their key, and the number of
+    groups."""
+    ints = np.fromiter((_int_key(key) for key in keys), dtype=np.int64, count=len(keys))
+    if (ints >= 0).all():
+        unique, inverse = np.unique(ints, return_inverse=True)
+        return inverse.reshape(-1), len(unique)
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(key, len(first)) for key in keys), dtype=np.int64, count=len(keys))
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[uid_order(list(first))] = np.arange(len(first))
+    return rank[inverse], len(first)
+
+
+class _PatientKeys(Sequence[str]):
+    """A study's patient, or ``study:UID`` for a study without one (a patient of its own)."""
+
+    def __init__(self, uids: Sequence[str], patients: Sequence[str]):
+        self.uids, self.patients = uids, patients
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.patients[i] or f"study:{self.uids[i]}"
+
+
+def draw_split(uids: Sequence[str], seed: int, fractions: tuple[float, float, float]) -> np.ndarray:
+    """int8 code (index into SPLITS) of each of ``uids`` (distinct): the uids in ``_uid_order``, shuffled with
+    ``seed`` and cut by ``fractions``."""
+    ordered = uid_order(uids)
+    shuffled = ordered[np.random.default_rng(seed).permutation(len(ordered))]
     n_train = round(fractions[0] * len(ordered))
     n_val = round(fractions[1] * len(ordered))
-    cuts = {
-        "train": shuffled[:n_train],
-        "val": shuffled[n_train : n_train + n_val],
-        "test": shuffled[n_train + n_val :],
-    }
-    return {name: sorted(part, key=_uid_order) for name, part in cuts.items()}
+    codes = np.full(len(uids), 2, dtype=np.int8)
+    codes[shuffled[:n_train]] = 0
+    codes[shuffled[n_train : n_train + n_val]] = 1
+    return codes
+
+
+def draw_split_by_patient(
+    uids: Sequence[str], patients: Sequence[str], seed: int, fractions: tuple[float, float, float]
+) -> np.ndarray:
+    """int8 code of each of ``uids`` (distinct; ``patients`` row-aligned, "" for none): the patients in
+    ``_uid_order`` shuffled with ``seed``, each one's studies given to one split, filling train, then val, to
+    their share of the studies (a study without a patient id is a patient of its own)."""
+    group, n_groups = _groups(_PatientKeys(uids, patients))
+    sizes = np.bincount(group, minlength=n_groups)
+    shuffled = np.random.default_rng(seed).permutation(n_groups)
+    total = len(uids)
+    bounds = (round(fractions[0] * total), round((fractions[0] + fractions[1]) * total))
+    # A patient goes where the running count of studies stands, so the sizes land within one patient's studies
+    # of the fractions.
+    before = np.cumsum(sizes[shuffled]) - sizes[shuffled]
+    code_of = np.empty(n_groups, dtype=np.int8)
+    code_of[shuffled] = np.where(before < bounds[0], 0, np.where(before < bounds[1], 1, 2))
+    return code_of[group]
+
+
+def split_lists(uids: Sequence[str], codes: np.ndarray) -> dict[str, list[str]]:
+    """The uids of each split, in ``_uid_order`` (the manifest's form); code -1 is in none."""
+    out: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for index in uid_order(uids).tolist():
+        code = int(codes[index])
+        if code >= 0:
+            out[SPLITS[code]].append(uids[index])
+    return out
+
+
+def assign_splits(uids: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[str]]:
+    """Shuffle the uids with `seed` and cut them by `fractions`; each split's uids come back sorted."""
+    distinct = list(dict.fromkeys(uids))
+    return split_lists(distinct, draw_split(distinct, seed, fractions))
 
 
 def assign_splits_by_patient(
     uids: list[str], patients: Mapping[str, str], seed: int, fractions: tuple[float, float, float]
 ) -> dict[str, list[str]]:
-    """Shuffle the patients with `seed` and give each one's studies to one split, filling train, then val,
-    to their share of the studies (a study without a patient id is a patient of its own)."""
-    studies: dict[str, list[str]] = defaultdict(list)
-    for uid in sorted(set(uids), key=_uid_order):
-        studies[patients.get(uid) or f"study:{uid}"].append(uid)
-    order = sorted(studies, key=_uid_order)
-    shuffled = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
-    total = sum(len(group) for group in studies.values())
-    bounds = (round(fractions[0] * total), round((fractions[0] + fractions[1]) * total))
-    cuts: dict[str, list[str]] = {name: [] for name in SPLITS}
-    assigned = 0
-    for patient in shuffled:
-        # A patient goes where the running count of studies stands, so the sizes land within one
-        # patient's studies of the fractions.
-        name = "train" if assigned < bounds[0] else "val" if assigned < bounds[1] else "test"
-        cuts[name].extend(studies[patient])
-        assigned += len(studies[patient])
-    return {name: sorted(part, key=_uid_order) for name, part in cuts.items()}
+    """``draw_split_by_patient`` of the distinct uids, as lists."""
+    distinct = list(dict.fromkeys(uids))
+    codes = draw_split_by_patient(distinct, [patients.get(uid) or "" for uid in distinct], seed, fractions)
+    return split_lists(distinct, codes)
 
 
 def test_from_train(
-    train: list[str], patients: Mapping[str, str], seed: int, fractions: tuple[float, float, float]
-) -> tuple[list[str], list[str]]:
-    """A dataset split's train studies cut into train and test by patient, the test taking the share
-    ``fractions[2] / (fractions[0] + fractions[2])`` of them (for an official split that has no test)."""
+    uids: Sequence[str], patients: Sequence[str], train: np.ndarray, seed: int, fractions: tuple[float, float, float]
+) -> np.ndarray:
+    """Studies ``train`` (indices) of a dataset split cut into train and test by patient, the test taking the share
+    ``fractions[2] / (fractions[0] + fractions[2])`` of them (for an official split that has no test): the
+    indices of the ones that go to test."""
     share = fractions[2] / (fractions[0] + fractions[2])
-    cut = assign_splits_by_patient(train, patients, seed, (1.0 - share, 0.0, share))
-    return cut["train"], cut["val"] + cut["test"]
+    sub_uids, sub_patients = _Rows(uids, train), _Rows(patients, train)
+    codes = draw_split_by_patient(sub_uids, sub_patients, seed, (1.0 - share, 0.0, share))
+    return train[codes > 0]
+
+
+class _Rows(Sequence[str]):
+    """Some rows of a sequence."""
+
+    def __init__(self, values: Sequence[str], rows: np.ndarray):
+        self.values, self.rows = values, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.values[int(self.rows[i])]
+
+
+def crossing_patients(patients: Sequence[str], codes: np.ndarray) -> tuple[int, str, list[str]]:
+    """How many patients have studies in more than one split (``codes`` per study, -1 in none; studies without a
+    patient are ignored), one of them and its splits."""
+    has = np.fromiter((bool(p) for p in patients), dtype=bool, count=len(patients)) & (codes >= 0)
+    rows = np.flatnonzero(has)
+    if not len(rows):
+        return 0, "", []
+    group, _ = _groups(_Rows(patients, rows))
+    pairs = np.unique(np.stack([group, codes[rows].astype(np.int64)]), axis=1)
+    groups, per_group = np.unique(pairs[0], return_counts=True)
+    crossing = groups[per_group > 1]
+    if not len(crossing):
+        return 0, "", []
+    first = int(np.flatnonzero(group == crossing[0])[0])
+    names = sorted(SPLITS[c] for c in pairs[1][pairs[0] == crossing[0]])
+    return len(crossing), patients[int(rows[first])], names
+
+
+def check_patient_disjoint_codes(patients: Sequence[str], codes: np.ndarray, what: str) -> None:
+    """Raise ConfigError, naming a patient and the splits, if a patient's studies are in two splits."""
+    count, patient, names = crossing_patients(patients, codes)
+    if count:
+        raise ConfigError(
+            f"{what} puts the studies of {count} patient(s) in more than one split (e.g. patient {patient} in "
+            f"{' and '.join(names)}): fix the split, or set data.official_split=false to draw one by patient"
+        )
 
 
 def check_patient_disjoint(splits: Mapping[str, list[str]], patients: Mapping[str, str], what: str) -> None:
-    """Raise ConfigError, naming a patient and the splits, if a patient's studies are in two splits."""
-    seen: dict[str, str] = {}
-    crossing: dict[str, set[str]] = defaultdict(set)
-    for name, part in splits.items():
-        for uid in part:
-            patient = patients.get(uid)
-            if not patient:
-                continue
-            first = seen.setdefault(patient, name)
-            if first != name:
-                crossing[patient].update((first, name))
-    if crossing:
-        patient, names = next(iter(crossing.items()))
-        raise ConfigError(
-            f"{what} puts the studies of {len(crossing)} patient(s) in more than one split (e.g. patient {patient} in "
-            f"{' and '.join(sorted(names))}): fix the split, or set data.official_split=false to draw one by patient"
-        )
+    """``check_patient_disjoint_codes`` for a split as lists of uids and a uid -> patient mapping."""
+    uids = [uid for part in splits.values() for uid in part]
+    codes = np.array([SPLITS.index(name) for name, part in splits.items() for _ in part], dtype=np.int8)
+    check_patient_disjoint_codes([patients.get(uid) or "" for uid in uids], codes, what)
+
+
+def load_or_create_split(
+    directory: Path,
+    uids: Sequence[str],
+    seed: int,
+    fractions: tuple[float, float, float],
+    patients: Sequence[str] | None = None,
+) -> tuple[np.ndarray, Path]:
+    """The split code of each of ``uids`` (distinct) for ``seed`` (by patient when ``patients``, row-aligned, is
+    given): read from the manifest if it covers exactly these uids, else drawn and saved."""
+    path = manifest_path(directory, seed, fractions, by_patient=patients is not None)
+    if path.is_file():
+        stored = json.loads(path.read_text())["uids"]
+        code_of = {uid: SPLITS.index(name) for name, part in stored.items() for uid in part}
+        codes = np.fromiter((code_of.get(uid, -1) for uid in uids), dtype=np.int8, count=len(uids))
+        if len(code_of) == len(uids) and (codes >= 0).all():
+            return codes, path
+        logger.warning("split manifest %s does not match the dataset's studies; drawing a new one", path)
+    if patients is not None:
+        codes = draw_split_by_patient(uids, patients, seed, fractions)
+    else:
+        codes = draw_split(uids, seed, fractions)
+    content = {"seed": seed, "fractions": list(fractions), "by_patient": patients is not None}
+    write_manifest(directory, path.name, content | {"uids": split_lists(uids, codes)})
+    return codes, path
 
 
 def load_or_create_manifest(
@@ -111,22 +229,11 @@ def load_or_create_manifest(
     fractions: tuple[float, float, float],
     patients: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, list[str]], Path]:
-    """The split of `uids` for `seed` (by patient when `patients` is given): read from the manifest if it covers
-    exactly these uids, else drawn and saved."""
-    path = manifest_path(directory, seed, fractions, by_patient=bool(patients))
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        splits = stored["uids"]
-        if sorted(uid for part in splits.values() for uid in part) == sorted(set(uids)):
-            return splits, path
-        logger.warning("split manifest %s does not match the dataset's studies; drawing a new one", path)
-    if patients:
-        splits = assign_splits_by_patient(uids, patients, seed, fractions)
-    else:
-        splits = assign_splits(uids, seed, fractions)
-    content = {"seed": seed, "fractions": list(fractions), "by_patient": bool(patients), "uids": splits}
-    write_manifest(directory, path.name, content)
-    return splits, path
+    """``load_or_create_split`` for a list of uids and a uid -> patient mapping, as lists per split."""
+    distinct = list(dict.fromkeys(uids))
+    rows = [patients.get(uid) or "" for uid in distinct] if patients else None
+    codes, path = load_or_create_split(directory, distinct, seed, fractions, rows)
+    return split_lists(distinct, codes), path
 
 
 def write_manifest(directory: Path, name: str, content: dict) -> Path:

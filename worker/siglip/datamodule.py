@@ -43,7 +43,7 @@ class PairDataset(Dataset):
             raise ValueError(f"split has {len(split.images)} images but {len(split.texts)} texts")
         self.images = split.images  # memory-mapped uint8 [N, S, S]; read one row at a time
         self.texts = split.texts
-        self.text_ids = torch.tensor(text_ids(list(split.texts)))
+        self.text_ids = torch.from_numpy(text_ids(split.texts))
 
     def __len__(self) -> int:
         return len(self.texts)

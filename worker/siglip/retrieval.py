@@ -9,11 +9,12 @@ the same split, so a reader can tell how far above chance a number is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from worker.data.columns import StringColumn
 from worker.progress import progress
 
 RECALL_KS = (1, 5, 10)
@@ -115,8 +116,11 @@ def hits_at_1(
     return out
 
 
-def text_ids(texts: list[str]) -> list[int]:
-    """The same integer for identical texts, in order of first appearance."""
+def text_ids(texts: Sequence[str]) -> np.ndarray:
+    """int64: the same integer for identical texts, in order of first appearance (a column compares its stored
+    values, not one string per row: worker.data.columns.StringColumn.equal_ids)."""
+    if isinstance(texts, StringColumn):
+        return texts.equal_ids()
     ids: dict[str, int] = {}
-    return [ids.setdefault(t, len(ids)) for t in texts]
+    return np.fromiter((ids.setdefault(t, len(ids)) for t in texts), dtype=np.int64, count=len(texts))
 

@@ -1,9 +1,11 @@
 """What every dataset reader returns, and the contract a new one follows.
 
 A reader turns one dataset layout (Kaggle IU-Xray, MIMIC-CXR-JPG, CheXpert Plus, a user's manifest) into
-``ParsedDataset``: one ``ImageRow`` per usable image, with its study, patient, projection, view position and
-cleaned target text, plus counts of what it dropped and why. Everything after that (view selection, the
-split, the image cache, training, evaluation) is the same for every layout.
+``ParsedDataset``: a table of studies (id, patient, cleaned target text, official split) and a table of usable
+images (study, path, projection, view position), as columns, plus counts of what it dropped and why.
+Everything after that (view selection, the split, the image cache, training, evaluation) is the same for
+every layout. A reader at scale fills a ``DatasetBuilder`` while it streams (no object per image); a small
+one may build ``ImageRow`` objects and call ``ParsedDataset.from_rows``.
 
 A reader drops a row only for the dataset's own defects (no report, no target section, a missing image file)
 and counts each under the first check it fails; which views to keep is the caller's choice, applied later by
@@ -13,12 +15,16 @@ layout it expected) when the folder is not in its layout.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from worker.config import ConfigError
 from worker.data.cleaning import clean_target
+from worker.data.columns import StringColumn, StringColumnWriter
 
 
 class DataLayoutError(ConfigError):
@@ -41,21 +47,200 @@ class ImageRow:
     """The dataset's own view position in capitals (PA, AP, LATERAL, LL...), "" where it records none."""
 
 
+SPLIT_CODES = ("train", "val", "test")
+"""A study's official split as a code: its index here, -1 where the dataset gives none."""
+PROJECTION_CODES = ("Frontal", "Lateral")
+
+
+@dataclass
+class StudyTable:
+    """Every study the dataset names, one row each (row = the study's index)."""
+
+    uid: StringColumn
+    patient: StringColumn
+    """The patient's id, "" where the dataset has none."""
+    text: StringColumn
+    """The cleaned target text of the study's report ("" where it lacks the target, or has no report)."""
+    official: np.ndarray
+    """int8: the dataset's own split (index into SPLIT_CODES), -1 where it gives none."""
+    has_report: np.ndarray
+    """bool: whether the study has a report (only those are split)."""
+
+    def __len__(self) -> int:
+        return len(self.uid)
+
+
+@dataclass
+class ImageTable:
+    """Images, one row each, pointing at their study's row."""
+
+    study: np.ndarray
+    """int64: the image's study (a row of the StudyTable)."""
+    filename: StringColumn
+    """The image's path relative to ``ParsedDataset.image_root`` (POSIX separators)."""
+    projection: np.ndarray
+    """uint8: index into PROJECTION_CODES (0 for listed images that were not checked)."""
+    view: StringColumn
+    """The dataset's own view position in capitals, "" where it records none."""
+
+    def __len__(self) -> int:
+        return len(self.study)
+
+    def take(self, rows: np.ndarray) -> ImageTable:
+        """These rows, in this order."""
+        return ImageTable(self.study[rows], self.filename.take(rows), self.projection[rows], self.view.take(rows))
+
+
 @dataclass
 class ParsedDataset:
-    rows: list[ImageRow]
-    """Usable image rows, in the dataset's order (decoding not checked yet)."""
-    report_uids: list[str]
-    """Every report's study id, in the dataset's order: what the split divides."""
+    """A dataset as columns (worker.data.columns): no Python object per image or per study, so a reader at
+    MIMIC-CXR size holds a few arrays, and its strings sit in files when it is given a scratch folder."""
+
     image_root: Path
     """The folder image rows' filenames are relative to."""
-    filenames: dict[str, list[str]] = field(default_factory=dict)
-    """uid -> every image file name the dataset gives the study (present or not)."""
-    patients: dict[str, str] = field(default_factory=dict)
-    """uid -> patient id, for datasets that have patient ids (empty otherwise)."""
-    official_split: dict[str, str] = field(default_factory=dict)
-    """uid -> train/val/test of the dataset's own split, for datasets that have one (empty otherwise)."""
+    studies: StudyTable
+    images: ImageTable
+    """Usable images, in the dataset's order (decoding not checked yet)."""
+    listed: ImageTable
+    """Every image file the dataset names for a study, present or not (what a split file is matched against)."""
     counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: list[ImageRow],
+        report_uids: list[str],
+        image_root: Path,
+        filenames: dict[str, list[str]] | None = None,
+        patients: dict[str, str] | None = None,
+        official_split: dict[str, str] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> ParsedDataset:
+        """The columns of a reader that builds its rows as objects (the small layouts)."""
+        filenames, patients, official_split = filenames or {}, patients or {}, official_split or {}
+        texts = {row.uid: row.text for row in rows}
+        builder = DatasetBuilder(image_root)
+        index: dict[str, int] = {}
+        reported = set(report_uids)
+        for uid in dict.fromkeys([*report_uids, *filenames, *patients, *(row.uid for row in rows)]):
+            index[uid] = builder.study(
+                uid, patient=patients.get(uid, ""), official=official_split.get(uid, ""), text=texts.get(uid, ""),
+                has_report=uid in reported,
+            )  # fmt: skip
+        for uid, names in filenames.items():
+            for name in names:
+                builder.listed(index[uid], name)
+        for row in rows:
+            builder.image(index[row.uid], row.filename, row.projection, row.view)
+        return builder.finish(counts or {})
+
+    # ---- the dataset as objects: for tests, small datasets and the split file (each builds every row) ----
+
+    @property
+    def rows(self) -> list[ImageRow]:
+        uid, text, patient = self.studies.uid, self.studies.text, self.studies.patient
+        images = self.images
+        return [
+            ImageRow(uid[s], images.filename[i], PROJECTION_CODES[p], text[s], patient[s], images.view[i])
+            for i, (s, p) in enumerate(zip(images.study.tolist(), images.projection.tolist(), strict=True))
+        ]
+
+    @property
+    def report_uids(self) -> list[str]:
+        return [uid for uid, has in zip(self.studies.uid, self.studies.has_report.tolist(), strict=True) if has]
+
+    @property
+    def patients(self) -> dict[str, str]:
+        return {uid: p for uid, p in zip(self.studies.uid, self.studies.patient, strict=True) if p}
+
+    @property
+    def official_split(self) -> dict[str, str]:
+        codes = self.studies.official.tolist()
+        return {uid: SPLIT_CODES[c] for uid, c in zip(self.studies.uid, codes, strict=True) if c >= 0}
+
+    @property
+    def filenames(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        uid = self.studies.uid
+        for study, name in zip(self.listed.study.tolist(), self.listed.filename, strict=True):
+            out.setdefault(uid[study], []).append(name)
+        return out
+
+
+class _Vocabulary:
+    """Codes for a column with few distinct values (view positions)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.rows = array("B")
+
+    def add(self, value: str) -> None:
+        code = self.codes.setdefault(value, len(self.codes))
+        if code > 255:
+            raise DataLayoutError(f"more than 256 distinct view positions (e.g. {value!r}): not a view column")
+        self.rows.append(code)
+
+    def finish(self) -> StringColumn:
+        return StringColumn.from_values(list(self.codes), np.frombuffer(self.rows, dtype=np.uint8))
+
+
+class DatasetBuilder:
+    """What a reader fills while it streams through a dataset: ``study`` for each study, ``listed`` for each
+    image file the dataset names, ``image`` for each usable image; ``finish`` gives the ParsedDataset.
+    With ``scratch`` (a folder) the strings go to files in it and the result's columns are memory-mapped
+    from them; the caller removes the folder once it is done with the result."""
+
+    def __init__(self, image_root: Path, scratch: Path | None = None):
+        self.image_root = image_root
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+
+        def writer(name: str) -> StringColumnWriter:
+            return StringColumnWriter(scratch / f"{name}.bin" if scratch is not None else None)
+
+        self._uid, self._patient, self._text = writer("uid"), writer("patient"), writer("text")
+        self._listed_name, self._image_name = writer("listed"), writer("images")
+        self._official, self._has_report = array("b"), array("b")
+        self._listed_study, self._image_study = array("q"), array("q")
+        self._projection = array("B")
+        self._view = _Vocabulary()
+
+    def study(self, uid: str, *, patient: str = "", official: str = "", text: str = "", has_report: bool = True) -> int:
+        """Add a study; returns its row."""
+        self._uid.add(uid)
+        self._patient.add(patient)
+        self._text.add(text)
+        self._official.append(SPLIT_CODES.index(official) if official in SPLIT_CODES else -1)
+        self._has_report.append(1 if has_report else 0)
+        return len(self._uid) - 1
+
+    def listed(self, study: int, filename: str) -> None:
+        self._listed_study.append(study)
+        self._listed_name.add(filename)
+
+    def image(self, study: int, filename: str, projection: str, view: str = "") -> None:
+        """Add a usable image of ``study`` (a row ``study`` returned)."""
+        self._image_study.append(study)
+        self._image_name.add(filename)
+        self._projection.append(PROJECTION_CODES.index(projection))
+        self._view.add(view)
+
+    def finish(self, counts: dict[str, int]) -> ParsedDataset:
+        studies = StudyTable(
+            uid=self._uid.finish(), patient=self._patient.finish(), text=self._text.finish(),
+            official=np.frombuffer(self._official, dtype=np.int8).copy(),
+            has_report=np.frombuffer(self._has_report, dtype=np.int8).astype(bool),
+        )  # fmt: skip
+        no_view = StringColumn.from_values([""], np.zeros(len(self._listed_study), dtype=np.uint8))
+        listed = ImageTable(
+            study=np.frombuffer(self._listed_study, dtype=np.int64).copy(), filename=self._listed_name.finish(),
+            projection=np.zeros(len(self._listed_study), dtype=np.uint8), view=no_view,
+        )  # fmt: skip
+        images = ImageTable(
+            study=np.frombuffer(self._image_study, dtype=np.int64).copy(), filename=self._image_name.finish(),
+            projection=np.frombuffer(self._projection, dtype=np.uint8).copy(), view=self._view.finish(),
+        )  # fmt: skip
+        return ParsedDataset(self.image_root, studies, images, listed, dict(counts))
 
 
 @dataclass(frozen=True)
@@ -64,6 +249,8 @@ class ReadOptions:
     """impression, findings, or both (``target_text``)."""
     protocol: str = "native"
     """The evaluation protocol whose cleaning the target text gets (worker.data.cleaning.clean_target)."""
+    scratch: Path | None = None
+    """A folder for the reader's string columns (``DatasetBuilder``); None holds them in memory."""
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ def _parse(root: Path, path: Path, header: list[str], options: ReadOptions) -> P
     counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
     for name in ("rows_bad_path", "rows_unknown_projection", "rows_missing_file", "rows_without_target"):
         counts.setdefault(name, 0)
-    return ParsedDataset(
+    return ParsedDataset.from_rows(
         rows=rows, report_uids=list(texts), image_root=root, filenames=dict(filenames), patients=patients,
         official_split=official, counts=dict(counts),
     )  # fmt: skip

@@ -94,7 +94,7 @@ def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
     counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
     for name in ("rows_unknown_uid", "rows_missing_file", "rows_without_target"):
         counts.setdefault(name, 0)
-    return ParsedDataset(
+    return ParsedDataset.from_rows(
         rows=rows, report_uids=list(texts), image_root=images_dir(root), filenames=dict(filenames),
         counts=dict(counts),
     )  # fmt: skip

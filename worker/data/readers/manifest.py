@@ -302,7 +302,7 @@ def parse_manifest(path: Path, options: ReadOptions) -> ParsedDataset:
     for name in ("rows_without_study_id", "rows_without_image", "images_unknown_view", "images_missing_file",
                  "images_without_target", "images_without_view"):  # fmt: skip
         counts.setdefault(name, 0)
-    return ParsedDataset(
+    return ParsedDataset.from_rows(
         rows=rows, report_uids=list(texts), image_root=folder, filenames=dict(filenames),
         patients={uid: p for uid, p in patients.items() if p}, official_split=official, counts=dict(counts),
     )  # fmt: skip

@@ -495,7 +495,7 @@ def _finish(
         (frontal if row.projection == "Frontal" else lateral).add(row.uid)
     counts["studies_frontal_only"] = len(frontal - lateral)
     counts["studies_lateral_only"] = len(lateral - frontal)
-    return ParsedDataset(
+    return ParsedDataset.from_rows(
         rows=rows, report_uids=report_uids, image_root=image_root, filenames=filenames, patients=patients,
         official_split=official, counts=dict(counts),
     )  # fmt: skip
@@ -526,6 +526,4 @@ def identity_files(root: Path) -> list[Path]:
     return files
 
 
-MIMIC_CXR = DatasetReader(
-    layout=LAYOUT, check_layout=check_layout, parse=parse_dataset, identity_files=identity_files
-)
+MIMIC_CXR = DatasetReader(layout=LAYOUT, check_layout=check_layout, parse=parse_dataset, identity_files=identity_files)
