@@ -198,14 +198,14 @@ def _load(path: Path) -> np.ndarray:
 class StringColumnWriter:
     """Appends rows of strings; a row equal to the previous row shares its value (the images of a study are
     consecutive rows). The bytes go to ``path`` when one is given (they never sit in this process's memory),
-    else to memory; the offsets and codes (12 bytes a row) stay in memory until ``finish``."""
+    else to memory; the offsets and codes (8 bytes a value, 4 a row) stay in memory until ``finish``."""
 
     def __init__(self, path: Path | None = None):
         self.path = path
         self._file = path.open("wb") if path is not None else None
         self._buffer = bytearray()
         self._offsets = array("q", [0])
-        self._codes = array("q")
+        self._codes = array("i")
         self._last: str | None = None
         self._shared = False
 
@@ -238,6 +238,6 @@ class StringColumnWriter:
             data = np.frombuffer(bytes(self._buffer), dtype=np.uint8)
             self._buffer = bytearray()
         offsets = np.frombuffer(self._offsets, dtype=np.int64).copy()
-        codes = np.frombuffer(self._codes, dtype=np.int64).astype(np.int32) if self._shared else None
-        self._offsets, self._codes = array("q", [0]), array("q")
+        codes = np.frombuffer(self._codes, dtype=np.int32).copy() if self._shared else None
+        self._offsets, self._codes = array("q", [0]), array("i")
         return StringColumn(data, offsets, codes)

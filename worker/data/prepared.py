@@ -38,9 +38,9 @@ from worker.data.splits import (
     check_patient_disjoint_codes,
     load_or_create_split,
     manifest_path,
-    split_lists,
     test_from_train,
     write_manifest,
+    write_split_manifest,
 )
 from worker.data.synthetic import PLANTED_JSON, Planted
 
@@ -165,7 +165,7 @@ def _official_split(config: RunConfig, prepared_dir: Path, parsed: ParsedDataset
         name = manifest_path(prepared_dir, data.split_seed, tuple(data.split_fractions)).name.replace(
             "splits-", "splits-official-test-"
         )
-    path = write_manifest(prepared_dir, name, content | {"uids": split_lists(studies.uid, codes)})
+    path = write_split_manifest(prepared_dir, name, content, studies.uid, codes)
     return codes, path, {}, counts
 
 

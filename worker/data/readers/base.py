@@ -75,7 +75,7 @@ class ImageTable:
     """Images, one row each, pointing at their study's row."""
 
     study: np.ndarray
-    """int64: the image's study (a row of the StudyTable)."""
+    """int32: the image's study (a row of the StudyTable)."""
     filename: StringColumn
     """The image's path relative to ``ParsedDataset.image_root`` (POSIX separators)."""
     projection: np.ndarray
@@ -201,7 +201,7 @@ class DatasetBuilder:
         self._uid, self._patient, self._text = writer("uid"), writer("patient"), writer("text")
         self._listed_name, self._image_name = writer("listed"), writer("images")
         self._official, self._has_report = array("b"), array("b")
-        self._listed_study, self._image_study = array("q"), array("q")
+        self._listed_study, self._image_study = array("i"), array("i")
         self._projection = array("B")
         self._view = _Vocabulary()
 
@@ -233,11 +233,11 @@ class DatasetBuilder:
         )  # fmt: skip
         no_view = StringColumn.from_values([""], np.zeros(len(self._listed_study), dtype=np.uint8))
         listed = ImageTable(
-            study=np.frombuffer(self._listed_study, dtype=np.int64).copy(), filename=self._listed_name.finish(),
+            study=np.frombuffer(self._listed_study, dtype=np.int32).copy(), filename=self._listed_name.finish(),
             projection=np.zeros(len(self._listed_study), dtype=np.uint8), view=no_view,
         )  # fmt: skip
         images = ImageTable(
-            study=np.frombuffer(self._image_study, dtype=np.int64).copy(), filename=self._image_name.finish(),
+            study=np.frombuffer(self._image_study, dtype=np.int32).copy(), filename=self._image_name.finish(),
             projection=np.frombuffer(self._projection, dtype=np.uint8).copy(), view=self._view.finish(),
         )  # fmt: skip
         return ParsedDataset(self.image_root, studies, images, listed, dict(counts))
