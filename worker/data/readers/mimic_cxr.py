@@ -44,22 +44,34 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import time
+from array import array
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from worker.config import ConfigError
 from worker.data.cleaning import r2gen_mimic_prepare
-from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.readers.base import (
+    PROJECTION_CODES,
+    SPLIT_CODES,
+    DataLayoutError,
+    DatasetBuilder,
+    DatasetReader,
+    ParsedDataset,
+    ReadOptions,
+    target_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,45 +235,68 @@ class _Progress:
 
 # ---- parsing ----
 
-
-def _id_array(ids: Iterator[str]) -> np.ndarray:
-    """Ids as a sorted array of fixed-width ASCII bytes (dicom_ids are 44 characters: about 50 bytes an image,
-    where a set of the strings takes about 130), built in chunks so the strings never pile up."""
-    chunks: list[np.ndarray] = []
-    chunk: list[bytes] = []
-    for value in ids:
-        chunk.append(value.encode())
-        if len(chunk) == 65_536:
-            chunks.append(np.array(chunk))
-            chunk = []
-    chunks.append(np.array(chunk, dtype="S1") if not chunk else np.array(chunk))
-    width = max(array.dtype.itemsize for array in chunks)
-    return np.concatenate([array.astype(f"S{width}") for array in chunks])
+_DIGEST_BIT = 1 << 63
+"""Set in the key of an id that is not a plain number, so that a number and a digest are never the same key."""
 
 
-def _read_split(root: Path) -> tuple[np.ndarray, dict[str, str]]:
-    """The dicom_ids the split CSV lists (sorted, as ``_id_array``) and each study's split (its first row's)."""
-    path = _csv_path(root, SPLIT_CSV)
-    assert path is not None
-    study_split: dict[str, str] = {}
-
-    def dicoms() -> Iterator[str]:
-        for dicom, study, _subject, split in _csv_rows(path, ("dicom_id", "study_id", "subject_id", "split")):
-            if study not in study_split:
-                study_split[study] = SPLIT_NAMES.get(split.lower(), split)
-            yield dicom
-
-    listed = np.sort(_id_array(dicoms()))
-    return listed, study_split
+def _digest(text: str) -> int:
+    """A string's 8-byte blake2b digest as an unsigned integer."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def _find(keys: np.ndarray, dicom: str) -> int:
-    """The index of ``dicom`` in the sorted id array ``keys``, or -1."""
-    key = dicom.encode()
-    if len(key) > keys.dtype.itemsize:
-        return -1
-    index = int(np.searchsorted(keys, key))
-    return index if index < len(keys) and keys[index] == key else -1
+def _key(value: str) -> int:
+    """An id as an unsigned 64-bit key: a plain decimal number (MIMIC's study and subject ids) is its value,
+    any other id (a leading zero, a letter) its digest with the top bit set."""
+    if value.isdigit() and value.isascii() and len(value) <= 18 and (value[0] != "0" or len(value) == 1):
+        return int(value)
+    return _digest(value) | _DIGEST_BIT
+
+
+def _keys(values: Iterable[int], count: int) -> np.ndarray:
+    return np.fromiter(values, dtype=np.uint64, count=count)
+
+
+def _lookup(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Each wanted key's index in the sorted uint64 array ``keys`` (the first of equals), -1 where absent."""
+    if not len(keys):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    index = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[index] == wanted, index, -1)
+
+
+class _SplitCsv:
+    """The split CSV, held as arrays: the digests of the dicom_ids it lists (sorted, 8 bytes an image) and each
+    study's split (its first row's) as a code by study key (9 bytes a study)."""
+
+    def __init__(self, root: Path) -> None:
+        path = _csv_path(root, SPLIT_CSV)
+        assert path is not None
+        dicoms, keys, codes = array("Q"), array("Q"), array("i")
+        names: dict[str, int] = {name: code for code, name in enumerate(SPLIT_CODES)}
+        last = None
+        for dicom, study, _subject, split in _csv_rows(path, SPLIT_COLUMNS):
+            dicoms.append(_digest(dicom))
+            if study != last:  # a study's rows are consecutive: one entry per run of them, the first one wins
+                last = study
+                name = SPLIT_NAMES.get(split.lower(), split)
+                keys.append(_key(study))
+                codes.append(names.setdefault(name, len(names)))
+        self.rows = len(dicoms)
+        self.dicoms = np.sort(np.frombuffer(dicoms, dtype=np.uint64))
+        del dicoms
+        self.study_keys, first = np.unique(np.frombuffer(keys, dtype=np.uint64), return_index=True)
+        self.study_codes = np.frombuffer(codes, dtype=np.int32)[first].astype(np.int8 if len(names) < 128 else np.int32)
+        self.names = list(names)
+        """The split of each code: train, val, test, then any other value the CSV holds."""
+
+    def listed(self, dicoms: list[str]) -> np.ndarray:
+        """bool per dicom_id: whether the split CSV lists it."""
+        return _lookup(self.dicoms, _keys(map(_digest, dicoms), len(dicoms))) >= 0
+
+    def splits(self, studies: list[str]) -> list[str]:
+        """Each study's split, "" where the split CSV does not name the study."""
+        index = _lookup(self.study_keys, _keys(map(_key, studies), len(studies)))
+        return [self.names[self.study_codes[i]] if i >= 0 else "" for i in index.tolist()]
 
 
 def _view_count_name(view: str) -> str:
@@ -294,91 +329,130 @@ def _target(findings: str | None, impression: str | None, options: ReadOptions) 
     return target_text(prepare(findings) if findings else None, prepare(impression) if impression else None, options)
 
 
+_Row = tuple[str, str, str, str]
+"""A metadata row's dicom_id, subject_id, study_id and ViewPosition."""
+
+
+def _scan_metadata(path: Path, counts: dict[str, int]) -> tuple[int, dict[int, list[_Row]]]:
+    """The metadata CSV's first pass: counts its rows and their view positions; returns the number of studies
+    and, as an empty list each, the keys of the studies whose rows are not all consecutive (none in
+    MIMIC-CXR-JPG as PhysioNet ships it), whose rows ``_study_runs`` then gathers first."""
+    runs = array("Q")  # the study key of each run of consecutive rows of one study
+    names: dict[str, str] = {}
+    last = None
+    rows = 0
+    for study, view in _csv_rows(path, ("study_id", "ViewPosition")):
+        name = names.get(view)
+        if name is None:
+            name = names[view] = _view_count_name(view.upper())
+        counts[name] += 1
+        rows += 1
+        if study != last:
+            last = study
+            runs.append(_key(study))
+    counts["metadata_rows"] = rows
+    keys, per_key = np.unique(np.frombuffer(runs, dtype=np.uint64), return_counts=True)
+    return len(keys), {key: [] for key in keys[per_key > 1].tolist()}
+
+
+def _study_runs(path: Path, scattered: dict[int, list[_Row]]) -> Iterator[list[_Row]]:
+    """Each study's metadata rows, in the order studies first appear in the CSV: a run of consecutive rows of
+    one study at a time, so that no more than a batch of studies is ever held. A study in ``scattered`` comes
+    whole where it first appears (its rows gathered by a pass before), and its later runs are skipped."""
+    if scattered:
+        for row in _csv_rows(path, METADATA_COLUMNS):
+            held = scattered.get(_key(row[2]))
+            if held is not None:
+                held.append(row)
+    run: list[_Row] = []
+    last = None
+    skip = False
+    for row in _csv_rows(path, METADATA_COLUMNS):
+        if row[2] != last:
+            if run:
+                yield run
+                run = []
+            last = row[2]
+            held = scattered.get(_key(last)) if scattered else None
+            skip = held is not None
+            if held:
+                yield held[:]
+                held.clear()  # its later runs find it empty
+        if not skip:
+            run.append(row)  # type: ignore[arg-type]
+    if run:
+        yield run
+
+
+def _dropped(in_split: bool, has_report: bool, exists: bool, has_text: bool, view: str) -> str | None:
+    """The count an image is dropped under (the first check it fails), None where it is kept."""
+    if not in_split:
+        return "rows_not_in_split_csv"
+    if not has_report:
+        return "rows_without_report"
+    if not exists:
+        return "rows_missing_file"
+    if not has_text:
+        return "rows_without_target"
+    if view not in VIEW_PROJECTIONS:
+        return "rows_unknown_view"
+    return None
+
+
 def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     counts: dict[str, int] = defaultdict(int)
-    listed, study_split = _read_split(root)
+    split = _SplitCsv(root)
     metadata = _csv_path(root, METADATA_CSV)
     assert metadata is not None
-    # The metadata rows, grouped by study in the order studies first appear: study -> (subject, [(image name,
-    # view, listed in the split CSV)]); the dicom_id itself is not kept (the name holds it).
-    studies: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {}
-    shared: dict[str, str] = {}  # one string object per subject and per view position
-    rows_read = 0
-    for dicom, subject, study, view in _csv_rows(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
-        view = view.upper()
-        counts[_view_count_name(view)] += 1
-        view = shared.setdefault(view, view)
-        entry = studies.get(study)
-        if entry is None:
-            subject = shared.setdefault(subject, subject)
-            entry = studies[study] = (subject, [])
-        entry[1].append((_image_name(entry[0], study, dicom), view, _find(listed, dicom) >= 0))
-        rows_read += 1
-    counts["metadata_rows"] = rows_read
-    counts["split_csv_rows"] = len(listed)
-    counts["studies"] = len(studies)
-    del shared
+    studies, scattered = _scan_metadata(metadata, counts)
+    counts["split_csv_rows"] = split.rows
+    counts["studies"] = studies
 
     image_root = root / FILES_DIR
-    rows: list[ImageRow] = []
-    report_uids: list[str] = []
-    filenames: dict[str, list[str]] = {}
-    patients: dict[str, str] = {}
-    official: dict[str, str] = {}
-    texts: dict[str, str] = {}
-    progress = _Progress("studies read", len(studies))
-    order = list(studies)
+    builder = DatasetBuilder(image_root, options.scratch)
+    patients = array("Q")  # each study's subject key, to count the patients
+    progress = _Progress("studies read", studies)
+    runs = _study_runs(metadata, scattered)
+    done = 0
     with ThreadPoolExecutor(_READ_THREADS) as pool:
-        for start in range(0, len(order), _BATCH):
-            batch = [(study, *studies.pop(study)) for study in order[start : start + _BATCH]]
+        while batch := list(islice(runs, _BATCH)):
+            names = [[_image_name(run[0][1], run[0][2], row[0]) for row in run] for run in batch]
             jobs = [
-                (_report_path(root, subject, study), [image_root / name for name, _, _ in images])
-                for study, subject, images in batch
+                (_report_path(root, run[0][1], run[0][2]), [image_root / name for name in study_names])
+                for run, study_names in zip(batch, names, strict=True)
             ]
-            for (study, subject, images), (findings, impression, has_report, present) in zip(
-                batch, pool.map(_read_study, jobs), strict=True
+            listed = iter(split.listed([row[0] for run in batch for row in run]).tolist())
+            officials = split.splits([run[0][2] for run in batch])
+            for run, study_names, official, (findings, impression, has_report, present) in zip(
+                batch, names, officials, pool.map(_read_study, jobs), strict=True
             ):
-                filenames[study] = [name for name, _, _ in images]
-                patients[study] = subject
-                if study in study_split:
-                    official[study] = study_split[study]
+                _dicom, subject, study, _view = run[0]
                 text = ""
                 if has_report:
-                    report_uids.append(study)
                     counts["reports"] += 1
                     counts["reports_without_findings"] += findings is None
                     counts["reports_without_impression"] += impression is None
                     text = _target(findings, impression, options)
-                    text = texts.setdefault(text, text)  # identical texts (frequent in real reports) held once
                     counts["studies_without_target"] += not text
                 else:
                     counts["studies_without_report"] += 1
-                for (name, view, in_split), exists in zip(images, present, strict=True):
-                    _add_row(rows, counts, study, subject, name, view, text, in_split, has_report, exists)
-            progress.update(start + len(batch))
-    return _finish(rows, report_uids, image_root, filenames, patients, official, counts)
+                row = builder.study(study, patient=subject, official=official, text=text, has_report=has_report)
+                patients.append(_key(subject))
+                for (_, _, _, view), name, exists in zip(run, study_names, present, strict=True):
+                    view = view.upper()
+                    builder.listed(row, name)
+                    dropped = _dropped(next(listed), has_report, exists, bool(text), view)
+                    if dropped:
+                        counts[dropped] += 1
+                    else:
+                        builder.image(row, name, VIEW_PROJECTIONS[view], view)
+            done += len(batch)
+            progress.update(done)
+    return _finish(builder, counts, patients)
 
 
-def _add_row(
-    rows: list[ImageRow], counts: dict[str, int], study: str, subject: str, name: str, view: str, text: str,
-    in_split: bool, has_report: bool, exists: bool,
-) -> None:  # fmt: skip
-    """Keep the image, or count it under the first check it fails."""
-    if not in_split:
-        counts["rows_not_in_split_csv"] += 1
-    elif not has_report:
-        counts["rows_without_report"] += 1
-    elif not exists:
-        counts["rows_missing_file"] += 1
-    elif not text:
-        counts["rows_without_target"] += 1
-    elif view not in VIEW_PROJECTIONS:
-        counts["rows_unknown_view"] += 1
-    else:
-        rows.append(ImageRow(study, name, VIEW_PROJECTIONS[view], text, subject, view))
-
-
-def _annotation_entries(path: Path) -> Iterator[tuple[str, dict]]:
+def _annotation_entries(path: Path) -> tuple[int, Iterator[tuple[str, dict]]]:
+    """How many entries R2Gen's annotation holds, and each with its list's name."""
     try:
         with path.open(encoding="utf-8") as handle:
             annotation = json.load(handle)
@@ -390,9 +464,36 @@ def _annotation_entries(path: Path) -> Iterator[tuple[str, dict]]:
             f"{path} is not R2Gen's annotation JSON: expected an object with train/val/test lists of "
             '{"id", "study_id", "subject_id", "report", "image_path": [...], "split"}'
         )
-    for key in ("train", "val", "test"):
-        for entry in annotation.pop(key, None) or []:
-            yield key, entry
+    total = sum(len(entries) for entries in map(annotation.get, splits) if isinstance(entries, list))
+
+    def entries() -> Iterator[tuple[str, dict]]:
+        for key in splits:
+            for entry in annotation.pop(key, None) or []:
+                yield key, entry
+
+    return total, entries()
+
+
+class _ViewPositions:
+    """The metadata CSV's view position of each dicom_id: the digests sorted (8 bytes an image) and a code each."""
+
+    def __init__(self, path: Path) -> None:
+        positions: dict[str, int] = {}
+        keys, codes = array("Q"), array("i")
+        for dicom, view in _csv_rows(path, ("dicom_id", "ViewPosition")):
+            keys.append(_digest(dicom))
+            codes.append(positions.setdefault(view.upper(), len(positions)))
+        self.rows = len(keys)
+        order = np.argsort(np.frombuffer(keys, dtype=np.uint64), kind="stable")  # equal ids: the first row's
+        self.keys = np.frombuffer(keys, dtype=np.uint64)[order]
+        narrow = np.int16 if len(positions) < 2**15 else np.int32
+        self.codes = np.frombuffer(codes, dtype=np.int32)[order].astype(narrow)
+        self.names = list(positions)
+
+    def of(self, dicoms: list[str]) -> list[str]:
+        """Each dicom_id's view position, "" where the metadata CSV has no row for it."""
+        index = _lookup(self.keys, _keys(map(_digest, dicoms), len(dicoms)))
+        return [self.names[self.codes[i]] if i >= 0 else "" for i in index.tolist()]
 
 
 def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
@@ -402,103 +503,98 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
             f"or remove {ANNOTATION_JSON} from the folder to read the report files"
         )
     counts: dict[str, int] = defaultdict(int)
-    listed, study_split = _read_split(root)
+    split = _SplitCsv(root)
     metadata = _csv_path(root, METADATA_CSV)
     assert metadata is not None
-    # Each image's view position, looked up by its dicom_id in a sorted id array: not a dict of strings.
-    positions: dict[str, int] = {}
-    codes: list[int] = []
-
-    def dicoms() -> Iterator[str]:
-        for dicom, view in _csv_rows(metadata, ("dicom_id", "ViewPosition")):
-            codes.append(positions.setdefault(view.upper(), len(positions)))
-            yield dicom
-
-    ids = _id_array(dicoms())
-    order = np.argsort(ids, kind="stable")
-    view_keys, view_codes = ids[order], np.array(codes, dtype=np.int16)[order]
-    names_of = [name for name, _ in sorted(positions.items(), key=lambda item: item[1])]
-    del ids, order
-    codes.clear()
-
-    def view_of(dicom: str) -> str:
-        index = _find(view_keys, dicom)
-        return names_of[int(view_codes[index])] if index >= 0 else ""
-
-    counts["metadata_rows"] = len(view_keys)
-    counts["split_csv_rows"] = len(listed)
+    views = _ViewPositions(metadata)
+    counts["metadata_rows"] = views.rows
+    counts["split_csv_rows"] = split.rows
 
     image_root = root / FILES_DIR
-    texts: dict[str, str] = {}
-    filenames: dict[str, list[str]] = defaultdict(list)
-    patients: dict[str, str] = {}
-    official: dict[str, str] = {}
-    unique: dict[str, str] = {}
-    pending: list[tuple[str, str, str]] = []  # study, subject, image name
+    builder = DatasetBuilder(image_root, options.scratch)
+    patients = array("Q")  # each study's subject key, to count the patients
+    study_rows: dict[str, int] = {}  # the builder's row of each study (the annotation is held whole anyway)
+    has_text = bytearray()  # per study row: whether its target text is not empty
+    image_counts: dict[str, int] = defaultdict(int)  # counted after the studies', as the images are checked
+    view_names: dict[str, str] = {}
+    pending: list[tuple[int, str]] = []  # study row, image name: the images not checked yet
     path = root / ANNOTATION_JSON
-    for key, entry in _annotation_entries(path):
-        try:
-            study, subject = str(entry["study_id"]), str(entry["subject_id"])
-            report, images = entry["report"], entry["image_path"]
-        except (KeyError, TypeError) as exc:
-            raise DataLayoutError(
-                f"{path}: an entry of '{key}' lacks {exc} (R2Gen's entries have id, study_id, subject_id, report, "
-                "image_path, split)"
-            ) from None
-        counts["annotation_entries"] += 1
-        if study not in texts:
-            text = _target(report or None, None, options)
-            texts[study] = unique.setdefault(text, text)  # identical texts held once
-            patients[study] = subject = unique.setdefault(subject, subject)
-            split = str(entry.get("split") or key).lower()
-            official[study] = SPLIT_NAMES.get(split, split)
-            counts["studies_split_differs_from_csv"] += study in study_split and study_split[study] != official[study]
-        for image in images if isinstance(images, list) else [images]:
-            name = str(image).removeprefix(f"{FILES_DIR}/")
-            filenames[study].append(name)
-            pending.append((study, patients[study], name))
-    counts["reports"] = len(texts)
-    counts["studies"] = len(texts)
-    counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
-    del unique
+    total, entries = _annotation_entries(path)
+    progress = _Progress("annotation entries read", total)
 
-    rows: list[ImageRow] = []
-    progress = _Progress("images checked", len(pending))
+    def check(pool: ThreadPoolExecutor) -> None:
+        """Check the pending images (in the reading threads) and add the usable ones."""
+        names = [name for _, name in pending]
+        dicoms = [name.rsplit("/", 1)[-1].removesuffix(".jpg") for name in names]
+        present = pool.map(os.path.exists, [image_root / name for name in names])
+        listed = split.listed(dicoms).tolist()
+        for (row, name), exists, in_split, view in zip(pending, present, listed, views.of(dicoms), strict=True):
+            count_name = view_names.get(view)
+            if count_name is None:
+                count_name = view_names[view] = _view_count_name(view)
+            image_counts[count_name] += 1
+            dropped = _dropped(in_split, True, exists, bool(has_text[row]), view)
+            if dropped:
+                image_counts[dropped] += 1
+            else:
+                builder.image(row, name, VIEW_PROJECTIONS[view], view)
+        pending.clear()
+
     with ThreadPoolExecutor(_READ_THREADS) as pool:
-        for start in range(0, len(pending), _BATCH * 4):
-            batch = pending[start : start + _BATCH * 4]
-            present = pool.map(os.path.exists, [image_root / name for _, _, name in batch])
-            for (study, subject, name), exists in zip(batch, present, strict=True):
-                dicom = name.rsplit("/", 1)[-1].removesuffix(".jpg")
-                view = view_of(dicom)
-                counts[_view_count_name(view)] += 1
-                in_split = _find(listed, dicom) >= 0
-                _add_row(rows, counts, study, subject, name, view, texts[study], in_split, True, exists)
-            progress.update(start + len(batch))
-    return _finish(rows, list(texts), image_root, dict(filenames), patients, official, counts)
+        for key, entry in entries:
+            try:
+                study, subject = str(entry["study_id"]), str(entry["subject_id"])
+                report, images = entry["report"], entry["image_path"]
+            except (KeyError, TypeError) as exc:
+                raise DataLayoutError(
+                    f"{path}: an entry of '{key}' lacks {exc} (R2Gen's entries have id, study_id, subject_id, "
+                    "report, image_path, split)"
+                ) from None
+            counts["annotation_entries"] += 1
+            row = study_rows.get(study)
+            if row is None:
+                text = _target(report or None, None, options)
+                name = str(entry.get("split") or key).lower()
+                official = SPLIT_NAMES.get(name, name)
+                in_csv = split.splits([study])[0]
+                counts["studies_split_differs_from_csv"] += bool(in_csv) and in_csv != official
+                row = study_rows[study] = builder.study(study, patient=subject, official=official, text=text)
+                patients.append(_key(subject))
+                has_text.append(bool(text))
+            for image in images if isinstance(images, list) else [images]:
+                name = str(image).removeprefix(f"{FILES_DIR}/")
+                builder.listed(row, name)
+                pending.append((row, name))
+            if len(pending) >= _BATCH * 4:
+                check(pool)
+                progress.update(counts["annotation_entries"])
+        check(pool)
+    counts["reports"] = len(study_rows)
+    counts["studies"] = len(study_rows)
+    counts["studies_without_target"] = len(has_text) - sum(has_text)
+    counts.update(image_counts)
+    return _finish(builder, counts, patients)
 
 
-def _finish(
-    rows: list[ImageRow], report_uids: list[str], image_root: Path, filenames: dict[str, list[str]],
-    patients: dict[str, str], official: dict[str, str], counts: dict[str, int],
-) -> ParsedDataset:  # fmt: skip
+def _finish(builder: DatasetBuilder, counts: dict[str, int], patients: array) -> ParsedDataset:
+    """The builder's dataset with the counts, and the counts derived from its arrays."""
     for name in (
         "rows_not_in_split_csv", "rows_without_report", "rows_missing_file", "rows_without_target", "rows_unknown_view",
         "studies_without_report", "studies_without_target",
     ):  # fmt: skip
         counts.setdefault(name, 0)
-    counts["images_listed"] = sum(len(names) for names in filenames.values())
-    counts["patients"] = len(set(patients.values()))
-    frontal: set[str] = set()
-    lateral: set[str] = set()
-    for row in rows:
-        (frontal if row.projection == "Frontal" else lateral).add(row.uid)
-    counts["studies_frontal_only"] = len(frontal - lateral)
-    counts["studies_lateral_only"] = len(lateral - frontal)
-    return ParsedDataset.from_rows(
-        rows=rows, report_uids=report_uids, image_root=image_root, filenames=filenames, patients=patients,
-        official_split=official, counts=dict(counts),
-    )  # fmt: skip
+    parsed = builder.finish({})
+    counts["images_listed"] = len(parsed.listed)
+    counts["patients"] = len(np.unique(np.frombuffer(patients, dtype=np.uint64)))
+    images = parsed.images
+    frontal = np.zeros(len(parsed.studies), dtype=bool)
+    lateral = np.zeros(len(parsed.studies), dtype=bool)
+    frontal[images.study[images.projection == PROJECTION_CODES.index("Frontal")]] = True
+    lateral[images.study[images.projection == PROJECTION_CODES.index("Lateral")]] = True
+    counts["studies_frontal_only"] = int(np.count_nonzero(frontal & ~lateral))
+    counts["studies_lateral_only"] = int(np.count_nonzero(lateral & ~frontal))
+    parsed.counts = dict(counts)
+    return parsed
 
 
 def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
@@ -512,7 +608,7 @@ def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
         form = "report files"
     logger.info(
         "MIMIC-CXR (%s): %d usable images of %d studies read in %.1f s",
-        form, len(parsed.rows), len(parsed.report_uids), time.monotonic() - started,
+        form, len(parsed.images), int(np.count_nonzero(parsed.studies.has_report)), time.monotonic() - started,
     )  # fmt: skip
     return parsed
 
