@@ -31,11 +31,18 @@ removed under ours as IU-Xray's ``XXXX`` is), ``rows_unknown_view`` (a ViewPosit
 lateral, LATERAL/LL, or none at all; each position is counted in ``view_position_*``). The patient is the
 subject_id; the official split is the split CSV's (the annotation's own split in R2Gen's form).
 
-Scale: the CSVs are streamed; the split CSV's dicom_ids (and, in R2Gen's form, the metadata's) are held as a
-sorted array of fixed-width bytes (about 50 bytes an image, where a set of strings takes about 130); an image
-is held as its path (which holds its dicom_id); a subject's id and identical report texts are held once; each
-report file is read once and only its two sections are kept; the report files and images are read by a thread
-pool in batches (a network file system answers many requests at once); progress is logged every 15 seconds.
+Scale: nothing is held per image but a few bytes in arrays, and no Python object outlives its batch. The split
+CSV is streamed into the 8-byte blake2b digests of its dicom_ids (a sorted array) and each study's split (a
+sorted array of study keys and one of split codes); a study or subject id that is a plain decimal number (all of
+MIMIC's) is its own key, any other id its digest (as are the metadata's dicom_ids in R2Gen's form, to look up
+their view positions). Two ids share a digest with a chance of about 1e-8 at 377,110 images (an image the split
+CSV leaves out would then count as listed in it). The metadata CSV is read twice, streamed: first for its view
+positions and to find any study whose rows are not consecutive (MIMIC-CXR-JPG's are; only such a study's rows
+are held, to be read where it first appears), then study by study in the order studies first appear: each
+study's report file is read once and only its target text is kept, and the study, its listed images and its
+usable ones go to a ``DatasetBuilder`` (columns whose strings go to files in ``ReadOptions.scratch``). The
+report files and images are read by a thread pool in batches of studies (a network file system answers many
+requests at once); progress is logged every 15 seconds. R2Gen's annotation.json is read whole (``json.load``).
 The 227,835 report files are not hashed into a checkpoint's record of its data (reading them all again would
 take minutes): ``identity_files`` are the two CSVs and, in R2Gen's form, annotation.json.
 """
@@ -55,6 +62,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -89,8 +97,8 @@ LAYOUT = (
     f"{FILES_DIR}/pNN/pSUBJECT/sSTUDY/DICOM_ID.jpg, and the reports as {FILES_DIR}/pNN/pSUBJECT/sSTUDY.txt "
     f"(mimic-cxr-reports.zip) or R2Gen's {ANNOTATION_JSON}"
 )
-_BATCH = 2048
-"""Studies read per batch of the thread pool."""
+_BATCH = 1024
+"""Studies read per batch of the thread pool (the images of the annotation form: four times as many)."""
 _READ_THREADS = 16
 _PROGRESS_EVERY_S = 15.0
 
@@ -211,8 +219,8 @@ def check_layout(root: Path) -> None:
         raise DataLayoutError(f"{root} is not a MIMIC-CXR-JPG folder: {FILES_DIR}/ is missing (expected {LAYOUT})")
 
 
-def _report_path(root: Path, subject: str, study: str) -> Path:
-    return root / FILES_DIR / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+def _report_path(root: Path, subject: str, study: str) -> str:
+    return f"{root}/{FILES_DIR}/p{subject[:2]}/p{subject}/s{study}.txt"
 
 
 def _image_name(subject: str, study: str, dicom: str) -> str:
@@ -282,8 +290,8 @@ class _SplitCsv:
                 keys.append(_key(study))
                 codes.append(names.setdefault(name, len(names)))
         self.rows = len(dicoms)
-        self.dicoms = np.sort(np.frombuffer(dicoms, dtype=np.uint64))
-        del dicoms
+        self.dicoms = np.frombuffer(dicoms, dtype=np.uint64)  # over the array's buffer, sorted in place
+        self.dicoms.sort()
         self.study_keys, first = np.unique(np.frombuffer(keys, dtype=np.uint64), return_index=True)
         self.study_codes = np.frombuffer(codes, dtype=np.int32)[first].astype(np.int8 if len(names) < 128 else np.int32)
         self.names = list(names)
@@ -303,20 +311,19 @@ def _view_count_name(view: str) -> str:
     return "view_position_" + (re.sub(r"[^a-z0-9]+", "_", view.lower()).strip("_") or "none")
 
 
-def _read_study(args: tuple[Path | None, list[Path]]) -> tuple[str | None, str | None, bool, list[bool]]:
-    """A study's findings and impression (read from its report file, where one is given), whether the file
-    exists, and whether each image exists. Runs in the reading threads."""
-    report, images = args
-    findings = impression = None
-    has_report = report is None
-    if report is not None:
-        try:
-            with open(report, encoding="utf-8", errors="replace") as handle:
-                findings, impression = report_sections(handle.read())
-            has_report = True
-        except FileNotFoundError:
-            pass
-    return findings, impression, has_report, [os.path.exists(path) for path in images]
+def _read_study(
+    job: tuple[str, list[str]], options: ReadOptions
+) -> tuple[bool, bool | None, bool | None, str, list[bool]]:
+    """Whether a study's report file exists, whether it has findings and an impression, its target text, and
+    whether each image exists. Runs in the reading threads; only the target text is kept of a report."""
+    report, images = job
+    try:
+        with open(report, encoding="utf-8", errors="replace") as handle:
+            findings, impression = report_sections(handle.read())
+    except FileNotFoundError:
+        return False, None, None, "", [os.path.exists(path) for path in images]
+    text = _target(findings, impression, options)
+    return True, findings is not None, impression is not None, text, [os.path.exists(path) for path in images]
 
 
 _DEIDENTIFIED = re.compile(r"_{2,}")
@@ -335,8 +342,8 @@ _Row = tuple[str, str, str, str]
 
 def _scan_metadata(path: Path, counts: dict[str, int]) -> tuple[int, dict[int, list[_Row]]]:
     """The metadata CSV's first pass: counts its rows and their view positions; returns the number of studies
-    and, as an empty list each, the keys of the studies whose rows are not all consecutive (none in
-    MIMIC-CXR-JPG as PhysioNet ships it), whose rows ``_study_runs`` then gathers first."""
+    and, as an empty list each, the keys of the studies whose rows are not all consecutive (MIMIC-CXR-JPG's
+    are), whose rows ``_study_runs`` then gathers first."""
     runs = array("Q")  # the study key of each run of consecutive rows of one study
     names: dict[str, str] = {}
     last = None
@@ -351,8 +358,11 @@ def _scan_metadata(path: Path, counts: dict[str, int]) -> tuple[int, dict[int, l
             last = study
             runs.append(_key(study))
     counts["metadata_rows"] = rows
-    keys, per_key = np.unique(np.frombuffer(runs, dtype=np.uint64), return_counts=True)
-    return len(keys), {key: [] for key in keys[per_key > 1].tolist()}
+    keys = np.frombuffer(runs, dtype=np.uint64)  # over the array's buffer, sorted in place
+    keys.sort()
+    again = keys[1:] == keys[:-1]  # a run of a study seen in an earlier run
+    scattered = {key: [] for key in keys[1:][again].tolist()}
+    return len(keys) - int(np.count_nonzero(again)), scattered
 
 
 def _study_runs(path: Path, scattered: dict[int, list[_Row]]) -> Iterator[list[_Row]]:
@@ -379,7 +389,7 @@ def _study_runs(path: Path, scattered: dict[int, list[_Row]]) -> Iterator[list[_
                 yield held[:]
                 held.clear()  # its later runs find it empty
         if not skip:
-            run.append(row)  # type: ignore[arg-type]
+            run.append(row)
     if run:
         yield run
 
@@ -399,6 +409,43 @@ def _dropped(in_split: bool, has_report: bool, exists: bool, has_text: bool, vie
     return None
 
 
+def _add_studies(
+    batch: list[list[_Row]], root: Path, options: ReadOptions, split: _SplitCsv, pool: ThreadPoolExecutor,
+    builder: DatasetBuilder, counts: dict[str, int], patients: array,
+) -> None:  # fmt: skip
+    """Read a batch of studies into the builder: their report files and images in the reading threads, the
+    study, its listed images and its usable ones here. Nothing of the batch is held after it."""
+    image_root = root / FILES_DIR
+    names = [[_image_name(run[0][1], run[0][2], row[0]) for row in run] for run in batch]
+    jobs = [
+        (_report_path(root, run[0][1], run[0][2]), [f"{image_root}/{name}" for name in study_names])
+        for run, study_names in zip(batch, names, strict=True)
+    ]
+    listed = iter(split.listed([row[0] for run in batch for row in run]).tolist())
+    officials = split.splits([run[0][2] for run in batch])
+    for run, study_names, official, (has_report, findings, impression, text, present) in zip(
+        batch, names, officials, pool.map(partial(_read_study, options=options), jobs), strict=True
+    ):
+        _dicom, subject, study, _view = run[0]
+        if has_report:
+            counts["reports"] += 1
+            counts["reports_without_findings"] += not findings
+            counts["reports_without_impression"] += not impression
+            counts["studies_without_target"] += not text
+        else:
+            counts["studies_without_report"] += 1
+        row = builder.study(study, patient=subject, official=official, text=text, has_report=has_report)
+        patients.append(_key(subject))
+        for (_, _, _, view), name, exists in zip(run, study_names, present, strict=True):
+            view = view.upper()
+            builder.listed(row, name)
+            dropped = _dropped(next(listed), has_report, exists, bool(text), view)
+            if dropped:
+                counts[dropped] += 1
+            else:
+                builder.image(row, name, VIEW_PROJECTIONS[view], view)
+
+
 def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     counts: dict[str, int] = defaultdict(int)
     split = _SplitCsv(root)
@@ -416,39 +463,15 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     done = 0
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         while batch := list(islice(runs, _BATCH)):
-            names = [[_image_name(run[0][1], run[0][2], row[0]) for row in run] for run in batch]
-            jobs = [
-                (_report_path(root, run[0][1], run[0][2]), [image_root / name for name in study_names])
-                for run, study_names in zip(batch, names, strict=True)
-            ]
-            listed = iter(split.listed([row[0] for run in batch for row in run]).tolist())
-            officials = split.splits([run[0][2] for run in batch])
-            for run, study_names, official, (findings, impression, has_report, present) in zip(
-                batch, names, officials, pool.map(_read_study, jobs), strict=True
-            ):
-                _dicom, subject, study, _view = run[0]
-                text = ""
-                if has_report:
-                    counts["reports"] += 1
-                    counts["reports_without_findings"] += findings is None
-                    counts["reports_without_impression"] += impression is None
-                    text = _target(findings, impression, options)
-                    counts["studies_without_target"] += not text
-                else:
-                    counts["studies_without_report"] += 1
-                row = builder.study(study, patient=subject, official=official, text=text, has_report=has_report)
-                patients.append(_key(subject))
-                for (_, _, _, view), name, exists in zip(run, study_names, present, strict=True):
-                    view = view.upper()
-                    builder.listed(row, name)
-                    dropped = _dropped(next(listed), has_report, exists, bool(text), view)
-                    if dropped:
-                        counts[dropped] += 1
-                    else:
-                        builder.image(row, name, VIEW_PROJECTIONS[view], view)
+            _add_studies(batch, root, options, split, pool, builder, counts, patients)
             done += len(batch)
             progress.update(done)
-    return _finish(builder, counts, patients)
+    del split, batch
+    patients_count = _distinct(patients)
+    del patients
+    parsed = builder.finish({})
+    del builder  # its arrays, copied into the dataset's
+    return _finish(parsed, counts, patients_count)
 
 
 def _annotation_entries(path: Path) -> tuple[int, Iterator[tuple[str, dict]]]:
@@ -526,7 +549,7 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
         """Check the pending images (in the reading threads) and add the usable ones."""
         names = [name for _, name in pending]
         dicoms = [name.rsplit("/", 1)[-1].removesuffix(".jpg") for name in names]
-        present = pool.map(os.path.exists, [image_root / name for name in names])
+        present = pool.map(os.path.exists, [f"{image_root}/{name}" for name in names])
         listed = split.listed(dicoms).tolist()
         for (row, name), exists, in_split, view in zip(pending, present, listed, views.of(dicoms), strict=True):
             count_name = view_names.get(view)
@@ -573,24 +596,32 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
     counts["studies"] = len(study_rows)
     counts["studies_without_target"] = len(has_text) - sum(has_text)
     counts.update(image_counts)
-    return _finish(builder, counts, patients)
+    return _finish(builder.finish({}), counts, _distinct(patients))
 
 
-def _finish(builder: DatasetBuilder, counts: dict[str, int], patients: array) -> ParsedDataset:
-    """The builder's dataset with the counts, and the counts derived from its arrays."""
+def _distinct(keys: array) -> int:
+    """How many distinct values an array('Q') holds (it is sorted in place)."""
+    values = np.frombuffer(keys, dtype=np.uint64)
+    values.sort()
+    return int(np.count_nonzero(values[1:] != values[:-1])) + bool(len(values))
+
+
+def _finish(parsed: ParsedDataset, counts: dict[str, int], patients: int) -> ParsedDataset:
+    """The dataset with the counts, and the counts derived from its arrays."""
     for name in (
         "rows_not_in_split_csv", "rows_without_report", "rows_missing_file", "rows_without_target", "rows_unknown_view",
         "studies_without_report", "studies_without_target",
     ):  # fmt: skip
         counts.setdefault(name, 0)
-    parsed = builder.finish({})
     counts["images_listed"] = len(parsed.listed)
-    counts["patients"] = len(np.unique(np.frombuffer(patients, dtype=np.uint64)))
-    images = parsed.images
+    counts["patients"] = patients
     frontal = np.zeros(len(parsed.studies), dtype=bool)
     lateral = np.zeros(len(parsed.studies), dtype=bool)
-    frontal[images.study[images.projection == PROJECTION_CODES.index("Frontal")]] = True
-    lateral[images.study[images.projection == PROJECTION_CODES.index("Lateral")]] = True
+    images, chunk = parsed.images, 65_536
+    for start in range(0, len(images), chunk):
+        study, projection = images.study[start : start + chunk], images.projection[start : start + chunk]
+        frontal[study[projection == PROJECTION_CODES.index("Frontal")]] = True
+        lateral[study[projection == PROJECTION_CODES.index("Lateral")]] = True
     counts["studies_frontal_only"] = int(np.count_nonzero(frontal & ~lateral))
     counts["studies_lateral_only"] = int(np.count_nonzero(lateral & ~frontal))
     parsed.counts = dict(counts)
