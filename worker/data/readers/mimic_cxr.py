@@ -63,7 +63,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,8 @@ LAYOUT = (
 _BATCH = 1024
 """Studies read per batch of the thread pool (the images of the annotation form: four times as many)."""
 _READ_THREADS = 16
+_CHUNK = 32
+"""Studies per task of a reading thread (a future per 32 studies, not one each)."""
 _PROGRESS_EVERY_S = 15.0
 
 
@@ -326,6 +328,12 @@ def _read_study(
     return True, findings is not None, impression is not None, text, [os.path.exists(path) for path in images]
 
 
+def _read_studies(
+    jobs: list[tuple[str, list[str]]], options: ReadOptions
+) -> list[tuple[bool, bool | None, bool | None, str, list[bool]]]:
+    return [_read_study(job, options) for job in jobs]
+
+
 _DEIDENTIFIED = re.compile(r"_{2,}")
 
 
@@ -423,8 +431,10 @@ def _add_studies(
     ]
     listed = iter(split.listed([row[0] for run in batch for row in run]).tolist())
     officials = split.splits([run[0][2] for run in batch])
+    chunks = [jobs[start : start + _CHUNK] for start in range(0, len(jobs), _CHUNK)]
+    read = chain.from_iterable(pool.map(partial(_read_studies, options=options), chunks))
     for run, study_names, official, (has_report, findings, impression, text, present) in zip(
-        batch, names, officials, pool.map(partial(_read_study, options=options), jobs), strict=True
+        batch, names, officials, read, strict=True
     ):
         _dicom, subject, study, _view = run[0]
         if has_report:
