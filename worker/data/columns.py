@@ -198,22 +198,24 @@ def _load(path: Path) -> np.ndarray:
 class StringColumnWriter:
     """Appends rows of strings; a row equal to the previous row shares its value (the images of a study are
     consecutive rows). The bytes go to ``path`` when one is given (they never sit in this process's memory),
-    else to memory; the offsets and codes (8 bytes a value, 4 a row) stay in memory until ``finish``."""
+    else to memory; the offsets (8 bytes a value) and, once a row has shared a value, the codes (4 bytes a row)
+    stay in memory, and become the column's arrays without a copy at ``finish``."""
 
     def __init__(self, path: Path | None = None):
         self.path = path
         self._file = path.open("wb") if path is not None else None
         self._buffer = bytearray()
         self._offsets = array("q", [0])
-        self._codes = array("i")
+        self._codes: array | None = None
+        """int32 per row; None while every row has its own value (row i is value i)."""
         self._last: str | None = None
-        self._shared = False
 
     def add(self, text: str) -> int:
         """Append a row; returns its value's index."""
-        if text == self._last and self._offsets:
-            self._shared = True
+        if text == self._last and len(self._offsets) > 1:
             code = len(self._offsets) - 2
+            if self._codes is None:
+                self._codes = array("i", range(code + 1))
         else:
             encoded = text.encode()
             if self._file is not None:
@@ -223,11 +225,12 @@ class StringColumnWriter:
             self._offsets.append(self._offsets[-1] + len(encoded))
             self._last = text
             code = len(self._offsets) - 2
-        self._codes.append(code)
+        if self._codes is not None:
+            self._codes.append(code)
         return code
 
     def __len__(self) -> int:
-        return len(self._codes)
+        return len(self._codes) if self._codes is not None else len(self._offsets) - 1
 
     def finish(self) -> StringColumn:
         if self._file is not None:
@@ -237,7 +240,7 @@ class StringColumnWriter:
         else:
             data = np.frombuffer(bytes(self._buffer), dtype=np.uint8)
             self._buffer = bytearray()
-        offsets = np.frombuffer(self._offsets, dtype=np.int64).copy()
-        codes = np.frombuffer(self._codes, dtype=np.int32).copy() if self._shared else None
-        self._offsets, self._codes = array("q", [0]), array("i")
+        offsets = np.frombuffer(self._offsets, dtype=np.int64)  # over the arrays' buffers: no copy
+        codes = np.frombuffer(self._codes, dtype=np.int32) if self._codes is not None else None
+        self._offsets, self._codes, self._last = array("q", [0]), None, None
         return StringColumn(data, offsets, codes)
