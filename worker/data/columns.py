@@ -59,7 +59,8 @@ class StringColumn(Sequence[str]):
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(value) for value in encoded], dtype=np.int64)
         data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
-        return cls(data, offsets, np.asarray(codes, dtype=np.int32))
+        rows = np.asarray(codes)
+        return cls(data, offsets, rows if rows.dtype.kind in "iu" else rows.astype(np.int32))
 
     # ---- reading ----
 
@@ -195,34 +196,83 @@ def _load(path: Path) -> np.ndarray:
     return array_ if array_.size else np.load(path)
 
 
+class ArrayWriter:
+    """Appends numbers of one type (an ``array`` typecode: "q" int64, "i" int32, "b" int8, "B" uint8). With a
+    path they go to that file a block at a time and ``finish`` memory-maps it, so a reader's per-image arrays
+    are file pages, not the process's own memory; without one they stay in memory."""
+
+    _BLOCK = 1 << 16
+
+    def __init__(self, typecode: str, path: Path | None = None):
+        self.dtype = np.dtype(typecode)
+        self.path = path
+        self._file = path.open("wb") if path is not None else None
+        self._block = array(typecode)
+        self._written = 0
+
+    def append(self, value: int) -> None:
+        self._block.append(value)
+        if self._file is not None and len(self._block) >= self._BLOCK:
+            self._spill()
+
+    def extend(self, values: Iterable[int]) -> None:
+        for value in values:
+            self.append(value)
+
+    def _spill(self) -> None:
+        assert self._file is not None
+        self._block.tofile(self._file)
+        self._written += len(self._block)
+        del self._block[:]
+
+    def __len__(self) -> int:
+        return self._written + len(self._block)
+
+    def finish(self) -> np.ndarray:
+        if self._file is None:
+            return np.frombuffer(self._block, dtype=self.dtype)  # over the array's buffer: no copy
+        self._spill()
+        self._file.close()
+        if not self._written:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r")
+
+
 class StringColumnWriter:
     """Appends rows of strings; a row equal to the previous row shares its value (the images of a study are
-    consecutive rows). The bytes go to ``path`` when one is given (they never sit in this process's memory),
-    else to memory; the offsets (8 bytes a value) and, once a row has shared a value, the codes (4 bytes a row)
-    stay in memory, and become the column's arrays without a copy at ``finish``."""
+    consecutive rows). With ``path`` the bytes, the offsets (8 bytes a value) and, once a row has shared a value,
+    the codes (4 bytes a row) go to files beside it and the column is memory-mapped from them: nothing grows
+    in this process's memory. Without a path they stay in memory."""
 
     def __init__(self, path: Path | None = None):
         self.path = path
         self._file = path.open("wb") if path is not None else None
         self._buffer = bytearray()
-        self._offsets = array("q", [0])
-        self._codes: array | None = None
+        self._size = 0
+        self._offsets = ArrayWriter("q", self._beside(".offsets"))
+        self._offsets.append(0)
+        self._codes: ArrayWriter | None = None
         """int32 per row; None while every row has its own value (row i is value i)."""
         self._last: str | None = None
+
+    def _beside(self, suffix: str) -> Path | None:
+        return self.path.with_name(self.path.name + suffix) if self.path is not None else None
 
     def add(self, text: str) -> int:
         """Append a row; returns its value's index."""
         if text == self._last and len(self._offsets) > 1:
             code = len(self._offsets) - 2
             if self._codes is None:
-                self._codes = array("i", range(code + 1))
+                self._codes = ArrayWriter("i", self._beside(".codes"))
+                self._codes.extend(range(code + 1))
         else:
             encoded = text.encode()
             if self._file is not None:
                 self._file.write(encoded)
             else:
                 self._buffer += encoded
-            self._offsets.append(self._offsets[-1] + len(encoded))
+            self._size += len(encoded)
+            self._offsets.append(self._size)
             self._last = text
             code = len(self._offsets) - 2
         if self._codes is not None:
@@ -235,12 +285,11 @@ class StringColumnWriter:
     def finish(self) -> StringColumn:
         if self._file is not None:
             self._file.close()
-            size = self._offsets[-1]
-            data = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
+            data = np.memmap(self.path, dtype=np.uint8, mode="r") if self._size else np.zeros(0, dtype=np.uint8)
         else:
             data = np.frombuffer(bytes(self._buffer), dtype=np.uint8)
             self._buffer = bytearray()
-        offsets = np.frombuffer(self._offsets, dtype=np.int64)  # over the arrays' buffers: no copy
-        codes = np.frombuffer(self._codes, dtype=np.int32) if self._codes is not None else None
-        self._offsets, self._codes, self._last = array("q", [0]), None, None
-        return StringColumn(data, offsets, codes)
+        codes = self._codes.finish() if self._codes is not None else None
+        column = StringColumn(data, self._offsets.finish(), codes)
+        self._last = None
+        return column

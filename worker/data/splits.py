@@ -252,7 +252,7 @@ def write_split_manifest(directory: Path, name: str, content: dict, uids: Sequen
         handle.write(' "uids": {')
         for code, split in enumerate(SPLITS):
             rows = order[codes[order] == code].tolist()
-            handle.write(f'{"," if code else ""}\n  {json.dumps(split)}: [')
+            handle.write(f"{',' if code else ''}\n  {json.dumps(split)}: [")
             for start in range(0, len(rows), 4096):
                 names = ", ".join(json.dumps(uids[row]) for row in rows[start : start + 4096])
                 handle.write((", " if start else "") + names)

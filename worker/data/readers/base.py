@@ -15,7 +15,6 @@ layout it expected) when the folder is not in its layout.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from worker.config import ConfigError
 from worker.data.cleaning import clean_target
-from worker.data.columns import StringColumn, StringColumnWriter
+from worker.data.columns import ArrayWriter, StringColumn, StringColumnWriter
 
 
 class DataLayoutError(ConfigError):
@@ -170,9 +169,9 @@ class ParsedDataset:
 class _Vocabulary:
     """Codes for a column with few distinct values (view positions)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.codes: dict[str, int] = {}
-        self.rows = array("B")
+        self.rows = ArrayWriter("B", path)
 
     def add(self, value: str) -> None:
         code = self.codes.setdefault(value, len(self.codes))
@@ -181,29 +180,35 @@ class _Vocabulary:
         self.rows.append(code)
 
     def finish(self) -> StringColumn:
-        return StringColumn.from_values(list(self.codes), np.frombuffer(self.rows, dtype=np.uint8))
+        return StringColumn.from_values(list(self.codes), self.rows.finish())
 
 
 class DatasetBuilder:
     """What a reader fills while it streams through a dataset: ``study`` for each study, ``listed`` for each
     image file the dataset names, ``image`` for each usable image; ``finish`` gives the ParsedDataset.
-    With ``scratch`` (a folder) the strings go to files in it and the result's columns are memory-mapped
-    from them; the caller removes the folder once it is done with the result."""
+    With ``scratch`` (a folder) every column goes to files in it and the result is memory-mapped from them
+    (nothing per image grows in the reader's memory); the caller removes the folder once it is done with the
+    result. Without one the columns are built in memory (tests, small datasets)."""
 
     def __init__(self, image_root: Path, scratch: Path | None = None):
         self.image_root = image_root
         if scratch is not None:
             scratch.mkdir(parents=True, exist_ok=True)
 
-        def writer(name: str) -> StringColumnWriter:
-            return StringColumnWriter(scratch / f"{name}.bin" if scratch is not None else None)
+        def file(name: str) -> Path | None:
+            return scratch / name if scratch is not None else None
 
-        self._uid, self._patient, self._text = writer("uid"), writer("patient"), writer("text")
-        self._listed_name, self._image_name = writer("listed"), writer("images")
-        self._official, self._has_report = array("b"), array("b")
-        self._listed_study, self._image_study = array("i"), array("i")
-        self._projection = array("B")
-        self._view = _Vocabulary()
+        self._uid = StringColumnWriter(file("uid.bin"))
+        self._patient = StringColumnWriter(file("patient.bin"))
+        self._text = StringColumnWriter(file("text.bin"))
+        self._official = ArrayWriter("b", file("official.i8"))
+        self._has_report = ArrayWriter("b", file("report.i8"))
+        self._listed_study = ArrayWriter("i", file("listed.i32"))
+        self._listed_name = StringColumnWriter(file("listed.bin"))
+        self._image_study = ArrayWriter("i", file("images.i32"))
+        self._image_name = StringColumnWriter(file("images.bin"))
+        self._projection = ArrayWriter("B", file("projection.u8"))
+        self._view = _Vocabulary(file("view.u8"))
 
     def study(self, uid: str, *, patient: str = "", official: str = "", text: str = "", has_report: bool = True) -> int:
         """Add a study; returns its row."""
@@ -228,17 +233,17 @@ class DatasetBuilder:
     def finish(self, counts: dict[str, int]) -> ParsedDataset:
         studies = StudyTable(
             uid=self._uid.finish(), patient=self._patient.finish(), text=self._text.finish(),
-            official=np.frombuffer(self._official, dtype=np.int8).copy(),
-            has_report=np.frombuffer(self._has_report, dtype=np.int8).astype(bool),
+            official=self._official.finish(), has_report=self._has_report.finish().view(bool),
         )  # fmt: skip
-        no_view = StringColumn.from_values([""], np.zeros(len(self._listed_study), dtype=np.uint8))
+        listed_study = self._listed_study.finish()
+        no_view = StringColumn.from_values([""], np.zeros(len(listed_study), dtype=np.uint8))
         listed = ImageTable(
-            study=np.frombuffer(self._listed_study, dtype=np.int32).copy(), filename=self._listed_name.finish(),
-            projection=np.zeros(len(self._listed_study), dtype=np.uint8), view=no_view,
+            study=listed_study, filename=self._listed_name.finish(),
+            projection=np.zeros(len(listed_study), dtype=np.uint8), view=no_view,
         )  # fmt: skip
         images = ImageTable(
-            study=np.frombuffer(self._image_study, dtype=np.int32).copy(), filename=self._image_name.finish(),
-            projection=np.frombuffer(self._projection, dtype=np.uint8).copy(), view=self._view.finish(),
+            study=self._image_study.finish(), filename=self._image_name.finish(),
+            projection=self._projection.finish(), view=self._view.finish(),
         )  # fmt: skip
         return ParsedDataset(self.image_root, studies, images, listed, dict(counts))
 
