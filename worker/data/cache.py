@@ -46,7 +46,7 @@ class CachedImages:
     images: np.ndarray
     """uint8 [len(kept), size, size], memory-mapped."""
     kept: np.ndarray
-    """int64: indices into the requested files of the images that decoded, in order."""
+    """int32: indices into the requested files of the images that decoded, in order."""
     kinds: dict[DecodeKind, int]
     """How many of the requested files were stored in each way (including "undecodable")."""
     built: bool
@@ -75,7 +75,7 @@ def _files_digest(filenames: Sequence[str]) -> str:
 def _sidecar(size: int, filenames: Sequence[str], kept: np.ndarray, kinds: dict[str, int]) -> dict[str, Any]:
     """What the JSON beside the array records. The file list by its digest and count, and the files left out
     (not the kept ones): a few hundred bytes for MIMIC-CXR's 377,110 files instead of megabytes of names."""
-    dropped = np.setdiff1d(np.arange(len(filenames)), kept).tolist()
+    dropped = np.flatnonzero(~_mask(len(filenames), kept)).tolist()
     return {"size": size, "files": len(filenames), "files_sha256": _files_digest(filenames), "dropped": dropped,
             "kinds": kinds}  # fmt: skip
 
@@ -91,7 +91,14 @@ def _kept_if_matching(meta: dict[str, Any], filenames: Sequence[str], size: int)
         return np.asarray(meta["kept"], dtype=np.int64) if same else None
     if meta.get("files") != len(filenames) or meta.get("files_sha256") != _files_digest(filenames):
         return None
-    return np.setdiff1d(np.arange(len(filenames)), np.asarray(meta["dropped"], dtype=np.int64))
+    return np.flatnonzero(~_mask(len(filenames), np.asarray(meta["dropped"], dtype=np.int64))).astype(np.int32)
+
+
+def _mask(total: int, rows: np.ndarray) -> np.ndarray:
+    """bool [total]: True at ``rows``."""
+    mask = np.zeros(total, dtype=bool)
+    mask[rows] = True
+    return mask
 
 
 def _read_matching(array_path: Path, meta_path: Path, filenames: Sequence[str], size: int) -> CachedImages | None:
@@ -241,7 +248,7 @@ def _build(
         _truncate(tmp, stored)
     tmp.replace(array_path)
     logger.debug("cached %d of %d %s at %s", stored, total, label, array_path)
-    return np.flatnonzero(decoded), dict(kinds)
+    return np.flatnonzero(decoded).astype(np.int32), dict(kinds)
 
 
 def _truncate(path: Path, rows: int) -> None:

@@ -74,7 +74,7 @@ class StringColumn(Sequence[str]):
 
     def row_codes(self) -> np.ndarray:
         """Each row's value index."""
-        return self.codes if self.codes is not None else np.arange(self.n_values, dtype=np.int64)
+        return self.codes if self.codes is not None else np.arange(self.n_values, dtype=_code_type(self.n_values))
 
     def __len__(self) -> int:
         return len(self.codes) if self.codes is not None else self.n_values
@@ -92,13 +92,17 @@ class StringColumn(Sequence[str]):
     def take(self, rows: Sequence[int] | np.ndarray) -> StringColumn:
         """A column of these rows, in this order, over the same values."""
         picked = np.asarray(rows)
-        picked = np.flatnonzero(picked) if picked.dtype == bool else picked.astype(np.int64).reshape(-1)
-        return StringColumn(self.data, self.offsets, self.row_codes()[picked])
+        picked = np.flatnonzero(picked) if picked.dtype == bool else picked.reshape(-1)
+        if self.codes is not None:
+            return StringColumn(self.data, self.offsets, self.codes[picked])
+        return StringColumn(self.data, self.offsets, picked.astype(_code_type(self.n_values)))
 
     def __iter__(self) -> Iterator[str]:
+        if self.codes is None:
+            yield from self.values()
+            return
         for start in range(0, len(self), _CHUNK):
-            codes = self.row_codes()[start : start + _CHUNK]
-            for code in codes.tolist():
+            for code in self.codes[start : start + _CHUNK].tolist():
                 yield self.value(code)
 
     def values(self) -> Iterator[str]:
@@ -156,28 +160,37 @@ class StringColumn(Sequence[str]):
         ``name.codes.npy``: only the values the rows use (a split's rows of a whole dataset's column), copied
         run by run from the buffer (never read into memory whole)."""
         folder.mkdir(parents=True, exist_ok=True)
-        used, inverse = np.unique(self.row_codes(), return_inverse=True)
-        starts, ends = self.offsets[used], self.offsets[used + 1]
+        used, inverse = distinct(self.row_codes())
         offsets = np.zeros(len(used) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum(ends - starts)
+        for start in range(0, len(used), _CHUNK):  # the kept values' lengths, summed a chunk at a time
+            part = used[start : start + _CHUNK]
+            lengths = self.offsets[part + 1] - self.offsets[part]
+            offsets[start + 1 : start + 1 + len(part)] = offsets[start] + np.cumsum(lengths)
         data_path = folder / f"{name}.data.npy"
         if offsets[-1] == 0:
             np.save(data_path, np.zeros(0, dtype=np.uint8))
         else:
             data = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.uint8, shape=(int(offsets[-1]),))
-            # Values the rows use that lie next to each other in the buffer are copied in one slice.
-            runs = np.split(np.arange(len(used)), np.flatnonzero(np.diff(used) != 1) + 1)
-            for run in runs:
-                first, last = int(run[0]), int(run[-1])
-                data[offsets[first] : offsets[last + 1]] = self.data[starts[first] : ends[last]]
+            for start in range(0, len(used), _CHUNK):
+                self._copy_values(used[start : start + _CHUNK], data, int(offsets[start]))
             data.flush()
             del data
         np.save(folder / f"{name}.offsets.npy", offsets)
         codes_path = folder / f"{name}.codes.npy"
-        if len(inverse) == len(used) and (inverse.reshape(-1) == np.arange(len(used))).all():  # row i: value i
+        if len(inverse) == len(used) and (inverse == np.arange(len(used), dtype=inverse.dtype)).all():  # row i: value i
             codes_path.unlink(missing_ok=True)
         else:
-            np.save(codes_path, inverse.reshape(-1).astype(np.int32))
+            np.save(codes_path, inverse)
+
+    def _copy_values(self, values: np.ndarray, out: np.ndarray, at: int) -> None:
+        """Copy the bytes of ``values`` (ascending) one after another into ``out`` from ``at``: values that lie
+        next to each other in the buffer in one slice."""
+        firsts = np.flatnonzero(np.diff(values, prepend=values[0] - 2) != 1)
+        lasts = np.append(firsts[1:] - 1, len(values) - 1)
+        starts, ends = self.offsets[values[firsts]], self.offsets[values[lasts] + 1]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            out[at : at + end - start] = self.data[start:end]
+            at += end - start
 
     @classmethod
     def load(cls, folder: Path, name: str) -> StringColumn:
@@ -188,6 +201,24 @@ class StringColumn(Sequence[str]):
             _load(folder / f"{name}.offsets.npy"),
             _load(codes_path) if codes_path.is_file() else None,
         )
+
+
+def _code_type(values: int) -> type:
+    """The integer type of codes into ``values`` values (int32 halves a row's code below 2^31 values)."""
+    return np.int32 if values < 2**31 else np.int64
+
+
+def distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``codes`` in ascending order, and each code's index among them (int32). Codes in
+    ascending order (a split's rows of a study column, in the dataset's order) take one pass, no sort."""
+    codes = np.asarray(codes)
+    if len(codes) and (codes[1:] >= codes[:-1]).all():
+        first = np.empty(len(codes), dtype=bool)
+        first[0] = True
+        np.not_equal(codes[1:], codes[:-1], out=first[1:])
+        return codes[first], (np.cumsum(first, dtype=np.int32) - 1)
+    used, inverse = np.unique(codes, return_inverse=True)
+    return used, inverse.reshape(-1).astype(np.int32)
 
 
 def _load(path: Path) -> np.ndarray:

@@ -24,7 +24,8 @@ import numpy as np
 from worker.base_models import base_dir
 from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
-from worker.data.columns import StringColumn
+from worker.data.columns import StringColumn, distinct
+from worker.data.heap import release_free_memory
 from worker.data.prepared_index import index_folder, load_index, save_index
 from worker.data.readers import ParsedDataset, ReadOptions, reader_for
 from worker.data.readers.base import PROJECTION_CODES
@@ -218,8 +219,10 @@ def _prepare(
     the studies a split file names that are missing, and the folder the images were read from."""
     data = config.data
     parsed = reader_for(data.source).parse(root, ReadOptions(data.target, config.eval.protocol, scratch))
+    release_free_memory()
     kept, selection_counts = select_images(parsed.images, data)
     study_codes, manifest_file, missing, split_counts = _split_codes(config, prepared_dir, parsed)
+    release_free_memory()
     counts = parsed.counts | selection_counts | split_counts
     artifacts = {"dataset_root": str(root), "prepared_dir": str(prepared_dir), "split_manifest": str(manifest_file)}
 
@@ -238,6 +241,7 @@ def _prepare(
             label=f"{name} images", shared_prefix=shared_prefix,
         )  # fmt: skip
         kinds.update(cache.kinds)
+        release_free_memory()
         rows = rows[cache.kept]
         study = images.study[rows]
         splits[name] = SplitData(
@@ -246,7 +250,7 @@ def _prepare(
             texts=studies.text.take(study), images=cache.images,
         )  # fmt: skip
         artifacts[f"cache_{name}"] = str(cache.path)
-        studies_per_split[name] = len(np.unique(study))
+        studies_per_split[name] = len(distinct(study)[0])
 
     counts["images_undecodable"] = kinds["undecodable"]
     counts["images_16bit_converted"] = kinds["16bit"]

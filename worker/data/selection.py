@@ -39,7 +39,7 @@ def select_images(images: ImageTable, data: DataConfig) -> tuple[np.ndarray, dic
         "rows_other_view": int((projection_ok & ~view_ok).sum()),
         "rows_beyond_one_per_study": 0,
     }
-    kept = np.flatnonzero(projection_ok & view_ok)
+    kept = np.flatnonzero(projection_ok & view_ok).astype(np.int32)  # half the bytes of an index an image
     if data.images_per_study == "one" and len(kept):
         rank = np.array([_VIEW_RANK.get(value, 2) for value in view_values] or [2], dtype=np.int8)
         study, order = images.study[kept], np.arange(len(kept))

@@ -170,13 +170,13 @@ def crossing_patients(patients: Sequence[str], codes: np.ndarray) -> tuple[int, 
     if not len(rows):
         return 0, "", []
     group, _ = _groups(_Rows(patients, rows))
-    pairs = np.unique(np.stack([group, codes[rows].astype(np.int64)]), axis=1)
-    groups, per_group = np.unique(pairs[0], return_counts=True)
+    pairs = np.unique(group * len(SPLITS) + codes[rows])  # one number per (patient, split) pair
+    groups, per_group = np.unique(pairs // len(SPLITS), return_counts=True)
     crossing = groups[per_group > 1]
     if not len(crossing):
         return 0, "", []
     first = int(np.flatnonzero(group == crossing[0])[0])
-    names = sorted(SPLITS[c] for c in pairs[1][pairs[0] == crossing[0]])
+    names = sorted(SPLITS[c] for c in (pairs[pairs // len(SPLITS) == crossing[0]] % len(SPLITS)).tolist())
     return len(crossing), patients[int(rows[first])], names
 
 
@@ -251,10 +251,10 @@ def write_split_manifest(directory: Path, name: str, content: dict, uids: Sequen
         handle.write("{\n" + "".join(f" {json.dumps(key)}: {json.dumps(value)},\n" for key, value in content.items()))
         handle.write(' "uids": {')
         for code, split in enumerate(SPLITS):
-            rows = order[codes[order] == code].tolist()
+            rows = order[codes[order] == code]
             handle.write(f"{',' if code else ''}\n  {json.dumps(split)}: [")
             for start in range(0, len(rows), 4096):
-                names = ", ".join(json.dumps(uids[row]) for row in rows[start : start + 4096])
+                names = ", ".join(json.dumps(uids[row]) for row in rows[start : start + 4096].tolist())
                 handle.write((", " if start else "") + names)
             handle.write("]")
         handle.write("\n }\n}\n")
