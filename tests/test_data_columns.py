@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +92,41 @@ def test_a_second_load_reads_the_index_not_the_dataset(tmp_path: Path) -> None:
     assert Path(rebuilt.artifacts["prepared_index"]) != index and rebuilt.counts == first.counts
     Path(rebuilt.artifacts["cache_val"]).unlink()
     assert load_prepared(config).split("val").uids == first.split("val").uids  # cache decoded again
+
+
+def test_the_mimic_reader_keeps_its_columns_in_the_scratch_folder(tmp_path: Path) -> None:
+    """At scale nothing per image may grow in the reader's memory: every column is a file in the scratch folder."""
+    from worker.data.readers import ReadOptions, reader_for
+    from worker.data.synthetic_mimic import generate_mimic
+
+    root = tmp_path / "mimic"
+    generate_mimic(root, 300, size=16, workers=1, record_studies=False, quiet=True)
+    in_memory = reader_for("mimic-cxr").parse(root, ReadOptions("findings"))
+    parsed = reader_for("mimic-cxr").parse(root, ReadOptions("findings", scratch=tmp_path / "scratch"))
+    columns = [parsed.images.filename, parsed.studies.uid, parsed.studies.text, parsed.listed.filename]
+    for column in columns:
+        assert isinstance(column.data, np.memmap) and isinstance(column.offsets, np.memmap)
+    for array in (parsed.images.study, parsed.images.projection, parsed.studies.official, parsed.listed.study):
+        assert isinstance(array, np.memmap)
+    assert parsed.rows == in_memory.rows and parsed.counts == in_memory.counts
+    assert parsed.report_uids == in_memory.report_uids and parsed.official_split == in_memory.official_split
+
+
+def test_a_killed_data_stage_leaves_nothing_behind_on_its_host(tmp_path: Path) -> None:
+    config = load_config("smoke", {"paths.var_dir": str(tmp_path / "var"), "model.build_tiny_fixtures": "false"})
+    prepared_dir = Path(load_prepared(config).artifacts["prepared_dir"])
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its id is no running process's (ids are not reused this soon)
+    dead = dead.pid
+    abandoned = [prepared_dir / f".parse-{host}-{dead}", prepared_dir / "index" / f".abc.tmp-{host}-{dead}"]
+    kept = [prepared_dir / f".parse-other-host-{dead}", prepared_dir / f".parse-{host}-{os.getppid()}"]  # running
+    for folder in abandoned + kept:
+        (folder / "uid.bin").parent.mkdir(parents=True)
+        (folder / "uid.bin").write_bytes(b"x")
+    for index in (prepared_dir / "index").iterdir():
+        if not index.name.startswith("."):
+            shutil.rmtree(index)  # the next load reads the dataset, and first sweeps this host's leftovers
+    load_prepared(config)
+    assert [folder.exists() for folder in abandoned] == [False, False]
+    assert [folder.exists() for folder in kept] == [True, True]

@@ -230,20 +230,24 @@ def _build(
     workers = workers or os.cpu_count() or 1
     total = len(filenames)
     tmp = array_path.with_name(f"{array_path.stem}.tmp-{os.getpid()}.npy")
-    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size))
     decoded = np.zeros(total, dtype=bool)
     kinds: Counter[str] = Counter()
     stored = 0
-    with progress(f"caching {label}", total, "images") as advance:
+    # Written through a file, not a writable memory map: the pages go to the page cache without being mapped
+    # into this process (a map of the whole cache would count every page written in its resident memory).
+    with tmp.open("wb") as handle, progress(f"caching {label}", total, "images") as advance:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": (total, size, size)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(handle, header)
         for index, (pixels, kind) in enumerate(_decode_all(image_root, filenames, size, workers)):
             kinds[kind] += 1
             if pixels is not None:
-                full[stored] = pixels
+                if pixels.shape != (size, size):
+                    raise ValueError(f"{filenames[index]} decoded to {pixels.shape}, not ({size}, {size})")
+                handle.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
                 stored += 1
                 decoded[index] = True
             advance(1)
-    full.flush()
-    del full
     if stored < total:
         _truncate(tmp, stored)
     tmp.replace(array_path)

@@ -11,8 +11,6 @@ index and the caches and reads nothing else: no process after the data stage hol
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 from collections import Counter
 from collections.abc import Collection
@@ -26,7 +24,7 @@ from worker.config import RunConfig
 from worker.data.cache import cache_name, load_or_build_cache
 from worker.data.columns import StringColumn, distinct
 from worker.data.heap import release_free_memory
-from worker.data.prepared_index import index_folder, load_index, save_index
+from worker.data.prepared_index import index_folder, load_index, remove_abandoned, save_index, scratch_folder
 from worker.data.readers import ParsedDataset, ReadOptions, reader_for
 from worker.data.readers.base import PROJECTION_CODES
 from worker.data.rows import RowView, pick_rows
@@ -44,8 +42,6 @@ from worker.data.splits import (
     write_split_manifest,
 )
 from worker.data.synthetic import PLANTED_JSON, Planted
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,7 +190,8 @@ def load_prepared(config: RunConfig) -> PreparedData:
     location = locate_dataset(config)
     folder = index_folder(config, location.root, location.prepared_dir)
     if (stored := load_index(folder)) is None:
-        scratch = location.prepared_dir / f".parse-{folder.name}-{os.getpid()}"
+        remove_abandoned(location.prepared_dir)
+        scratch = scratch_folder(location.prepared_dir)
         try:
             save_index(folder, *_prepare(config, location.root, location.prepared_dir, scratch))
         finally:

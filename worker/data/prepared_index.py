@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +65,42 @@ def index_folder(config: RunConfig, root: Path, prepared_dir: Path) -> Path:
     return prepared_dir / "index" / digest
 
 
+def _owner() -> str:
+    """This process on this host, in a folder's name: a crashed process's folders are found by it."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned(prepared_dir: Path) -> None:
+    """Remove the scratch and half-written index folders that processes of this host left when they were killed
+    (their ids are no longer running); another host's are left alone (its processes cannot be seen here)."""
+    host = socket.gethostname()
+    for folder in [*prepared_dir.glob(".parse-*"), *prepared_dir.glob("index/.*.tmp-*")]:
+        owner, _, pid = folder.name.rpartition("-")
+        if owner.endswith(f"-{host}") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def scratch_folder(prepared_dir: Path) -> Path:
+    """Where this process's reader writes its columns while it reads (removed after the index is written)."""
+    return prepared_dir / f".parse-{_owner()}"
+
+
 def save_index(
     folder: Path, splits: dict[str, SplitData], counts: dict[str, int], artifacts: dict[str, str],
     missing: dict[str, list[str]], image_root: Path,
 ) -> None:  # fmt: skip
     """Write the splits' columns and what ``load_index`` returns with them."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    tmp = folder.with_name(f".{folder.name}.tmp-{_owner()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for name, split in splits.items():
         for column in _COLUMNS:
@@ -83,6 +114,9 @@ def save_index(
         tmp.rename(folder)
     except OSError:  # another process wrote the same index first: theirs is as good
         shutil.rmtree(tmp, ignore_errors=True)
+        return
+    sizes = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
+    logger.info("prepared index written to %s (%s images); later runs read it, not the dataset", folder, sizes)
 
 
 def load_index(
