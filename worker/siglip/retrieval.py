@@ -128,4 +128,3 @@ def text_ids(texts: Sequence[str]) -> np.ndarray:
         return texts.equal_ids()
     ids: dict[str, int] = {}
     return np.fromiter((ids.setdefault(t, len(ids)) for t in texts), dtype=np.int64, count=len(texts))
-
