@@ -4,18 +4,23 @@ On synthetic MIMIC-CXR-JPG folders (``worker.data.synthetic_mimic``: small stand
 planted defects) of 10,000, 100,000 and 377,110 images, each measured in a fresh child process so that its
 peak RSS is its own:
 
-- ``prepare``: the data stage (``load_prepared``: the mimic-cxr reader over the CSVs and report files, view
-  selection, the official split, the image caches decoded by the stage's process pool), from nothing: wall
-  time, the prepared folder's size on disk, the peak RSS of the stage's process and of its largest child;
+- ``prepare``: the data stage (``load_prepared``: the mimic-cxr reader over the CSVs and report files into
+  column files, view selection, the official split, the image caches decoded by the stage's process pool, the
+  prepared index), from nothing: wall time, the prepared folder's size on disk, the peak RSS of the stage's
+  process and of the process tree;
 - ``loader``: the product's training DataLoader (``SiglipDataModule`` over the prepared caches, the smoke
   preset's batch, ``--loader-workers`` workers): images/s over ``--batches`` batches after the first;
 - ``train``: one epoch of the smoke preset's SigLIP training (tiny random-init model, CPU) on the prepared
-  data, capped at ``--train-batches`` batches (0: the whole epoch): wall time and peak RSS.
+  data (it memory-maps the prepared index, as every stage after the data stage does), capped at
+  ``--train-batches`` batches (0: the whole epoch), validation on the whole val split: wall time and peak RSS.
 
 The smoke preset's settings (64 px cache, Frontal views, the findings section, batch 16) with
 ``data.source=mimic-cxr``. Targets: the data stage's time growing no worse than linearly (its time per image
 at the largest size at most that at the smallest) and its peak RSS at the largest size at most 1.5x that at
-the smallest; the same RSS ratio is reported for training.
+the smallest; the same RSS ratio is reported for training. The RSS target is checked on the anonymous RSS
+(what the process itself holds); VmHWM, also reported, adds the file pages the process has mapped (the
+memory-mapped image cache and index, and the pages the kernel maps around each one read), which the kernel
+can drop and the loader workers share.
 
 Run: ``.venv/bin/python -m bench.data_scale [--sizes 10000,100000,377110]``. The folders are generated once
 under var/bench/data_scale/ (the 377,110-image one took 5 minutes on 2 cores and 3.5 GB).

@@ -174,6 +174,13 @@ class DataConfig(_Section):
         return self
 
 
+DATA_READING_FIELDS = ("num_workers", "cache_workers")
+"""Data settings that say how to read the data, not which data (a checkpoint's record and the prepared index
+leave them out)."""
+DATA_IDENTITY_FIELDS = tuple(name for name in DataConfig.model_fields if name not in DATA_READING_FIELDS)
+"""Data settings that choose the data: its source and folder, the views, the target section, the split."""
+
+
 # A hub branch, tag or commit, or the content hash a local folder is pinned to (worker/base_models.py).
 REVISION_PATTERN = r"^(sha256:[0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._/-]*)$"
 

@@ -21,15 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from worker.checkpoint_info import RUN_CONFIG_KEY, read_header
-from worker.config import DEFAULT_SPLIT_SEED, IU_XRAY_SOURCES, ConfigError, DataConfig, RunConfig
+from worker.config import (
+    DATA_IDENTITY_FIELDS,
+    DATA_READING_FIELDS,
+    DEFAULT_SPLIT_SEED,
+    IU_XRAY_SOURCES,
+    ConfigError,
+    DataConfig,
+    RunConfig,
+)
 from worker.data.readers import reader_for
 
 logger = logging.getLogger(__name__)
 
 DATA_IDENTITY_KEY = "data_identity"
-# Data settings that say how to read the data, not which data: always the caller's.
-READING_FIELDS = ("num_workers", "cache_workers")
-IDENTITY_FIELDS = tuple(name for name in DataConfig.model_fields if name not in READING_FIELDS)
 
 
 def dataset_fingerprint(root: str | Path, source: str = "local") -> str:
@@ -57,7 +62,7 @@ def _same_layout_files(folder: Path, source: str) -> bool:
 def data_identity(config: RunConfig, root: str | Path, train_uids: Iterable[str]) -> dict[str, Any]:
     """What a checkpoint records about its data: plain JSON types only, so a weights-only load reads it."""
     return {
-        "data": config.data.model_dump(mode="json", include=set(IDENTITY_FIELDS)),
+        "data": config.data.model_dump(mode="json", include=set(DATA_IDENTITY_FIELDS)),
         "root": str(root),
         "fingerprint": dataset_fingerprint(root, config.data.source),
         "train_uids": sorted(set(train_uids)),
@@ -88,18 +93,18 @@ def trained_data(header: dict[str, Any]) -> TrainedData:
     data = dict(run.get("data") or {})
     # Before the split had a seed of its own it was drawn with the run's seed.
     data.setdefault("split_seed", run.get("seed", DEFAULT_SPLIT_SEED))
-    return TrainedData({k: v for k, v in data.items() if k in IDENTITY_FIELDS}, None, None, None)
+    return TrainedData({k: v for k, v in data.items() if k in DATA_IDENTITY_FIELDS}, None, None, None)
 
 
 def with_data(config: RunConfig, data: dict[str, Any], source: str | None = None) -> RunConfig:
     """``config`` reading ``data`` (the caller's reading settings kept); with ``source`` (what ``data`` is
     from), a setting of the caller's that this replaces is logged."""
-    reading = config.data.model_dump(include=set(READING_FIELDS))
+    reading = config.data.model_dump(include=set(DATA_READING_FIELDS))
     replaced = DataConfig.model_validate({**data, **reading})
     if source:
         changed = [
             f"data.{name}={getattr(replaced, name)!r} (not {getattr(config.data, name)!r})"
-            for name in IDENTITY_FIELDS
+            for name in DATA_IDENTITY_FIELDS
             if getattr(replaced, name) != getattr(config.data, name)
         ]
         if changed:

@@ -198,7 +198,8 @@ def load_prepared(config: RunConfig) -> PreparedData:
             shutil.rmtree(scratch, ignore_errors=True)
         if (stored := load_index(folder)) is None:  # memory-mapped from the index, not from the scratch folder
             raise RuntimeError(f"the prepared index {folder} was written but cannot be read back")
-    splits, counts, saved, missing = stored
+    columns, counts, saved, missing = stored
+    splits = {name: SplitData(name=name, **fields) for name, fields in columns.items()}
     artifacts |= saved
     artifacts["prepared_index"] = str(folder)
     if location.planted is not None:

@@ -22,16 +22,13 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from worker.config import RunConfig
+from worker.config import DATA_IDENTITY_FIELDS, RunConfig
 from worker.data.columns import StringColumn
 from worker.data.readers import reader_for
-
-if TYPE_CHECKING:
-    from worker.data.prepared import SplitData
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +48,10 @@ def _stat(path: Path) -> list[Any]:
 
 def index_folder(config: RunConfig, root: Path, prepared_dir: Path) -> Path:
     """Where the index of these settings and these dataset files lies (it may not exist yet)."""
-    from worker.data.identity import IDENTITY_FIELDS  # identity imports the readers, as this module does
-
     data = config.data
     key = {
         "version": INDEX_VERSION,
-        "data": {name: getattr(data, name) for name in IDENTITY_FIELDS},
+        "data": {name: getattr(data, name) for name in DATA_IDENTITY_FIELDS},
         "protocol": config.eval.protocol,
         "split_file": _stat(config.local_path(data.split_file)) if data.split_file else None,
         "files": [_stat(path) for path in reader_for(data.source).identity_files(root)],
@@ -96,10 +91,10 @@ def scratch_folder(prepared_dir: Path) -> Path:
 
 
 def save_index(
-    folder: Path, splits: dict[str, SplitData], counts: dict[str, int], artifacts: dict[str, str],
+    folder: Path, splits: dict[str, Any], counts: dict[str, int], artifacts: dict[str, str],
     missing: dict[str, list[str]], image_root: Path,
 ) -> None:  # fmt: skip
-    """Write the splits' columns and what ``load_index`` returns with them."""
+    """Write the splits' columns (each split a ``SplitData``) and what ``load_index`` returns with them."""
     tmp = folder.with_name(f".{folder.name}.tmp-{_owner()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for name, split in splits.items():
@@ -121,11 +116,10 @@ def save_index(
 
 def load_index(
     folder: Path,
-) -> tuple[dict[str, SplitData], dict[str, int], dict[str, str], dict[str, list[str]]] | None:
-    """The splits (columns and image caches memory-mapped), counts, artifacts and missing studies of the index
-    in ``folder``; None when there is none, or its image folder or caches changed since it was written."""
-    from worker.data.prepared import SplitData
-
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, str], dict[str, list[str]]] | None:
+    """Each split's columns and ``images`` (memory-mapped: the fields of a ``SplitData``), the counts, artifacts and
+    missing studies of the index in ``folder``; None when there is none, or its image folder or caches changed
+    since it was written."""
     try:
         meta = json.loads((folder / _META).read_text())
         if meta.get("version") != INDEX_VERSION or _stat(Path(meta["image_root"][0])) != meta["image_root"]:
@@ -136,7 +130,7 @@ def load_index(
             columns = {column: StringColumn.load(folder / name, column) for column in _COLUMNS}
             if len(images) != rows or any(len(column) != rows for column in columns.values()):
                 return None
-            splits[name] = SplitData(name=name, images=images, **columns)
+            splits[name] = {"images": images, **columns}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return splits, meta["counts"], meta["artifacts"], meta["missing_studies"]

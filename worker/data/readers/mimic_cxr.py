@@ -480,7 +480,7 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
     patients_count = _distinct(patients)
     del patients
     parsed = builder.finish({})
-    del builder  # its arrays, copied into the dataset's
+    del builder  # the dataset holds its columns now
     return _finish(parsed, counts, patients_count)
 
 
