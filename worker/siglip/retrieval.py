@@ -20,12 +20,13 @@ from worker.progress import progress
 RECALL_KS = (1, 5, 10)
 
 
-SIMILARITY_BUDGET = 1 << 22
-"""Entries of the similarity matrix computed at once (16 MB in fp32, with the chunk's same-text mask and top-k
-about 25 MB): at 30k validation images the whole [N, N] matrix would be 3.6 GB, and its duplicate-text mask
-as much again. Smaller chunks cost no compute (the same rows are multiplied), only more, smaller matmuls: at
-2^24 entries the chunk's temporaries were the largest thing a MIMIC-CXR-size training held (300 MB of its
-peak with 21,056 validation images)."""
+SIMILARITY_BUDGET = 1 << 20
+"""Entries of the similarity matrix computed at once (4 MB in fp32, with the chunk's same-text mask and top-k
+about 6 MB): at 30k validation images the whole [N, N] matrix would be 3.6 GB, and its duplicate-text mask
+as much again. Smaller chunks cost no extra arithmetic (the same rows are multiplied), only more, smaller
+matmuls: recall and hits@1 over 21,056 pairs took 8.0 s on 2 CPU cores against 7.0 s at 2^22 entries, and a
+MIMIC-CXR-size training's peak memory fell from 594 to 483 MB (the chunks' freed memory is kept by the
+allocator, so the chunk size sets how much the retrieval adds)."""
 
 
 def similarity_chunks(
