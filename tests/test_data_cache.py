@@ -188,3 +188,60 @@ def test_a_cache_decoded_on_one_host_is_copied_by_another(tmp_path: Path, monkey
         assert away.built and away.kept.tolist() == built.kept.tolist()
     # Without a store installed nothing is shared.
     assert load_or_build_cache(tmp_path / "e", "x", *_names(paths), 16, workers=1, shared_prefix="p/cache").built
+
+
+_SLOW_BUILD = """
+import sys, time
+from pathlib import Path
+from worker.data import cache
+from worker.data.images import decode_image
+
+def slow(name, size):
+    time.sleep(0.2)
+    return decode_image(name, size)
+
+if __name__ == "__main__":
+    cache.decode_image = slow  # the pool's children find it in this script, imported as their __mp_main__
+    folder = Path(sys.argv[1])
+    names = sorted(p.name for p in folder.glob("*.png"))
+    cache.load_or_build_cache(folder / "cache", "slow", folder, names, 8, workers=2)
+"""
+
+
+def test_decoding_processes_exit_when_the_data_stage_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the data stage cannot stop its decoding pool: its processes must leave on their own (they waited
+    for work forever, each holding its memory), and the next build sweeps the half-written cache."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from worker.data.prepared_index import remove_abandoned
+
+    for i in range(cache_module.POOL_MIN_IMAGES + 44):
+        Image.fromarray(np.full((8, 8), i % 256, np.uint8)).save(tmp_path / f"{i:04d}.png")
+    script = tmp_path / "slow_build.py"
+    script.write_text(_SLOW_BUILD)
+    stage = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=Path(__file__).parents[1])
+    try:
+        parent = psutil.Process(stage.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            decoders = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+            if len(decoders) == 2 and list((tmp_path / "cache").glob("*.tmp-*")):
+                break
+            time.sleep(0.2)
+        assert len(decoders) == 2, "the decoding pool did not start"
+        os.kill(stage.pid, signal.SIGKILL)
+        stage.wait()
+        _, alive = psutil.wait_procs(decoders, timeout=10)
+        assert not alive, f"decoding processes outlived the killed stage: {[p.pid for p in alive]}"
+    finally:
+        stage.kill()
+    leftovers = list((tmp_path / "cache").glob("*.tmp-*"))
+    assert leftovers
+    remove_abandoned(tmp_path)
+    assert not list((tmp_path / "cache").glob("*.tmp-*"))

@@ -18,6 +18,9 @@ import io
 import json
 import logging
 import os
+import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -208,7 +211,8 @@ def _decode_all(
     done = 0
     try:
         # spawn, not fork: the parent may hold torch and its thread pools, which do not survive a fork.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        context = get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
             chunk = max(1, min(64, total // (workers * 8)))
             for start in range(0, total, _POOL_BATCH):
                 names = paths(start, min(total, start + _POOL_BATCH))
@@ -223,13 +227,25 @@ def _decode_all(
             yield from (decode_image(name, size) for name in paths(start, min(total, start + _POOL_BATCH)))
 
 
+def _exit_with(parent: int) -> None:
+    """In a decoding process: exit when ``parent`` has gone. A data stage killed with SIGKILL cannot stop its
+    pool, and the pool's processes would otherwise wait for work forever, each holding its memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _build(
     array_path: Path, image_root: Path, filenames: Sequence[str], size: int, workers: int, label: str
 ) -> tuple[np.ndarray, dict[DecodeKind, int]]:
     """Decode into a temporary .npy (cut short if some files fail) and rename it to `array_path`."""
     workers = workers or os.cpu_count() or 1
     total = len(filenames)
-    tmp = array_path.with_name(f"{array_path.stem}.tmp-{os.getpid()}.npy")
+    tmp = array_path.with_name(f"{array_path.stem}.tmp-{socket.gethostname()}-{os.getpid()}.npy")
     decoded = np.zeros(total, dtype=bool)
     kinds: Counter[str] = Counter()
     stored = 0

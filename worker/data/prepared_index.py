@@ -76,13 +76,19 @@ def _alive(pid: int) -> bool:
 
 
 def remove_abandoned(prepared_dir: Path) -> None:
-    """Remove the scratch and half-written index folders that processes of this host left when they were killed
-    (their ids are no longer running); another host's are left alone (its processes cannot be seen here)."""
+    """Remove the scratch folders, half-written indexes and half-written image caches that processes of this host
+    left when they were killed (their ids are no longer running); another host's are left alone (its processes
+    cannot be seen from here)."""
     host = socket.gethostname()
-    for folder in [*prepared_dir.glob(".parse-*"), *prepared_dir.glob("index/.*.tmp-*")]:
-        owner, _, pid = folder.name.rpartition("-")
-        if owner.endswith(f"-{host}") and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    patterns = (".parse-*", "index/.*.tmp-*", "cache/*.tmp-*")
+    for path in [found for pattern in patterns for found in prepared_dir.glob(pattern)]:
+        owner, _, pid = path.name.removesuffix(".npy").rpartition("-")
+        if not (owner.endswith(f"-{host}") and pid.isdigit()) or _alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def scratch_folder(prepared_dir: Path) -> Path:
