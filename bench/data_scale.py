@@ -44,15 +44,16 @@ RSS_RATIO = 1.5
 MB = 2**20
 
 
-def dataset(images: int, workers: int) -> Path:
-    """The synthetic folder of ``images`` images (generated once, reused while its planted.json says so)."""
+def dataset(images: int, workers: int, form: str = "reports") -> Path:
+    """The synthetic folder of ``images`` images with its reports in ``form`` (generated once, reused while its
+    planted.json says so)."""
     from worker.data.synthetic_mimic import PLANTED_JSON, generate_mimic
 
-    root = WORK_DIR / f"mimic-n{images}"
+    root = WORK_DIR / (f"mimic-n{images}" if form == "reports" else f"mimic-{form}-n{images}")
     planted = root / PLANTED_JSON
     if not (planted.is_file() and json.loads(planted.read_text()).get("images") == images):
         started = time.perf_counter()
-        generate_mimic(root, images, size=32, workers=workers, record_studies=False, quiet=False)
+        generate_mimic(root, images, form=form, size=32, workers=workers, record_studies=False, quiet=False)
         print(f"generated {root} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return root
 
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="Cap of the one-epoch training (train.limit_train_batches); 0 runs the whole epoch.")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Processes generating and caching.")
     p.add_argument("--skip-train", action="store_true", help="Measure the data stage and the loader only.")
+    p.add_argument("--form", choices=("reports", "annotation"), default="reports",
+                   help="The reports as MIMIC-CXR's text files or as R2Gen's annotation.json.")
     p.add_argument("--child", choices=("fixtures", "prepare", "loader", "train"), help=argparse_hidden())
     p.add_argument("--root", type=Path, help=argparse_hidden())
     p.add_argument("--var", type=Path, help=argparse_hidden())
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     var = WORK_DIR / "var"  # one var root: the tiny models are built once, each folder's prepared data apart
     for images in (int(size) for size in args.sizes.split(",")):
-        root = dataset(images, args.workers)
+        root = dataset(images, args.workers, args.form)
         for old in (var / "data" / "prepared").glob(f"mimic-cxr-{root.name}-*"):
             shutil.rmtree(old)  # the data stage from nothing
         common = ["--root", str(root), "--var", str(var), "--workers", str(args.workers)]

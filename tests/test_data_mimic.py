@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from worker.config import ConfigError, RunConfig, load_config
 from worker.data.cleaning import clean_target, r2gen_mimic_prepare
 from worker.data.identity import dataset_fingerprint
 from worker.data.prepared import load_prepared
-from worker.data.readers import DataLayoutError, ReadOptions, reader_for
+from worker.data.readers import DataLayoutError, ReadOptions, mimic_cxr, reader_for
 from worker.data.readers.mimic_cxr import report_sections
 from worker.data.splits import check_patient_disjoint
 from worker.data.synthetic_mimic import MimicPlanted, generate_mimic
@@ -167,6 +168,55 @@ def test_a_broken_annotation_and_an_impression_target_are_one_line(folders, tmp_
     with pytest.raises(DataLayoutError, match=r"an entry of 'train' lacks 'image_path'") as caught:
         reader_for("mimic-cxr").parse(copy, ReadOptions("findings"))
     assert "\n" not in str(caught.value)
+
+
+def _annotation_copy(root: Path, copy: Path) -> Path:
+    """A copy of an annotation-form folder whose annotation.json may be rewritten (its files/ linked)."""
+    shutil.copytree(root, copy, symlinks=True, ignore=shutil.ignore_patterns("files"))
+    (copy / "files").symlink_to(root / "files")
+    return copy / "annotation.json"
+
+
+def test_a_study_whose_entries_are_far_apart_is_one_study(folders, tmp_path: Path, monkeypatch) -> None:
+    """The annotation is read in batches of entries: a study's entries in different batches are still one
+    study, with the same rows and counts as when they are adjacent."""
+    root, planted = folders["annotation"]
+    annotation_json = _annotation_copy(root, tmp_path / "copy")
+    annotation = json.loads(annotation_json.read_text())
+    random.Random(5).shuffle(annotation["train"])
+    annotation_json.write_text(json.dumps(annotation))
+    monkeypatch.setattr(mimic_cxr, "_BATCH", 1)  # batches of 4 entries
+    shuffled = reader_for("mimic-cxr").parse(tmp_path / "copy", ReadOptions("findings"))
+    monkeypatch.undo()
+    adjacent = reader_for("mimic-cxr").parse(root, ReadOptions("findings"))
+    expected = expected_counts(planted)
+    assert len(shuffled.rows) == expected.pop("kept")
+    assert {name: shuffled.counts[name] for name in expected} == expected
+    assert shuffled.counts["studies"] == adjacent.counts["studies"] == len(set(adjacent.report_uids))
+    rows = {(row.uid, row.filename, row.patient, row.text, row.view) for row in adjacent.rows}
+    assert {(row.uid, row.filename, row.patient, row.text, row.view) for row in shuffled.rows} == rows
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"[]", r"it is not a JSON object"),
+        (b'{"images": []}', r"no entry in a train, val or test list"),
+        (None, r"IncompleteJSONError"),  # the real file cut off halfway
+    ],
+)
+def test_an_annotation_that_is_not_r2gens_is_one_line_and_leaves_nothing(
+    folders, tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    root, _ = folders["annotation"]
+    annotation_json = _annotation_copy(root, tmp_path / "copy")
+    whole = annotation_json.read_bytes()
+    annotation_json.write_bytes(whole[: len(whole) // 2] if content is None else content)
+    with pytest.raises(DataLayoutError, match=r"annotation\.json is not R2Gen's annotation JSON \(") as caught:
+        load_prepared(_config(tmp_path / "var", tmp_path / "copy"))
+    assert re.search(reason, str(caught.value)) and "\n" not in str(caught.value)
+    assert "train/val/test lists" in str(caught.value)
+    assert [path for path in (tmp_path / "var").rglob("*") if path.is_file() and "prepared" in path.parts] == []
 
 
 def test_a_removed_image_and_a_report_without_findings_are_counted_not_fatal(folders, tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ class StringColumn(Sequence[str]):
     def _copy_values(self, values: np.ndarray, out: np.ndarray, at: int) -> None:
         """Copy the bytes of ``values`` (ascending) one after another into ``out`` from ``at``: values that lie
         next to each other in the buffer in one slice."""
-        firsts = np.flatnonzero(np.diff(values, prepend=values[0] - 2) != 1)
+        firsts = np.concatenate([[0], np.flatnonzero(np.diff(values) != 1) + 1])  # (unsigned: no prepend below 0)
         lasts = np.append(firsts[1:] - 1, len(values) - 1)
         starts, ends = self.offsets[values[firsts]], self.offsets[values[lasts] + 1]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -232,7 +232,7 @@ class ArrayWriter:
     path they go to that file a block at a time and ``finish`` memory-maps it, so a reader's per-image arrays
     are file pages, not the process's own memory; without one they stay in memory."""
 
-    _BLOCK = 1 << 16
+    _BLOCK = 1 << 13
 
     def __init__(self, typecode: str, path: Path | None = None):
         self.dtype = np.dtype(typecode)
