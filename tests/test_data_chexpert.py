@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from worker.config import ConfigError, RunConfig, load_config
 from worker.data import load_prepared
-from worker.data.readers import DataLayoutError, ReadOptions, reader_for
+from worker.data.readers import DataLayoutError, ReadOptions, chexpert_plus, reader_for
 from worker.data.readers.chexpert_plus import CHEXPERT_PLUS_CSV, study_of
 from worker.data.sources import locate_dataset
 from worker.data.synthetic_chexpert import ensure_synthetic_chexpert
@@ -122,6 +123,36 @@ def test_the_study_is_the_patient_and_study_folders_of_the_path() -> None:
     assert study_of("train/patient00042/study3/view1_frontal.jpg") == ("patient00042/study3", "patient00042")
     assert study_of("valid/patient64541/study1/view2_lateral.jpg") == ("patient64541/study1", "patient64541")
     assert study_of("train/patient00042/view1_frontal.jpg") is None
+
+
+def test_a_study_whose_rows_are_far_apart_is_one_study(
+    dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV is read in batches of rows: a study's rows in different batches are still one study, with the
+    same rows and counts as when they are adjacent."""
+    root, truth = dataset
+
+    def shuffle(source: Path, target: Path) -> None:
+        with source.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        body = rows[1:]
+        random.Random(7).shuffle(body)
+        with target.open("w", newline="") as handle:
+            csv.writer(handle).writerows([rows[0], *body])
+
+    copy = _copy_with_csv(root, tmp_path / "shuffled", shuffle)
+    monkeypatch.setattr(chexpert_plus, "_BATCH", 4)
+    shuffled = reader_for("chexpert-plus").parse(copy, ReadOptions("findings", scratch=tmp_path / "scratch"))
+    monkeypatch.undo()
+    adjacent = reader_for("chexpert-plus").parse(root, ReadOptions("findings"))
+    expected = _expected(truth, "findings")
+    assert len(shuffled.rows) == expected.pop("images_kept")
+    assert {name: shuffled.counts[name] for name in expected} == dict(expected)
+    for name in ("patients", "studies_without_target", "studies_frontal_only", "studies_lateral_only"):
+        assert shuffled.counts[name] == adjacent.counts[name], name
+    rows = {(row.uid, row.filename, row.patient, row.text, row.view) for row in adjacent.rows}
+    assert {(row.uid, row.filename, row.patient, row.text, row.view) for row in shuffled.rows} == rows
+    assert shuffled.official_split == adjacent.official_split
 
 
 def _copy_with_csv(source: Path, out: Path, rewrite) -> Path:

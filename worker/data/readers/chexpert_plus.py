@@ -20,6 +20,10 @@ the test split is drawn from train by patient (worker.data.prepared).
 An image row is kept only if its path names a patient and a study, its projection is Frontal or Lateral, its
 image file exists and its study's report has the target section; each row is counted under the first check it
 fails (``rows_bad_path``, ``rows_unknown_projection``, ``rows_missing_file``, ``rows_without_target``).
+
+The CSV is streamed a batch of rows at a time into a ``DatasetBuilder`` (columns in ``ReadOptions.scratch``);
+the row of a study seen before is found in ``StudyRows`` (its rows need not be consecutive), and per study only
+a few bytes are held (patient key, whether it has its target, the projections seen).
 """
 
 from __future__ import annotations
@@ -27,10 +31,21 @@ from __future__ import annotations
 import csv
 import re
 import sys
+from array import array
 from collections import defaultdict
+from itertools import islice
 from pathlib import Path, PurePosixPath
 
-from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.heap import release_free_memory
+from worker.data.readers.base import (
+    DataLayoutError,
+    DatasetBuilder,
+    DatasetReader,
+    ParsedDataset,
+    ReadOptions,
+    target_text,
+)
+from worker.data.readers.keys import StudyRows, distinct, id_key, key_array
 
 CHEXPERT_PLUS_CSV = "df_chexpert_plus_240401.csv"
 """The report CSV of the 2024-04-01 release; a later ``df_chexpert_plus_*.csv`` alone in the folder is read too."""
@@ -122,62 +137,82 @@ def parse_dataset(root: Path, options: ReadOptions) -> ParsedDataset:
         raise _unreadable(path, exc) from None
 
 
+_BATCH = 1024
+"""CSV rows read per batch (the studies' rows are looked up in ``StudyRows`` a batch at a time)."""
+_FRONTAL, _LATERAL = 1, 2
+"""Bits of a study's projections seen."""
+
+
 def _parse(root: Path, path: Path, header: list[str], options: ReadOptions) -> ParsedDataset:
     counts: dict[str, int] = defaultdict(int)
-    texts: dict[str, str] = {}
-    patients: dict[str, str] = {}
-    official: dict[str, str] = {}
-    views: dict[str, set[str]] = defaultdict(set)
-    filenames: dict[str, list[str]] = defaultdict(list)
-    rows: list[ImageRow] = []
+    builder = DatasetBuilder(root, options.scratch)
+    studies = StudyRows()
+    patients = array("Q")  # per study row: its patient's key, to count the patients
+    has_text = bytearray()  # per study row: whether its target text is not empty
+    projections = bytearray()  # per study row: _FRONTAL | _LATERAL as seen in its rows
     finder = _ImageFinder(root)
+
+    def add(batch: list[tuple[str, str, str, dict[str, str]]]) -> None:
+        """The batch's new studies, then each row: listed, checked, and added where usable."""
+        keys = key_array((id_key(uid) for uid, *_ in batch), len(batch))
+        for (uid, path_patient, image, record), key, row in zip(
+            batch, keys.tolist(), studies.earlier(keys), strict=True
+        ):
+            if row < 0:
+                row = studies.recent.get(key, -1)
+            if row < 0:  # the study's first row: its report, patient and split are the study's
+                text = target_text(record.get("section_findings"), record.get("section_impression"), options)
+                patient = (record.get("deid_patient_id") or "").strip() or path_patient
+                split = (record.get("split") or "").strip().lower()
+                if split and split not in SPLIT_NAMES:
+                    counts["studies_unknown_split"] += 1
+                official = SPLIT_NAMES.get(split, "")
+                row = studies.recent[key] = builder.study(uid, patient=patient, official=official, text=text)
+                patients.append(id_key(patient))
+                has_text.append(bool(text))
+                projections.append(0)
+            builder.listed(row, image)
+            projection = (record.get("frontal_lateral") or "").strip().capitalize()
+            if projection not in ("Frontal", "Lateral"):
+                counts["rows_unknown_projection"] += 1
+                continue
+            projections[row] |= _FRONTAL if projection == "Frontal" else _LATERAL
+            found = finder.find(image)
+            if found is None:
+                counts["rows_missing_file"] += 1
+            elif not has_text[row]:
+                counts["rows_without_target"] += 1
+            else:
+                view = (record.get("ap_pa") or "").strip().upper() or ("LATERAL" if projection == "Lateral" else "")
+                builder.image(row, found, projection, view)
+        studies.merge()
+
     csv.field_size_limit(sys.maxsize)  # whole reports sit in one field
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         _ = reader.fieldnames  # reads the header row, replaced by its stripped names
         reader.fieldnames = header
-        for record in reader:
-            counts["image_rows"] += 1
-            image = (record.get(PATH_COLUMN) or "").strip()
-            study = study_of(image)
-            if study is None:
-                counts["rows_bad_path"] += 1
-                continue
-            uid, path_patient = study
-            if uid not in texts:
-                findings, impression = record.get("section_findings"), record.get("section_impression")
-                texts[uid] = target_text(findings, impression, options)
-                patients[uid] = (record.get("deid_patient_id") or "").strip() or path_patient
-                split = (record.get("split") or "").strip().lower()
-                if split in SPLIT_NAMES:
-                    official[uid] = SPLIT_NAMES[split]
-                elif split:
-                    counts["studies_unknown_split"] += 1
-            projection = (record.get("frontal_lateral") or "").strip().capitalize()
-            filenames[uid].append(image)
-            if projection not in ("Frontal", "Lateral"):
-                counts["rows_unknown_projection"] += 1
-                continue
-            views[uid].add(projection)
-            found = finder.find(image)
-            if found is None:
-                counts["rows_missing_file"] += 1
-            elif not texts[uid]:
-                counts["rows_without_target"] += 1
-            else:
-                view = (record.get("ap_pa") or "").strip().upper() or ("LATERAL" if projection == "Lateral" else "")
-                rows.append(ImageRow(uid, found, projection, texts[uid], patients[uid], view))
-    counts["reports"] = len(texts)
-    counts["patients"] = len(set(patients.values()))
-    counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
-    counts["studies_frontal_only"] = sum(1 for v in views.values() if v == {"Frontal"})
-    counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
+        while records := list(islice(reader, _BATCH)):
+            batch = []
+            for record in records:
+                image = (record.get(PATH_COLUMN) or "").strip()
+                study = study_of(image)
+                if study is None:
+                    counts["rows_bad_path"] += 1
+                else:
+                    batch.append((*study, image, record))
+            counts["image_rows"] += len(records)
+            add(batch)
+            del records, batch
+            release_free_memory()  # the batch's rows and the index's previous arrays: freed pages handed back
+    counts["reports"] = len(studies)
+    counts["patients"] = distinct(patients)
+    counts["studies_without_target"] = len(has_text) - sum(has_text)
+    counts["studies_frontal_only"] = projections.count(_FRONTAL)
+    counts["studies_lateral_only"] = projections.count(_LATERAL)
     for name in ("rows_bad_path", "rows_unknown_projection", "rows_missing_file", "rows_without_target"):
         counts.setdefault(name, 0)
-    return ParsedDataset.from_rows(
-        rows=rows, report_uids=list(texts), image_root=root, filenames=dict(filenames), patients=patients,
-        official_split=official, counts=dict(counts),
-    )  # fmt: skip
+    return builder.finish(dict(counts))
 
 
 CHEXPERT_PLUS = DatasetReader(

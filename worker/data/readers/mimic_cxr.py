@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import logging
 import os
@@ -59,7 +58,7 @@ import re
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import chain, islice
@@ -81,6 +80,7 @@ from worker.data.readers.base import (
     ReadOptions,
     target_text,
 )
+from worker.data.readers.keys import StudyRows, digest, distinct, id_key, key_array, lookup
 
 logger = logging.getLogger(__name__)
 
@@ -247,34 +247,6 @@ class _Progress:
 
 # ---- parsing ----
 
-_DIGEST_BIT = 1 << 63
-"""Set in the key of an id that is not a plain number, so that a number and a digest are never the same key."""
-
-
-def _digest(text: str) -> int:
-    """A string's 8-byte blake2b digest as an unsigned integer."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def _key(value: str) -> int:
-    """An id as an unsigned 64-bit key: a plain decimal number (MIMIC's study and subject ids) is its value,
-    any other id (a leading zero, a letter) its digest with the top bit set."""
-    if value.isdigit() and value.isascii() and len(value) <= 18 and (value[0] != "0" or len(value) == 1):
-        return int(value)
-    return _digest(value) | _DIGEST_BIT
-
-
-def _keys(values: Iterable[int], count: int) -> np.ndarray:
-    return np.fromiter(values, dtype=np.uint64, count=count)
-
-
-def _lookup(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Each wanted key's index in the sorted uint64 array ``keys`` (the first of equals), -1 where absent."""
-    if not len(keys):
-        return np.full(len(wanted), -1, dtype=np.int64)
-    index = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[index] == wanted, index, -1)
-
 
 class _SplitCsv:
     """The split CSV, held as arrays: the digests of the dicom_ids it lists (sorted, 8 bytes an image) and each
@@ -287,11 +259,11 @@ class _SplitCsv:
         names: dict[str, int] = {name: code for code, name in enumerate(SPLIT_CODES)}
         last = None
         for dicom, study, _subject, split in _csv_rows(path, SPLIT_COLUMNS):
-            dicoms.append(_digest(dicom))
+            dicoms.append(digest(dicom))
             if study != last:  # a study's rows are consecutive: one entry per run of them, the first one wins
                 last = study
                 name = SPLIT_NAMES.get(split.lower(), split)
-                keys.append(_key(study))
+                keys.append(id_key(study))
                 codes.append(names.setdefault(name, len(names)))
         self.rows = len(dicoms)
         self.dicoms = np.frombuffer(dicoms, dtype=np.uint64)  # over the array's buffer, sorted in place
@@ -303,11 +275,11 @@ class _SplitCsv:
 
     def listed(self, dicoms: list[str]) -> np.ndarray:
         """bool per dicom_id: whether the split CSV lists it."""
-        return _lookup(self.dicoms, _keys(map(_digest, dicoms), len(dicoms))) >= 0
+        return lookup(self.dicoms, key_array(map(digest, dicoms), len(dicoms))) >= 0
 
     def splits(self, studies: list[str]) -> list[str]:
         """Each study's split, "" where the split CSV does not name the study."""
-        index = _lookup(self.study_keys, _keys(map(_key, studies), len(studies)))
+        index = lookup(self.study_keys, key_array(map(id_key, studies), len(studies)))
         return [self.names[self.study_codes[i]] if i >= 0 else "" for i in index.tolist()]
 
 
@@ -366,7 +338,7 @@ def _scan_metadata(path: Path, counts: dict[str, int]) -> tuple[int, dict[int, l
         rows += 1
         if study != last:
             last = study
-            runs.append(_key(study))
+            runs.append(id_key(study))
     counts["metadata_rows"] = rows
     keys = np.frombuffer(runs, dtype=np.uint64)  # over the array's buffer, sorted in place
     keys.sort()
@@ -381,7 +353,7 @@ def _study_runs(path: Path, scattered: dict[int, list[_Row]]) -> Iterator[list[_
     whole where it first appears (its rows gathered by a pass before), and its later runs are skipped."""
     if scattered:
         for row in _csv_rows(path, METADATA_COLUMNS):
-            held = scattered.get(_key(row[2]))
+            held = scattered.get(id_key(row[2]))
             if held is not None:
                 held.append(row)
     run: list[_Row] = []
@@ -393,7 +365,7 @@ def _study_runs(path: Path, scattered: dict[int, list[_Row]]) -> Iterator[list[_
                 yield run
                 run = []
             last = row[2]
-            held = scattered.get(_key(last)) if scattered else None
+            held = scattered.get(id_key(last)) if scattered else None
             skip = held is not None
             if held:
                 yield held[:]
@@ -447,7 +419,7 @@ def _add_studies(
         else:
             counts["studies_without_report"] += 1
         row = builder.study(study, patient=subject, official=official, text=text, has_report=has_report)
-        patients.append(_key(subject))
+        patients.append(id_key(subject))
         for (_, _, _, view), name, exists in zip(run, study_names, present, strict=True):
             view = view.upper()
             builder.listed(row, name)
@@ -479,7 +451,7 @@ def _parse_report_files(root: Path, options: ReadOptions) -> ParsedDataset:
             done += len(batch)
             progress.update(done)
     del split, batch
-    patients_count = _distinct(patients)
+    patients_count = distinct(patients)
     del patients
     parsed = builder.finish({})
     del builder  # the dataset holds its columns now
@@ -531,7 +503,7 @@ class _ViewPositions:
         positions: dict[str, int] = {}
         keys, codes = array("Q"), array("i")
         for dicom, view in _csv_rows(path, ("dicom_id", "ViewPosition")):
-            keys.append(_digest(dicom))
+            keys.append(digest(dicom))
             codes.append(positions.setdefault(view.upper(), len(positions)))
         self.rows = len(keys)
         order = np.argsort(np.frombuffer(keys, dtype=np.uint64), kind="stable")  # equal ids: the first row's
@@ -542,42 +514,8 @@ class _ViewPositions:
 
     def of(self, dicoms: list[str]) -> list[str]:
         """Each dicom_id's view position, "" where the metadata CSV has no row for it."""
-        index = _lookup(self.keys, _keys(map(_digest, dicoms), len(dicoms)))
+        index = lookup(self.keys, key_array(map(digest, dicoms), len(dicoms)))
         return [self.names[self.codes[i]] if i >= 0 else "" for i in index.tolist()]
-
-
-class _StudyRows:
-    """The builder's row of each study read so far, by study key: a sorted array of keys and one of rows (12
-    bytes a study) for the earlier batches of entries, and a dict for the batch being read, inserted into the
-    arrays after each batch. A dict of every study id (a string and two objects each) takes 27 MB at MIMIC's
-    227,827 studies; these arrays 2.6 MB."""
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)
-        self.rows = np.empty(0, dtype=np.int32)
-        self.recent: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.keys) + len(self.recent)
-
-    def earlier(self, keys: np.ndarray) -> list[int]:
-        """Each key's row among the earlier batches' studies, -1 where it is not one of them."""
-        if not len(self.keys):
-            return [-1] * len(keys)
-        index = _lookup(self.keys, keys)
-        return np.where(index >= 0, self.rows[np.maximum(index, 0)], -1).tolist()
-
-    def merge(self) -> None:
-        """Move the batch's studies into the arrays (an insertion, not a sort of the whole: one array's copy at
-        a time beside the arrays)."""
-        keys = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
-        rows = np.fromiter(self.recent.values(), dtype=np.int32, count=len(self.recent))
-        self.recent.clear()
-        order = np.argsort(keys)
-        keys, rows = keys[order], rows[order]
-        at = np.searchsorted(self.keys, keys)
-        self.keys = np.insert(self.keys, at, keys)
-        self.rows = np.insert(self.rows, at, rows)
 
 
 _Entry = tuple[str, str, str, list, str]
@@ -614,7 +552,7 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
     image_root = root / FILES_DIR
     builder = DatasetBuilder(image_root, options.scratch)
     patients = array("Q")  # each study's subject key, to count the patients
-    studies = _StudyRows()
+    studies = StudyRows()
     has_text = bytearray()  # per study row: whether its target text is not empty
     image_counts: dict[str, int] = defaultdict(int)  # counted after the studies', as the images are checked
     view_names: dict[str, str] = {}
@@ -625,7 +563,7 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
 
     def add(batch: list[_Entry]) -> None:
         """Add a batch's new studies and list its images (pending their checks)."""
-        keys = _keys((_key(study) for study, *_ in batch), len(batch))
+        keys = key_array((id_key(study) for study, *_ in batch), len(batch))
         in_csv = split.splits([study for study, *_ in batch])
         for (study, subject, report, images, official), key, row, csv_split in zip(
             batch, keys.tolist(), studies.earlier(keys), in_csv, strict=True
@@ -636,7 +574,7 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
                 text = _target(report or None, None, options)
                 counts["studies_split_differs_from_csv"] += bool(csv_split) and csv_split != official
                 row = studies.recent[key] = builder.study(study, patient=subject, official=official, text=text)
-                patients.append(_key(subject))
+                patients.append(id_key(subject))
                 has_text.append(bool(text))
             for image in images:
                 name = str(image).removeprefix(f"{FILES_DIR}/")
@@ -674,14 +612,7 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
     counts["reports"] = counts["studies"] = len(studies)
     counts["studies_without_target"] = len(has_text) - sum(has_text)
     counts.update(image_counts)
-    return _finish(builder.finish({}), counts, _distinct(patients))
-
-
-def _distinct(keys: array) -> int:
-    """How many distinct values an array('Q') holds (it is sorted in place)."""
-    values = np.frombuffer(keys, dtype=np.uint64)
-    values.sort()
-    return int(np.count_nonzero(values[1:] != values[:-1])) + bool(len(values))
+    return _finish(builder.finish({}), counts, distinct(patients))
 
 
 def _finish(parsed: ParsedDataset, counts: dict[str, int], patients: int) -> ParsedDataset:
