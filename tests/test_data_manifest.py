@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from worker.config import ConfigError, RunConfig, load_config
 from worker.data import load_prepared
-from worker.data.readers import DataLayoutError, ReadOptions, reader_for
+from worker.data.readers import DataLayoutError, ReadOptions, manifest, reader_for
 from worker.data.readers.manifest import projection_of, sections_of
 from worker.data.sources import locate_dataset
 from worker.data.synthetic_manifest import MANIFESTS, ensure_synthetic_manifest
@@ -190,6 +191,45 @@ def test_a_study_with_two_splits_or_an_unknown_split_is_one_line(tmp_path: Path)
     odd = _write_csv(tmp_path / "odd.csv", header, [["a.png", "S1", "P1", "holdout", "x"]])
     with pytest.raises(DataLayoutError, match="split 'holdout'; expected train, val or test"):
         reader_for("manifest").parse(odd, ReadOptions("impression"))
+
+
+def test_a_study_given_another_patient_or_split_rows_later_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest is read in batches of rows: a study's later row is checked against its first row however
+    many rows (and batches) lie between them."""
+    header = ["image_path", "study_id", "patient_id", "split", "impression"]
+    between = [[f"f{i}.png", f"S{i + 2}", "P9", "train", "x"] for i in range(10)]
+    monkeypatch.setattr(manifest, "_BATCH", 4)
+    first = ["a.png", "S1", "P1", "train", "x"]
+    patient = _write_csv(tmp_path / "patient.csv", header, [first, *between, ["b.png", "S1", "P2", "train", "x"]])
+    with pytest.raises(DataLayoutError, match=r"row 12 gives study S1 patient 'P2', an earlier row another patient"):
+        reader_for("manifest").parse(patient, ReadOptions("impression"))
+    split = _write_csv(tmp_path / "split.csv", header, [first, *between, ["b.png", "S1", "P1", "test", "x"]])
+    with pytest.raises(DataLayoutError, match=r"row 12 puts study S1 in split 'test', an earlier row in 'train'"):
+        reader_for("manifest").parse(split, ReadOptions("impression"))
+
+
+def test_a_study_whose_rows_are_far_apart_is_one_study(
+    dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = dataset
+    with (root / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    body = rows[1:]
+    random.Random(3).shuffle(body)
+    shuffled_csv = _write_csv(tmp_path / "manifest.csv", rows[0], body)
+    for item in root.iterdir():  # the images, beside the manifest as the original's are
+        if item.is_dir():
+            (tmp_path / item.name).symlink_to(item)
+    monkeypatch.setattr(manifest, "_BATCH", 4)
+    shuffled = reader_for("manifest").parse(shuffled_csv, ReadOptions("both", scratch=tmp_path / "scratch"))
+    monkeypatch.undo()
+    adjacent = reader_for("manifest").parse(root / "manifest.csv", ReadOptions("both"))
+    assert shuffled.counts == adjacent.counts
+    rows_of = lambda parsed: {(r.uid, r.filename, r.patient, r.text, r.view) for r in parsed.rows}  # noqa: E731
+    assert rows_of(shuffled) == rows_of(adjacent) and len(shuffled.rows) == len(adjacent.rows)
+    assert shuffled.official_split == adjacent.official_split and shuffled.patients == adjacent.patients
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,10 @@ first row, and a later row that names another patient or split for it is refused
 row has a study id, its view is known, its file exists and its study has the target section; each image is
 counted under the first check it fails (``rows_without_study_id``, ``rows_without_image``,
 ``images_unknown_view``, ``images_missing_file``, ``images_without_target``).
+
+The manifest is streamed a batch of rows at a time into a ``DatasetBuilder`` (columns in
+``ReadOptions.scratch``); a study read before is found by key in ``StudyRows`` (its rows need not be
+consecutive), and per study only a few bytes are held (``_Studies``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,24 @@ import json
 import math
 import re
 import sys
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker.data.readers.base import DataLayoutError, DatasetReader, ImageRow, ParsedDataset, ReadOptions, target_text
+from worker.data.heap import release_free_memory
+from worker.data.readers.base import (
+    SPLIT_CODES,
+    DataLayoutError,
+    DatasetBuilder,
+    DatasetReader,
+    ParsedDataset,
+    ReadOptions,
+    target_text,
+)
+from worker.data.readers.keys import StudyRows, distinct, id_key, key_array
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 IMAGE_COLUMNS = ("image_path", "image_paths")
@@ -221,6 +237,50 @@ def _sections(record: dict[str, Any], columns: set[str]) -> tuple[str, str]:
     return findings, impression
 
 
+_BATCH = 1024
+"""Manifest rows read per batch (their studies are looked up in ``StudyRows`` a batch at a time)."""
+_FRONTAL, _LATERAL = 1, 2
+"""Bits of a study's projections seen."""
+
+
+class _Studies:
+    """What is held per study while the manifest streams into the builder: its row by key (``StudyRows``), its
+    patient's key and split code (to refuse a later row that names others), whether it has a patient and its
+    target text, and the projections seen: 23 bytes a study, no Python object."""
+
+    def __init__(self, builder: DatasetBuilder) -> None:
+        self.builder = builder
+        self.rows = StudyRows()
+        self.patient_keys = array("Q")
+        self.split_codes = array("b")
+        self.has_patient = bytearray()
+        self.has_text = bytearray()
+        self.projections = bytearray()
+
+    def add(self, key: int, uid: str, patient: str, split: str, text: str) -> int:
+        row = self.rows.recent[key] = self.builder.study(uid, patient=patient, official=split, text=text)
+        self.patient_keys.append(id_key(patient))
+        self.split_codes.append(SPLIT_CODES.index(split) if split else -1)
+        self.has_patient.append(bool(patient))
+        self.has_text.append(bool(text))
+        self.projections.append(0)
+        return row
+
+    def check_same(self, path: Path, number: int, uid: str, patient: str, split: str, row: int) -> None:
+        """Refuse a row that gives the study of ``row`` another patient or another split than its first row."""
+        if id_key(patient) != self.patient_keys[row]:
+            raise DataLayoutError(
+                f"{path}: row {number} gives study {uid} patient '{patient}', an earlier row another patient: a "
+                "study has one patient"
+            )
+        earlier = self.split_codes[row]
+        if (SPLIT_CODES.index(split) if split else -1) != earlier:
+            raise DataLayoutError(
+                f"{path}: row {number} puts study {uid} in split '{split}', an earlier row in "
+                f"'{SPLIT_CODES[earlier] if earlier >= 0 else ''}': a study has one split"
+            )
+
+
 def parse_manifest(path: Path, options: ReadOptions) -> ParsedDataset:
     header, records = _records(path)
     _check_columns(path, header)
@@ -228,84 +288,87 @@ def parse_manifest(path: Path, options: ReadOptions) -> ParsedDataset:
     image_column = "image_path" if "image_path" in columns else "image_paths"
     folder = path.parent
     counts: dict[str, int] = defaultdict(int)
-    texts: dict[str, str] = {}
-    patients: dict[str, str] = {}
-    official: dict[str, str] = {}
-    views: dict[str, set[str]] = defaultdict(set)
-    filenames: dict[str, list[str]] = defaultdict(list)
-    rows: list[ImageRow] = []
-    try:
-        for number, record in enumerate(records, start=1):
-            counts["manifest_rows"] += 1
-            uid = _text(record.get("study_id"))
-            if not uid:
-                counts["rows_without_study_id"] += 1
-                continue
-            patient = _text(record.get("patient_id"))
-            split = _text(record.get("split")).lower() if "split" in columns else ""
-            if split and split not in SPLIT_NAMES:
-                raise DataLayoutError(
-                    f"{path}: row {number} (study {uid}) has split '{split}'; expected train, val or test "
-                    "(validate, valid, validation), or empty"
-                )
-            if uid not in texts:
-                texts[uid] = target_text(*_sections(record, columns), options)
-                patients[uid] = patient
-                if split:
-                    official[uid] = SPLIT_NAMES[split]
+    builder = DatasetBuilder(folder, options.scratch)
+    studies = _Studies(builder)
+
+    def read(number: int, record: dict[str, Any]) -> tuple[int, str, str, str, dict[str, Any]] | None:
+        """A row's number, study, patient and split (checked), None for a row without a study id."""
+        counts["manifest_rows"] += 1
+        uid = _text(record.get("study_id"))
+        if not uid:
+            counts["rows_without_study_id"] += 1
+            return None
+        split = _text(record.get("split")).lower() if "split" in columns else ""
+        if split and split not in SPLIT_NAMES:
+            raise DataLayoutError(
+                f"{path}: row {number} (study {uid}) has split '{split}'; expected train, val or test "
+                "(validate, valid, validation), or empty"
+            )
+        return number, uid, _text(record.get("patient_id")), SPLIT_NAMES.get(split, ""), record
+
+    def add(batch: list[tuple[int, str, str, str, dict[str, Any]]]) -> None:
+        keys = key_array((id_key(uid) for _, uid, *_ in batch), len(batch))
+        for (number, uid, patient, split, record), key, row in zip(
+            batch, keys.tolist(), studies.rows.earlier(keys), strict=True
+        ):
+            if row < 0:
+                row = studies.rows.recent.get(key, -1)
+            if row < 0:  # the study's first row: its report, patient and split are the study's
+                row = studies.add(key, uid, patient, split, target_text(*_sections(record, columns), options))
             else:
-                if patient != patients[uid]:
-                    raise DataLayoutError(
-                        f"{path}: row {number} gives study {uid} patient '{patient}', an earlier row "
-                        f"'{patients[uid]}': a study has one patient"
-                    )
-                if SPLIT_NAMES.get(split, "") != official.get(uid, ""):
-                    raise DataLayoutError(
-                        f"{path}: row {number} puts study {uid} in split '{split}', an earlier row in "
-                        f"'{official.get(uid, '')}': a study has one split"
-                    )
-            images = _values(record.get(image_column))
-            if not images:
-                counts["rows_without_image"] += 1
+                studies.check_same(path, number, uid, patient, split, row)
+            add_images(record, row)
+        studies.rows.merge()
+
+    def add_images(record: dict[str, Any], row: int) -> None:
+        """List a row's images and add the usable ones, each counted under the first check it fails."""
+        images = _values(record.get(image_column))
+        if not images:
+            counts["rows_without_image"] += 1
+            return
+        row_views = _view_values(record.get("view")) if "view" in columns else [""]
+        if len(row_views) == 1:
+            row_views = row_views * len(images)
+        for index, image in enumerate(images):
+            counts["images_listed"] += 1
+            filename = image if Path(image).is_absolute() else str(PurePosixPath(image.replace("\\", "/")))
+            builder.listed(row, filename)
+            view = projection_of(row_views[index]) if len(row_views) == len(images) else None
+            if view is None:
+                counts["images_unknown_view"] += 1
                 continue
-            row_views = _view_values(record.get("view")) if "view" in columns else [""]
-            if len(row_views) == 1:
-                row_views = row_views * len(images)
-            for index, image in enumerate(images):
-                counts["images_listed"] += 1
-                filename = image if Path(image).is_absolute() else str(PurePosixPath(image.replace("\\", "/")))
-                filenames[uid].append(filename)
-                view = projection_of(row_views[index]) if len(row_views) == len(images) else None
-                if view is None:
-                    counts["images_unknown_view"] += 1
-                    continue
-                projection, position = view
-                counts["images_without_view"] += not row_views[index]
-                views[uid].add(projection)
-                if not (folder / filename).is_file():
-                    counts["images_missing_file"] += 1
-                elif not texts[uid]:
-                    counts["images_without_target"] += 1
-                else:
-                    rows.append(ImageRow(uid, filename, projection, texts[uid], patient, position))
+            projection, position = view
+            counts["images_without_view"] += not row_views[index]
+            studies.projections[row] |= _FRONTAL if projection == "Frontal" else _LATERAL
+            if not (folder / filename).is_file():
+                counts["images_missing_file"] += 1
+            elif not studies.has_text[row]:
+                counts["images_without_target"] += 1
+            else:
+                builder.image(row, filename, projection, position)
+
+    numbered = enumerate(records, start=1)
+    try:
+        while chunk := list(islice(numbered, _BATCH)):
+            add([row for row in (read(number, record) for number, record in chunk) if row is not None])
+            del chunk
+            release_free_memory()  # the batch's rows and the index's previous arrays: freed pages handed back
     except DataLayoutError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise _unreadable(path, manifest_format(path), exc) from None
-    counts["reports"] = len(texts)
-    counts["patients"] = len({p for p in patients.values() if p})
-    counts["studies_without_patient"] = sum(1 for p in patients.values() if not p)
-    counts["studies_without_target"] = sum(1 for text in texts.values() if not text)
-    counts["studies_in_manifest_split"] = len(official)
-    counts["studies_frontal_only"] = sum(1 for v in views.values() if v == {"Frontal"})
-    counts["studies_lateral_only"] = sum(1 for v in views.values() if v == {"Lateral"})
+    with_patient = array("Q", (key for key, has in zip(studies.patient_keys, studies.has_patient, strict=True) if has))
+    counts["reports"] = len(studies.rows)
+    counts["patients"] = distinct(with_patient)
+    counts["studies_without_patient"] = len(studies.has_patient) - sum(studies.has_patient)
+    counts["studies_without_target"] = len(studies.has_text) - sum(studies.has_text)
+    counts["studies_in_manifest_split"] = sum(1 for code in studies.split_codes if code >= 0)
+    counts["studies_frontal_only"] = studies.projections.count(_FRONTAL)
+    counts["studies_lateral_only"] = studies.projections.count(_LATERAL)
     for name in ("rows_without_study_id", "rows_without_image", "images_unknown_view", "images_missing_file",
                  "images_without_target", "images_without_view"):  # fmt: skip
         counts.setdefault(name, 0)
-    return ParsedDataset.from_rows(
-        rows=rows, report_uids=list(texts), image_root=folder, filenames=dict(filenames),
-        patients={uid: p for uid, p in patients.items() if p}, official_split=official, counts=dict(counts),
-    )  # fmt: skip
+    return builder.finish(dict(counts))
 
 
 def check_manifest(path: Path) -> None:
