@@ -190,8 +190,9 @@ def child_train(root: Path, var: Path, train_batches: int) -> dict[str, Any]:
             "train_batches": train_batches or "epoch", **sampler.result()}  # fmt: skip
 
 
-def run_child(kind: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.data_scale", "--child", kind, *args]
+def run_child(kind: str, *args: str, timeout: float = 3600, module: str = "bench.data_scale") -> dict[str, Any]:
+    """Run ``module --child kind`` in a fresh process (its peak memory its own); its last stdout line, parsed."""
+    command = [sys.executable, "-m", module, "--child", kind, *args]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} child failed ({done.returncode}): {done.stderr[-3000:]}")

@@ -18,6 +18,7 @@ COLUMNS = {
     "data_scale": ["images", "kept", "prepare_s", "prepare_us_per_image", "prepared_mb", "prepare_anon_mb",
                    "prepare_hwm_mb", "prepare_tree_anon_mb", "loader_images_per_s", "loader_anon_mb", "train_s",
                    "train_anon_mb", "train_hwm_mb"],
+    "reader_scale": ["source", "rows", "kept", "prepare_s", "prepare_us_per_row", "prepare_anon_mb", "prepare_hwm_mb"],
     "generate": ["what", "batch", "studies", "seconds", "reports_per_s", "tokens_per_report"],
     "fits": ["model", "method", "cap_gb", "preset_batch", "fits", "peak_alloc_mb", "step_ms", "largest_batch"],
 }

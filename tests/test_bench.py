@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("data", "data_scale", "train_step", "fits", "generate", "queue")
+SCRIPTS = ("data", "data_scale", "reader_scale", "train_step", "fits", "generate", "queue")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
