@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from worker.config import RunConfig, load_config
 from worker.data import PreparedData, load_prepared
-from worker.data.splits import assign_splits, load_or_create_manifest
+from worker.data.splits import _groups, _uid_order, assign_splits, load_or_create_manifest, uid_order
 
 UIDS = [str(i) for i in range(1, 501)]
 FRACTIONS = (0.7, 0.1, 0.2)
@@ -66,3 +67,44 @@ def test_the_run_seed_leaves_the_split_alone(smoke_config: RunConfig, smoke_prep
     assert other.artifacts["split_manifest"] == smoke_prepared.artifacts["split_manifest"]
     for name in ("train", "val", "test"):
         assert other.split(name).uids == smoke_prepared.split(name).uids
+
+
+def _old_uid_order(values: list[str]) -> list[int]:
+    """The order before uid_order sorted text as bytes: numbers of at most 18 digits by value, then the rest by
+    ``_uid_order``'s key, ties in input order."""
+    short = [i for i, v in enumerate(values) if v.isdigit() and len(v) <= 18]
+    rest = [i for i, v in enumerate(values) if not (v.isdigit() and len(v) <= 18)]
+    return sorted(short, key=lambda i: int(values[i])) + sorted(rest, key=lambda i: _uid_order(values[i]))
+
+
+def _random_ids(rng: random.Random, text_only: bool, nul: bool) -> list[str]:
+    alphabet = "ab/Zé中0129-_ \u00ff\U0001f600" + ("\0" if nul else "")
+    values: list[str] = []
+    for _ in range(rng.randint(0, 60)):
+        kind = 1.0 if text_only else rng.random()
+        if kind < 0.3:
+            values.append(str(rng.randint(0, 10**6)))
+        elif kind < 0.4:
+            values.append(str(rng.randint(10**18, 10**20)))
+        elif kind < 0.45:
+            values.append("0" * rng.randint(1, 20) + str(rng.randint(0, 99)))
+        elif rng.random() < 0.15 and values:
+            values.append(rng.choice(values))
+        else:
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+            values.append(text if not text.isdigit() else f"x{text}")
+    return values
+
+
+def test_uid_order_and_patient_groups_keep_the_python_order() -> None:
+    """uid_order sorts text as UTF-8 bytes and _groups groups text keys with numpy: the same order and groups as
+    the Python key sort, over numbers, leading zeros, numbers too long for int64, repeats, non-ASCII text and
+    NUL characters (which take the Python sort)."""
+    rng = random.Random(1)
+    for trial in range(400):
+        values = _random_ids(rng, text_only=trial % 2 == 1, nul=trial % 8 >= 6)
+        assert uid_order(values).tolist() == _old_uid_order(values), values
+        groups, count = _groups(values)
+        distinct = list(dict.fromkeys(values))
+        rank = {distinct[i]: r for r, i in enumerate(_old_uid_order(distinct))}
+        assert groups.tolist() == [rank[v] for v in values] and count == len(distinct), values
