@@ -203,7 +203,7 @@ def test_a_study_given_another_patient_or_split_rows_later_is_one_line(
     monkeypatch.setattr(manifest, "_BATCH", 4)
     first = ["a.png", "S1", "P1", "train", "x"]
     patient = _write_csv(tmp_path / "patient.csv", header, [first, *between, ["b.png", "S1", "P2", "train", "x"]])
-    with pytest.raises(DataLayoutError, match=r"row 12 gives study S1 patient 'P2', an earlier row another patient"):
+    with pytest.raises(DataLayoutError, match=r"row 12 gives study S1 patient 'P2', but an earlier row gave it"):
         reader_for("manifest").parse(patient, ReadOptions("impression"))
     split = _write_csv(tmp_path / "split.csv", header, [first, *between, ["b.png", "S1", "P1", "test", "x"]])
     with pytest.raises(DataLayoutError, match=r"row 12 puts study S1 in split 'test', an earlier row in 'train'"):

@@ -270,8 +270,8 @@ class _Studies:
         """Refuse a row that gives the study of ``row`` another patient or another split than its first row."""
         if id_key(patient) != self.patient_keys[row]:
             raise DataLayoutError(
-                f"{path}: row {number} gives study {uid} patient '{patient}', an earlier row another patient: a "
-                "study has one patient"
+                f"{path}: row {number} gives study {uid} patient '{patient}', but an earlier row gave it another "
+                "patient: a study has one patient"
             )
         earlier = self.split_codes[row]
         if (SPLIT_CODES.index(split) if split else -1) != earlier:
