@@ -155,11 +155,7 @@ def _parse(root: Path, path: Path, header: list[str], options: ReadOptions) -> P
     def add(batch: list[tuple[str, str, str, dict[str, str]]]) -> None:
         """The batch's new studies, then each row: listed, checked, and added where usable."""
         keys = key_array((id_key(uid) for uid, *_ in batch), len(batch))
-        for (uid, path_patient, image, record), key, row in zip(
-            batch, keys.tolist(), studies.earlier(keys), strict=True
-        ):
-            if row < 0:
-                row = studies.recent.get(key, -1)
+        for (uid, path_patient, image, record), (key, row) in zip(batch, studies.rows_of(keys), strict=True):
             if row < 0:  # the study's first row: its report, patient and split are the study's
                 text = target_text(record.get("section_findings"), record.get("section_impression"), options)
                 patient = (record.get("deid_patient_id") or "").strip() or path_patient
@@ -167,7 +163,7 @@ def _parse(root: Path, path: Path, header: list[str], options: ReadOptions) -> P
                 if split and split not in SPLIT_NAMES:
                     counts["studies_unknown_split"] += 1
                 official = SPLIT_NAMES.get(split, "")
-                row = studies.recent[key] = builder.study(uid, patient=patient, official=official, text=text)
+                row = studies.add(key, builder.study(uid, patient=patient, official=official, text=text))
                 patients.append(id_key(patient))
                 has_text.append(bool(text))
                 projections.append(0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -53,18 +53,32 @@ def distinct(keys: array) -> int:
 
 class StudyRows:
     """The row of each study read so far, by key: a sorted array of keys and one of rows (12 bytes a study) for
-    the earlier batches, and a dict (``recent``) for the batch being read, inserted into the arrays by
-    ``merge`` after each batch."""
+    the earlier batches, and a dict for the batch being read, inserted into the arrays by ``merge`` after each
+    batch. A reader looks a batch's keys up with ``rows_of``, ``add``s each study it has not read yet, then
+    ``merge``s."""
 
     def __init__(self) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
         self.rows = np.empty(0, dtype=np.int32)
-        self.recent: dict[int, int] = {}
+        self._recent: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return len(self.keys) + len(self.recent)
+        return len(self.keys) + len(self._recent)
 
-    def earlier(self, keys: np.ndarray) -> list[int]:
+    def rows_of(self, keys: np.ndarray) -> Iterator[tuple[int, int]]:
+        """Each key with its study's row, -1 for a study not read yet: the earlier batches' rows are looked up
+        at once, this batch's as the loop reaches them, so that a study ``add``ed by one of the batch's rows is
+        found by its later ones."""
+        earlier = self._earlier(keys)
+        for key, row in zip(keys.tolist(), earlier, strict=True):
+            yield key, (row if row >= 0 else self._recent.get(key, -1))
+
+    def add(self, key: int, row: int) -> int:
+        """Record the row of a study first read in this batch; returns the row."""
+        self._recent[key] = row
+        return row
+
+    def _earlier(self, keys: np.ndarray) -> list[int]:
         """Each key's row among the earlier batches' studies, -1 where it is not one of them."""
         if not len(self.keys):
             return [-1] * len(keys)
@@ -74,9 +88,9 @@ class StudyRows:
     def merge(self) -> None:
         """Move the batch's studies into the arrays (an insertion, not a sort of the whole: one array's copy at
         a time beside the arrays)."""
-        keys = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
-        rows = np.fromiter(self.recent.values(), dtype=np.int32, count=len(self.recent))
-        self.recent.clear()
+        keys = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+        rows = np.fromiter(self._recent.values(), dtype=np.int32, count=len(self._recent))
+        self._recent.clear()
         order = np.argsort(keys)
         keys, rows = keys[order], rows[order]
         at = np.searchsorted(self.keys, keys)

@@ -258,7 +258,7 @@ class _Studies:
         self.projections = bytearray()
 
     def add(self, key: int, uid: str, patient: str, split: str, text: str) -> int:
-        row = self.rows.recent[key] = self.builder.study(uid, patient=patient, official=split, text=text)
+        row = self.rows.add(key, self.builder.study(uid, patient=patient, official=split, text=text))
         self.patient_keys.append(id_key(patient))
         self.split_codes.append(SPLIT_CODES.index(split) if split else -1)
         self.has_patient.append(bool(patient))
@@ -308,11 +308,7 @@ def parse_manifest(path: Path, options: ReadOptions) -> ParsedDataset:
 
     def add(batch: list[tuple[int, str, str, str, dict[str, Any]]]) -> None:
         keys = key_array((id_key(uid) for _, uid, *_ in batch), len(batch))
-        for (number, uid, patient, split, record), key, row in zip(
-            batch, keys.tolist(), studies.rows.earlier(keys), strict=True
-        ):
-            if row < 0:
-                row = studies.rows.recent.get(key, -1)
+        for (number, uid, patient, split, record), (key, row) in zip(batch, studies.rows.rows_of(keys), strict=True):
             if row < 0:  # the study's first row: its report, patient and split are the study's
                 row = studies.add(key, uid, patient, split, target_text(*_sections(record, columns), options))
             else:

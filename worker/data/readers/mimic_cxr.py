@@ -472,10 +472,10 @@ def _not_annotation(path: Path, reason: str | Exception) -> DataLayoutError:
 
 
 def _annotation_entries(path: Path) -> Iterator[tuple[str, dict]]:
-    """Each entry of R2Gen's annotation with its list's name, streamed by ijson: one pass over the file per list,
-    and no more than one entry held at a time (``json.load`` held all 270,000 entries of MIMIC's: hundreds of
-    MB). A file that breaks off or stops being JSON midway fails there, after the entries before it were read
-    (the data stage's scratch folder holds them, and goes)."""
+    """Each entry of R2Gen's annotation with its list's name, streamed by ijson: one pass over the file per list, and
+    no more than one entry held at a time (with ``json.load`` the data stage peaked at 398 MB on a synthetic
+    377,110-image folder, bench/RESULTS.md). A file that breaks off or stops being JSON midway fails there, after
+    the entries before it were read (the data stage's scratch folder holds them, and goes)."""
     try:
         with path.open("rb") as handle:
             first = next(ijson.parse(handle), None)
@@ -565,15 +565,13 @@ def _parse_annotation(root: Path, options: ReadOptions) -> ParsedDataset:
         """Add a batch's new studies and list its images (pending their checks)."""
         keys = key_array((id_key(study) for study, *_ in batch), len(batch))
         in_csv = split.splits([study for study, *_ in batch])
-        for (study, subject, report, images, official), key, row, csv_split in zip(
-            batch, keys.tolist(), studies.earlier(keys), in_csv, strict=True
+        for (study, subject, report, images, official), (key, row), csv_split in zip(
+            batch, studies.rows_of(keys), in_csv, strict=True
         ):
-            if row < 0:
-                row = studies.recent.get(key, -1)
             if row < 0:  # the study's first entry: its report is the study's
                 text = _target(report or None, None, options)
                 counts["studies_split_differs_from_csv"] += bool(csv_split) and csv_split != official
-                row = studies.recent[key] = builder.study(study, patient=subject, official=official, text=text)
+                row = studies.add(key, builder.study(study, patient=subject, official=official, text=text))
                 patients.append(id_key(subject))
                 has_text.append(bool(text))
             for image in images:
